@@ -1,0 +1,48 @@
+//! Dialling a node's admin API, for the CLI and for nodes that forward to the leader.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::admin::admin_client::AdminClient;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("{addr:?} is not an admin address: {message}")]
+    BadAddress { addr: String, message: String },
+    #[error("cannot reach the node at {addr}: {message}")]
+    Unreachable { addr: String, message: String },
+}
+
+/// Connects now, so that a dead node is reported as such rather than as a failed call.
+pub async fn dial(addr: &str, timeout: Duration) -> Result<AdminClient<Channel>, DialError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
+        DialError::BadAddress {
+            addr: addr.to_owned(),
+            message: e.to_string(),
+        }
+    })?;
+    let channel = endpoint
+        .connect_timeout(timeout)
+        .timeout(Duration::from_secs(120))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| DialError::Unreachable {
+            addr: addr.to_owned(),
+            message: source_chain(&e),
+        })?;
+    Ok(AdminClient::new(channel))
+}
+
+/// tonic's transport error says only "transport error"; the cause is further down.
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

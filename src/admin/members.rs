@@ -1,0 +1,168 @@
+//! Membership: `init`, `join` (and the `AddMember` it sends to the cluster), `leave`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use openraft::ChangeMembers;
+use openraft::error::{InitializeError, RaftError};
+use tonic::Status;
+
+use super::route::{Route, route, write_error};
+use crate::config::Role;
+use crate::node::Node;
+use crate::proto::admin::*;
+use crate::raft::FephaNode;
+
+pub async fn init(node: &Node) -> Result<InitReply, Status> {
+    let members = BTreeMap::from([(node.id, node.me.clone())]);
+    match node.raft.initialize(members).await {
+        Ok(()) => Ok(InitReply {}),
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+            Err(Status::already_exists(format!(
+                "node {} is already part of a cluster",
+                node.me.name
+            )))
+        }
+        Err(e) => Err(Status::failed_precondition(e.to_string())),
+    }
+}
+
+/// Runs on the joining node: asks a member of the cluster to add it.
+pub async fn join(node: &Node, req: JoinRequest) -> Result<JoinReply, Status> {
+    let initialised = node
+        .raft
+        .is_initialized()
+        .await
+        .map_err(|e| Status::unavailable(format!("raft has stopped: {e}")))?;
+    if initialised {
+        return Err(Status::already_exists(format!(
+            "node {} is already part of a cluster; to move it, `fepha leave` and empty its data dir",
+            node.me.name
+        )));
+    }
+    let mut peer = super::client::dial(&req.peer, Duration::from_secs(2))
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    peer.add_member(AddMemberRequest {
+        member: Some(super::status::me(node)),
+        forwarded: false,
+    })
+    .await?;
+    let leader = node
+        .metrics()
+        .current_leader
+        .and_then(|id| {
+            node.metrics()
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.name.clone())
+        })
+        .unwrap_or_default();
+    Ok(JoinReply {
+        leader,
+        node_id: node.id,
+    })
+}
+
+/// Runs on the leader: adds the node as a learner, waits until it has caught up, then makes
+/// it a voter. A witness is a voter too; it only does no field I/O.
+pub async fn add(node: &Node, req: AddMemberRequest) -> Result<AddMemberReply, Status> {
+    let Some(member) = req.member.clone() else {
+        return Err(Status::invalid_argument("no member given"));
+    };
+    let role = match member.role.as_str() {
+        "voter" => Role::Voter,
+        "witness" => Role::Witness,
+        other => return Err(Status::invalid_argument(format!("unknown role {other:?}"))),
+    };
+    match route(node, req.forwarded).await? {
+        Route::Leader(mut leader) => Ok(leader
+            .add_member(AddMemberRequest {
+                forwarded: true,
+                ..req
+            })
+            .await?
+            .into_inner()),
+        Route::Local => {
+            let metrics = node.metrics();
+            let membership = metrics.membership_config.membership();
+            if let Some((id, _)) = membership
+                .nodes()
+                .find(|(id, n)| n.name == member.name && **id != member.id)
+            {
+                return Err(Status::already_exists(format!(
+                    "another node (id {id}) is already called {}",
+                    member.name
+                )));
+            }
+            if membership.voter_ids().any(|id| id == member.id) {
+                let index = metrics.last_applied.map_or(0, |l| l.index);
+                return Ok(AddMemberReply { log_index: index });
+            }
+            let info = FephaNode {
+                name: member.name,
+                raft_addr: member.raft_addr,
+                admin_addr: member.admin_addr,
+                role,
+            };
+            tracing::info!(id = member.id, node = %info, "adding a learner");
+            node.raft
+                .add_learner(member.id, info, true)
+                .await
+                .map_err(write_error)?;
+            tracing::info!(id = member.id, "learner caught up; making it a voter");
+            let written = node
+                .raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([member.id])), false)
+                .await
+                .map_err(write_error)?;
+            Ok(AddMemberReply {
+                log_index: written.log_id.index,
+            })
+        }
+    }
+}
+
+/// Runs on the leader: removes a node from the membership altogether.
+pub async fn remove(node: &Node, req: RemoveMemberRequest) -> Result<RemoveMemberReply, Status> {
+    match route(node, req.forwarded).await? {
+        Route::Leader(mut leader) => Ok(leader
+            .remove_member(RemoveMemberRequest {
+                forwarded: true,
+                ..req
+            })
+            .await?
+            .into_inner()),
+        Route::Local => {
+            let metrics = node.metrics();
+            let membership = metrics.membership_config.membership();
+            let Some((id, _)) = membership.nodes().find(|(_, n)| n.name == req.name) else {
+                return Err(Status::not_found(format!("no member is called {}", req.name)));
+            };
+            let id = *id;
+            let is_voter = membership.voter_ids().any(|v| v == id);
+            if is_voter && membership.voter_ids().all(|v| v == id) {
+                return Err(Status::failed_precondition(format!(
+                    "{} is the last voter; a cluster cannot leave itself",
+                    req.name
+                )));
+            }
+            tracing::info!(id, name = %req.name, "removing a member");
+            // A learner left behind by a join that never finished is not a voter.
+            let change = if is_voter {
+                ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+            } else {
+                ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+            };
+            let written = node
+                .raft
+                .change_membership(change, false)
+                .await
+                .map_err(write_error)?;
+            Ok(RemoveMemberReply {
+                log_index: written.log_id.index,
+            })
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Reaching the local node, and retrying writes through an election.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::admin::NO_LEADER;
+use crate::admin::client::dial;
+use crate::config::NodeConfig;
+use crate::proto::admin::admin_client::AdminClient;
+
+pub async fn local(config: &NodeConfig) -> anyhow::Result<AdminClient<Channel>> {
+    dial(&config.admin_addr.to_string(), Duration::from_secs(2))
+        .await
+        .map_err(|e| anyhow!("{e} (is `fepha run` running for node {}?)", config.name))
+}
+
+/// Calls `f` until it succeeds, fails for a reason other than a missing leader, or
+/// `deadline` has passed.
+pub async fn retrying<T, F, Fut>(deadline: Duration, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let start = Instant::now();
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(s) if s.code() == Code::Unavailable => {
+                if start.elapsed() >= deadline {
+                    bail!(
+                        "{NO_LEADER} (waited {:.1}s; last answer: {})",
+                        deadline.as_secs_f64(),
+                        s.message()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => bail!("{}", s.message()),
+        }
+    }
+}
+
+/// A read answered by the local node alone.
+pub fn status_error(s: Status) -> anyhow::Error {
+    anyhow!("{}", s.message())
+}

@@ -1,0 +1,99 @@
+//! `fepha config apply|show|history`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+
+use super::output::{out, outln};
+use super::call::{local, retrying, status_error};
+use crate::config::NodeConfig;
+use crate::proto::admin::*;
+
+pub async fn apply(config: &NodeConfig, file: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let client = local(config).await?;
+    let reply = retrying(timeout, || {
+        let mut c = client.clone();
+        let text = text.clone();
+        async move {
+            c.config_apply(ConfigApplyRequest {
+                text,
+                forwarded: false,
+            })
+            .await
+        }
+    })
+    .await
+    .with_context(|| format!("{} was not applied", file.display()))?
+    .into_inner();
+    outln!(
+        "applied {} as configuration version {} (log index {}, sha256 {})",
+        file.display(),
+        reply.version,
+        reply.log_index,
+        reply.sha256
+    );
+    Ok(())
+}
+
+pub async fn show(config: &NodeConfig, as_json: bool) -> anyhow::Result<()> {
+    let reply = local(config)
+        .await?
+        .config_show(ConfigShowRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if as_json {
+        let value = json!({
+            "version": reply.version,
+            "sha256": reply.sha256,
+            "log_index": reply.log_index,
+            "applied_at_ms": reply.applied_at_ms,
+            "text": reply.text,
+        });
+        outln!("{value:#}");
+    } else if reply.version == 0 {
+        eprintln!("no site configuration has been applied yet");
+    } else {
+        eprintln!("# version {} (log index {})", reply.version, reply.log_index);
+        out!("{}", reply.text);
+    }
+    Ok(())
+}
+
+pub async fn history(config: &NodeConfig, as_json: bool) -> anyhow::Result<()> {
+    let reply = local(config)
+        .await?
+        .config_history(ConfigHistoryRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if as_json {
+        let entries: Vec<_> = reply
+            .entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "version": e.version,
+                    "sha256": e.sha256,
+                    "log_index": e.log_index,
+                    "applied_at_ms": e.applied_at_ms,
+                    "bytes": e.bytes,
+                })
+            })
+            .collect();
+        outln!("{:#}", json!(entries));
+    } else {
+        outln!("{:>8} {:>10} {:>8}  SHA256", "VERSION", "LOG INDEX", "BYTES");
+        for e in &reply.entries {
+            outln!(
+                "{:>8} {:>10} {:>8}  {}",
+                e.version, e.log_index, e.bytes, e.sha256
+            );
+        }
+    }
+    Ok(())
+}

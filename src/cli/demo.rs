@@ -1,0 +1,183 @@
+//! `fepha demo`: a whole local site on loopback, for a newcomer to see it work.
+//!
+//! The nodes are real `fepha run` child processes, so they can be killed and restarted by
+//! hand while the demo runs.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use super::output::outln;
+use super::call::{local, retrying};
+use crate::config::NodeConfig;
+use crate::proto::admin::*;
+
+const NODES: [&str; 3] = ["fep1", "fep2", "fep3"];
+const SITE: &str = include_str!("../../examples/site.toml");
+
+struct DemoNode {
+    config: NodeConfig,
+    path: PathBuf,
+    child: Child,
+}
+
+pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let (dir, _temp) = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+            (d, None)
+        }
+        None => {
+            let t = tempfile::Builder::new().prefix("fepha-demo-").tempdir()?;
+            (t.path().to_owned(), Some(t))
+        }
+    };
+    let mut nodes = Vec::new();
+    let started = start_all(&dir, &mut nodes).await;
+    if let Err(e) = started {
+        stop_all(&mut nodes).await;
+        return Err(e);
+    }
+    print_intro(&dir, &nodes).await;
+    tokio::select! {
+        s = crate::shutdown::signal() => outln!("\n{} received: stopping the demo site", s.unwrap_or("signal")),
+        (name, status) = first_exit(&mut nodes) => outln!("\nnode {name} exited ({status}); stopping the demo site"),
+    }
+    stop_all(&mut nodes).await;
+    Ok(())
+}
+
+async fn start_all(dir: &Path, nodes: &mut Vec<DemoNode>) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the fepha executable")?;
+    for (i, name) in NODES.iter().enumerate() {
+        let n = i + 1;
+        let text = format!(
+            "name = \"{name}\"\ndata_dir = \"{data}\"\nraft_addr = \"127.0.0.1:7{n}01\"\n\
+             admin_addr = \"127.0.0.1:7{n}02\"\nmetrics_addr = \"127.0.0.1:9{n}01\"\nrole = \"voter\"\n",
+            data = dir.join(name).display()
+        );
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, &text)?;
+        let config = NodeConfig::parse(&path, &text)?;
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+        let child = Command::new(&exe)
+            .args(["run", "-c"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start node {name}"))?;
+        nodes.push(DemoNode {
+            config,
+            path,
+            child,
+        });
+    }
+    for node in nodes.iter_mut() {
+        wait_until_up(node, dir).await?;
+    }
+    let timeout = Duration::from_secs(15);
+    let first = local(&nodes[0].config).await?;
+    retrying(timeout, || {
+        let mut c = first.clone();
+        async move { c.init(InitRequest {}).await }
+    })
+    .await?;
+    let peer = nodes[0].config.admin_addr.to_string();
+    for node in &nodes[1..] {
+        let client = local(&node.config).await?;
+        retrying(timeout, || {
+            let mut c = client.clone();
+            let peer = peer.clone();
+            async move { c.join(JoinRequest { peer }).await }
+        })
+        .await
+        .with_context(|| format!("node {} could not join", node.config.name))?;
+    }
+    retrying(timeout, || {
+        let mut c = first.clone();
+        async move {
+            c.config_apply(ConfigApplyRequest {
+                text: SITE.to_string(),
+                forwarded: false,
+            })
+            .await
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+async fn wait_until_up(node: &mut DemoNode, dir: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = node.child.try_wait()? {
+            let log = dir.join(format!("{}.log", node.config.name));
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!(
+                "node {} exited at start ({status}); its log says:\n{tail}\n\
+                 (are the ports 7101-7302 and 9101-9301 on 127.0.0.1 free?)",
+                node.config.name
+            );
+        }
+        if local(&node.config).await.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("node {} did not start within 20 s", node.config.name);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn print_intro(dir: &Path, nodes: &[DemoNode]) {
+    outln!("fepha demo: a three-node site on 127.0.0.1, files in {}\n", dir.display());
+    if let Err(e) = super::status::status(&nodes[0].config, false).await {
+        outln!("(status failed: {e:#})");
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|_| "fepha".into());
+    let exe = exe.display();
+    let first = nodes[0].path.display();
+    outln!("\nTry, from another terminal:");
+    outln!("  {exe} -c {first} status");
+    outln!("  {exe} -c {first} config show");
+    for n in nodes {
+        let pid = n.child.id().map_or_else(|| "?".into(), |p| p.to_string());
+        outln!(
+            "  kill -9 {pid}    # stop {} and watch the others elect a leader; metrics at http://{}/metrics",
+            n.config.name, n.config.metrics_addr
+        );
+    }
+    outln!("Logs: {}/fep*.log. Ctrl-C stops the site and removes its files.", dir.display());
+}
+
+async fn first_exit(nodes: &mut [DemoNode]) -> (String, String) {
+    loop {
+        for n in nodes.iter_mut() {
+            if let Ok(Some(status)) = n.child.try_wait() {
+                return (n.config.name.clone(), status.to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn stop_all(nodes: &mut [DemoNode]) {
+    for n in nodes.iter() {
+        if let Some(pid) = n.child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+    }
+    for n in nodes.iter_mut() {
+        if tokio::time::timeout(Duration::from_secs(5), n.child.wait()).await.is_err() {
+            let _ = n.child.kill().await;
+        }
+    }
+}

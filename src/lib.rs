@@ -1,0 +1,17 @@
+//! fepha: a clustered front-end processor for power SCADA.
+//!
+//! A few `fepha run` nodes form a Raft group (openraft over gRPC, stored in sled) that holds
+//! the site configuration and the membership; see DESIGN.md for the whole picture.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod node;
+pub mod proto;
+pub mod raft;
+pub mod shutdown;
+pub mod state;
+
+/// The software version every node reports in its status.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

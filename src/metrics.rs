@@ -1,0 +1,68 @@
+//! Prometheus metrics: the exporter on `metrics_addr`, and the gauges that mirror Raft's state.
+
+use std::net::SocketAddr;
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+use openraft::ServerState;
+
+use crate::raft::Raft;
+use crate::shutdown::Shutdown;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the metrics exporter on {addr}: {message}")]
+pub struct MetricsError {
+    addr: SocketAddr,
+    message: String,
+}
+
+/// Installs the global recorder and returns the exporter's HTTP server, to be spawned.
+pub fn exporter(
+    addr: SocketAddr,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, MetricsError> {
+    let err = |e: &dyn std::fmt::Display| MetricsError {
+        addr,
+        message: e.to_string(),
+    };
+    // Binding here, not inside the exporter, so a taken port fails `fepha run` at once.
+    let probe = std::net::TcpListener::bind(addr).map_err(|e| err(&e))?;
+    drop(probe);
+    let (recorder, server) = PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .build()
+        .map_err(|e| err(&e))?;
+    metrics::set_global_recorder(recorder).map_err(|e| err(&e))?;
+    Ok(async move {
+        if let Err(e) = server.await {
+            tracing::error!("metrics exporter stopped: {e:?}");
+        }
+    })
+}
+
+/// Mirrors openraft's metrics into gauges each time they change.
+pub async fn watch_raft(raft: Raft, shutdown: Shutdown) {
+    let mut rx = raft.metrics();
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        {
+            let m = rx.borrow_and_update();
+            metrics::counter!("fepha_raft_metrics_updates_total").increment(1);
+            metrics::gauge!("fepha_raft_term").set(m.current_term as f64);
+            metrics::gauge!("fepha_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
+            metrics::gauge!("fepha_raft_applied_index")
+                .set(m.last_applied.map_or(0, |l| l.index) as f64);
+            metrics::gauge!("fepha_raft_snapshot_index")
+                .set(m.snapshot.map_or(0, |l| l.index) as f64);
+            metrics::gauge!("fepha_raft_is_leader")
+                .set(if m.state == ServerState::Leader { 1.0 } else { 0.0 });
+            metrics::gauge!("fepha_raft_has_leader")
+                .set(if m.current_leader.is_some() { 1.0 } else { 0.0 });
+            let voters = m.membership_config.membership().voter_ids().count();
+            metrics::gauge!("fepha_raft_voters").set(voters as f64);
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            _ = &mut stop => return,
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! `fepha run`: one node's daemon. Opens the store, starts openraft and serves the Raft and
+//! admin gRPC services and the metrics exporter until SIGTERM.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::admin::AdminService;
+use crate::config::NodeConfig;
+use crate::proto::admin::admin_server::AdminServer;
+use crate::proto::raft::raft_server::RaftServer;
+use crate::raft::{FephaNode, Network, NodeId, Raft, RaftService, StateView};
+use crate::shutdown::{self, Shutdown};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("node id file {path} is corrupt: {content:?}")]
+    NodeIdFile { path: String, content: String },
+    #[error("cannot open the store: {0}")]
+    Store(#[from] fepha_storage::OpenError),
+    #[error("bad raft settings: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    #[error("raft failed: {0}")]
+    Raft(String),
+    #[error("cannot listen on {what} address {addr}: {source}")]
+    Listen {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    #[error("{what} server failed: {source}")]
+    Serve {
+        what: &'static str,
+        source: tonic::transport::Error,
+    },
+}
+
+/// What the admin API needs to know about the running node.
+pub struct Node {
+    pub id: NodeId,
+    pub me: FephaNode,
+    pub raft: Raft,
+    pub state: StateView,
+    pub config: NodeConfig,
+}
+
+impl Node {
+    /// openraft's current metrics, copied out so that no borrow is held across an await.
+    pub fn metrics(&self) -> openraft::RaftMetrics<NodeId, FephaNode> {
+        self.raft.metrics().borrow().clone()
+    }
+}
+
+/// Runs the node until SIGTERM or SIGINT.
+pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
+    let data_dir = &config.data_dir;
+    create_private_dir(data_dir)?;
+    let id = node_id(data_dir)?;
+    let (log_store, sm_store) = fepha_storage::open(&data_dir.join("raft"))?;
+    let state = sm_store.view();
+    let raft = Raft::new(
+        id,
+        crate::raft::openraft_config(&config)?,
+        Network::default(),
+        log_store,
+        sm_store,
+    )
+    .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let me = FephaNode {
+        name: config.name.clone(),
+        raft_addr: config.raft_addr.to_string(),
+        admin_addr: config.admin_addr.to_string(),
+        role: config.role,
+    };
+    let node = Arc::new(Node {
+        id,
+        me,
+        raft: raft.clone(),
+        state,
+        config: config.clone(),
+    });
+
+    let raft_listener = listen("raft", config.raft_addr).await?;
+    let admin_listener = listen("admin", config.admin_addr).await?;
+    let exporter = crate::metrics::exporter(config.metrics_addr)?;
+
+    let (trigger, shutdown) = shutdown::channel();
+    tokio::spawn(exporter);
+    tokio::spawn(crate::metrics::watch_raft(raft.clone(), shutdown.clone()));
+    tokio::spawn(crate::raft::step_down_without_quorum(
+        raft.clone(),
+        config.raft.clone(),
+        shutdown.clone(),
+    ));
+    let raft_server = tokio::spawn(serve_raft(raft.clone(), raft_listener, shutdown.clone()));
+    let admin_server = tokio::spawn(serve_admin(node.clone(), admin_listener, shutdown.clone()));
+    tracing::info!(
+        node = %config.name, id, raft = %config.raft_addr, admin = %config.admin_addr,
+        metrics = %config.metrics_addr, "node started"
+    );
+
+    // A storage failure makes openraft stop itself; the node then exits rather than lingering.
+    let waiter = raft.wait(None);
+    let reason = tokio::select! {
+        s = shutdown::signal() => s.unwrap_or("signal handler failed"),
+        r = waiter.state(openraft::ServerState::Shutdown, "raft stopped") => {
+            if let Err(e) = r { tracing::error!("raft stopped: {e}"); }
+            "raft stopped"
+        }
+    };
+    tracing::info!("shutting down ({reason})");
+    trigger.trigger();
+    if let Err(e) = raft.shutdown().await {
+        tracing::error!("raft shutdown: {e}");
+    }
+    for (what, server) in [("raft", raft_server), ("admin", admin_server)] {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("{what} server: {e}"),
+            Err(e) => tracing::error!("{what} server task: {e}"),
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn listen(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpIncoming, NodeError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Listen { what, addr, source })?;
+    Ok(TcpIncoming::from(listener).with_nodelay(Some(true)))
+}
+
+async fn serve_raft(raft: Raft, incoming: TcpIncoming, shutdown: Shutdown) -> Result<(), NodeError> {
+    let service = RaftServer::new(RaftService::new(raft))
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown.wait())
+        .await
+        .map_err(|source| NodeError::Serve { what: "raft", source })
+}
+
+async fn serve_admin(
+    node: Arc<Node>,
+    incoming: TcpIncoming,
+    shutdown: Shutdown,
+) -> Result<(), NodeError> {
+    Server::builder()
+        .add_service(AdminServer::new(AdminService::new(node)))
+        .serve_with_incoming_shutdown(incoming, shutdown.wait())
+        .await
+        .map_err(|source| NodeError::Serve { what: "admin", source })
+}
+
+fn create_private_dir(path: &Path) -> Result<(), NodeError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| NodeError::DataDir {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// The node's Raft id: made once, at random, when the data dir is new. A name can be reused
+/// by a rebuilt box; an id never is, so a wiped node can never be mistaken for its old self.
+fn node_id(data_dir: &Path) -> Result<NodeId, NodeError> {
+    let path = data_dir.join("node_id");
+    let io_err = |source| NodeError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|_| NodeError::NodeIdFile {
+            path: path.display().to_string(),
+            content: text,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id: NodeId = rand::random::<u64>() >> 1 | 1;
+            let tmp = data_dir.join("node_id.tmp");
+            let mut f = std::fs::File::create(&tmp).map_err(io_err)?;
+            writeln!(f, "{id}").map_err(io_err)?;
+            f.sync_all().map_err(io_err)?;
+            std::fs::rename(&tmp, &path).map_err(io_err)?;
+            Ok(id)
+        }
+        Err(e) => Err(io_err(e)),
+    }
+}

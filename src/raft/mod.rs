@@ -1,0 +1,66 @@
+//! openraft wiring: the type configuration, the gRPC transport in both directions, and the
+//! openraft settings derived from node.toml. Everything openraft-specific stays in here so
+//! that moving to openraft 0.10 touches this module and the storage crate only.
+
+mod network;
+mod quorum_watch;
+mod service;
+
+use std::fmt;
+use std::io::Cursor;
+use std::sync::Arc;
+
+pub use network::Network;
+pub use quorum_watch::step_down_without_quorum;
+use serde::{Deserialize, Serialize};
+pub use service::RaftService;
+
+use crate::config::{NodeConfig, Role};
+use crate::state::{Request, Response};
+
+pub type NodeId = u64;
+
+/// What the membership records about each node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FephaNode {
+    pub name: String,
+    pub raft_addr: String,
+    pub admin_addr: String,
+    pub role: Role,
+}
+
+impl fmt::Display for FephaNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}, raft {})", self.name, self.role, self.raft_addr)
+    }
+}
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        Node = FephaNode,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogStore = fepha_storage::LogStore<TypeConfig>;
+pub type StateMachineStore = fepha_storage::StateMachineStore<TypeConfig, crate::state::SiteState>;
+pub type StateView = fepha_storage::StateView<TypeConfig, crate::state::SiteState>;
+pub type Membership = openraft::StoredMembership<NodeId, FephaNode>;
+
+/// openraft's settings for this node.
+pub fn openraft_config(cfg: &NodeConfig) -> Result<Arc<openraft::Config>, openraft::ConfigError> {
+    let t = &cfg.raft;
+    let config = openraft::Config {
+        cluster_name: "fepha".into(),
+        heartbeat_interval: t.heartbeat_ms,
+        election_timeout_min: t.election_timeout_min_ms,
+        election_timeout_max: t.election_timeout_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(t.snapshot_after_entries),
+        max_in_snapshot_log_to_keep: t.keep_entries_after_snapshot,
+        // A follower cut off for a while is brought back with a snapshot in 1 MiB pieces.
+        snapshot_max_chunk_size: 1024 * 1024,
+        ..Default::default()
+    };
+    Ok(Arc::new(config.validate()?))
+}

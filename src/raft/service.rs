@@ -1,0 +1,64 @@
+//! The server half of the Raft transport: a peer's RPCs handed to the local openraft.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::{Request, Response, Status};
+
+use super::{Raft, TypeConfig};
+use crate::proto::raft::raft_server::Raft as RaftRpc;
+use crate::proto::raft::{RaftPayload, SnapshotChunk};
+
+pub struct RaftService {
+    raft: Raft,
+}
+
+impl RaftService {
+    pub fn new(raft: Raft) -> RaftService {
+        RaftService { raft }
+    }
+}
+
+/// A request that does not decode is the sender's fault (or a stranger's): refuse it, and
+/// never let it reach openraft.
+fn decode<T: DeserializeOwned>(json: &[u8], rpc: &'static str) -> Result<T, Status> {
+    metrics::counter!("fepha_raft_rpc_received_total", "rpc" => rpc).increment(1);
+    serde_json::from_slice(json).map_err(|e| {
+        metrics::counter!("fepha_raft_rpc_rejected_total", "rpc" => rpc).increment(1);
+        Status::invalid_argument(format!("malformed {rpc} request: {e}"))
+    })
+}
+
+fn reply<T: Serialize>(result: &T) -> Result<Response<RaftPayload>, Status> {
+    let json = serde_json::to_vec(result)
+        .map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
+    Ok(Response::new(RaftPayload { json }))
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> =
+            decode(&request.into_inner().json, "append_entries")?;
+        reply(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: openraft::raft::VoteRequest<super::NodeId> =
+            decode(&request.into_inner().json, "vote")?;
+        reply(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<SnapshotChunk>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let chunk = request.into_inner();
+        let mut rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> =
+            decode(&chunk.header_json, "install_snapshot")?;
+        rpc.data = chunk.data;
+        reply(&self.raft.install_snapshot(rpc).await)
+    }
+}

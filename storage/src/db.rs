@@ -1,0 +1,51 @@
+//! The one sled database of a node, shared by the log store and the state machine store.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::durable::SledFiles;
+use crate::error::OpenError;
+
+pub(crate) struct Db {
+    sled: sled::Db,
+    /// Log entries by big-endian index.
+    pub(crate) log: sled::Tree,
+    /// The vote, the committed log id and the last purged log id.
+    pub(crate) meta: sled::Tree,
+    /// The current snapshot, meta and data.
+    pub(crate) snapshot: sled::Tree,
+    files: SledFiles,
+}
+
+impl Db {
+    pub(crate) fn open(dir: &Path) -> Result<Self, OpenError> {
+        let sled = sled::Config::new().path(dir).open()?;
+        Ok(Self {
+            log: sled.open_tree("log")?,
+            meta: sled.open_tree("meta")?,
+            snapshot: sled.open_tree("snapshot")?,
+            files: SledFiles::open(dir)?,
+            sled,
+        })
+    }
+
+    /// A number never handed out before in this database, across restarts.
+    pub(crate) fn unique_id(&self) -> sled::Result<u64> {
+        self.sled.generate_id()
+    }
+
+    /// Makes every write made so far survive a crash or a power cut. Runs on the blocking
+    /// pool: a flush plus fsyncs take milliseconds, far too long to hold an async worker.
+    pub(crate) async fn persist(self: &Arc<Self>) -> io::Result<()> {
+        let db = Arc::clone(self);
+        tokio::task::spawn_blocking(move || db.persist_blocking())
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    pub(crate) fn persist_blocking(&self) -> io::Result<()> {
+        self.sled.flush()?;
+        self.files.sync()
+    }
+}
