@@ -237,7 +237,10 @@ role = "voter"
     fn bad_address_is_named() {
         let text = GOOD.replace("127.0.0.1:7101", "localhost-7101");
         let err = parse(&text).expect_err("must fail");
-        assert!(err.contains("raft_addr") && err.contains("localhost-7101"), "{err}");
+        assert!(
+            err.contains("raft_addr") && err.contains("localhost-7101"),
+            "{err}"
+        );
         let text = GOOD.replace("127.0.0.1:9101", "0.0.0.0:9101");
         let err = parse(&text).expect_err("must fail");
         assert!(err.contains("metrics_addr"), "{err}");

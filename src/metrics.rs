@@ -53,10 +53,16 @@ pub async fn watch_raft(raft: Raft, shutdown: Shutdown) {
                 .set(m.last_applied.map_or(0, |l| l.index) as f64);
             metrics::gauge!("fepha_raft_snapshot_index")
                 .set(m.snapshot.map_or(0, |l| l.index) as f64);
-            metrics::gauge!("fepha_raft_is_leader")
-                .set(if m.state == ServerState::Leader { 1.0 } else { 0.0 });
-            metrics::gauge!("fepha_raft_has_leader")
-                .set(if m.current_leader.is_some() { 1.0 } else { 0.0 });
+            metrics::gauge!("fepha_raft_is_leader").set(if m.state == ServerState::Leader {
+                1.0
+            } else {
+                0.0
+            });
+            metrics::gauge!("fepha_raft_has_leader").set(if m.current_leader.is_some() {
+                1.0
+            } else {
+                0.0
+            });
             let voters = m.membership_config.membership().voter_ids().count();
             metrics::gauge!("fepha_raft_voters").set(voters as f64);
         }

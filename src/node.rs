@@ -28,7 +28,7 @@ pub enum NodeError {
     #[error("cannot open the store: {0}")]
     Store(#[from] fepha_storage::OpenError),
     #[error("bad raft settings: {0}")]
-    RaftConfig(#[from] openraft::ConfigError),
+    RaftConfig(#[from] Box<openraft::ConfigError>),
     #[error("raft failed: {0}")]
     Raft(String),
     #[error("cannot listen on {what} address {addr}: {source}")]
@@ -143,7 +143,11 @@ async fn listen(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpInc
     Ok(TcpIncoming::from(listener).with_nodelay(Some(true)))
 }
 
-async fn serve_raft(raft: Raft, incoming: TcpIncoming, shutdown: Shutdown) -> Result<(), NodeError> {
+async fn serve_raft(
+    raft: Raft,
+    incoming: TcpIncoming,
+    shutdown: Shutdown,
+) -> Result<(), NodeError> {
     let service = RaftServer::new(RaftService::new(raft))
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
@@ -151,7 +155,10 @@ async fn serve_raft(raft: Raft, incoming: TcpIncoming, shutdown: Shutdown) -> Re
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown.wait())
         .await
-        .map_err(|source| NodeError::Serve { what: "raft", source })
+        .map_err(|source| NodeError::Serve {
+            what: "raft",
+            source,
+        })
 }
 
 async fn serve_admin(
@@ -163,7 +170,10 @@ async fn serve_admin(
         .add_service(AdminServer::new(AdminService::new(node)))
         .serve_with_incoming_shutdown(incoming, shutdown.wait())
         .await
-        .map_err(|source| NodeError::Serve { what: "admin", source })
+        .map_err(|source| NodeError::Serve {
+            what: "admin",
+            source,
+        })
 }
 
 fn create_private_dir(path: &Path) -> Result<(), NodeError> {

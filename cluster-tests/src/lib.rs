@@ -1,1 +1,27 @@
-pub fn placeholder() {}
+//! A harness that runs real `fepha` processes for the cluster tests and the benchmark.
+//!
+//! A [`Cluster`] owns a temporary directory, one node.toml, data dir and log file per node,
+//! and the `fepha run` processes; dropping it kills them all. Each cluster gets its own
+//! loopback block 127.X.Y.0/24 (or its own network namespaces), so clusters of tests that run
+//! in parallel, in one test binary or several, never see each other.
+//!
+//! Every wait is a condition polled until a deadline; when one times out, the panic carries
+//! every node's last observed status and the tail of its log.
+
+mod binary;
+mod client;
+mod cluster;
+mod net;
+mod node;
+mod stats;
+mod status;
+mod wait;
+
+pub use binary::{Profile, fepha_binary};
+pub use client::{admin_client, apply_rpc, raw_unary, rpc_status};
+pub use cluster::{Cluster, CliOutput, Options, WAIT, site_config};
+pub use net::{LoopbackBlock, Namespaces};
+pub use node::NodeProc;
+pub use stats::percentile;
+pub use status::{Applied, ConfigShow, HistoryEntry, Member, Status};
+pub use wait::{POLL, wait_until};

@@ -16,12 +16,11 @@ pub enum DialError {
 
 /// Connects now, so that a dead node is reported as such rather than as a failed call.
 pub async fn dial(addr: &str, timeout: Duration) -> Result<AdminClient<Channel>, DialError> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
-        DialError::BadAddress {
+    let endpoint =
+        Endpoint::from_shared(format!("http://{addr}")).map_err(|e| DialError::BadAddress {
             addr: addr.to_owned(),
             message: e.to_string(),
-        }
-    })?;
+        })?;
     let channel = endpoint
         .connect_timeout(timeout)
         .timeout(Duration::from_secs(120))

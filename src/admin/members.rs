@@ -17,12 +17,9 @@ pub async fn init(node: &Node) -> Result<InitReply, Status> {
     let members = BTreeMap::from([(node.id, node.me.clone())]);
     match node.raft.initialize(members).await {
         Ok(()) => Ok(InitReply {}),
-        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
-            Err(Status::already_exists(format!(
-                "node {} is already part of a cluster",
-                node.me.name
-            )))
-        }
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Err(Status::already_exists(
+            format!("node {} is already part of a cluster", node.me.name),
+        )),
         Err(e) => Err(Status::failed_precondition(e.to_string())),
     }
 }
@@ -114,7 +111,10 @@ pub async fn add(node: &Node, req: AddMemberRequest) -> Result<AddMemberReply, S
             tracing::info!(id = member.id, "learner caught up; making it a voter");
             let written = node
                 .raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([member.id])), false)
+                .change_membership(
+                    ChangeMembers::AddVoterIds(BTreeSet::from([member.id])),
+                    false,
+                )
                 .await
                 .map_err(write_error)?;
             Ok(AddMemberReply {
@@ -138,7 +138,10 @@ pub async fn remove(node: &Node, req: RemoveMemberRequest) -> Result<RemoveMembe
             let metrics = node.metrics();
             let membership = metrics.membership_config.membership();
             let Some((id, _)) = membership.nodes().find(|(_, n)| n.name == req.name) else {
-                return Err(Status::not_found(format!("no member is called {}", req.name)));
+                return Err(Status::not_found(format!(
+                    "no member is called {}",
+                    req.name
+                )));
             };
             let id = *id;
             let is_voter = membership.voter_ids().any(|v| v == id);

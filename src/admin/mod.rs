@@ -40,7 +40,10 @@ fn counted<T>(method: &'static str, result: Result<T, Status>) -> Result<Respons
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, r: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
-        counted("status", Ok(status::status(&self.node, r.into_inner()).await))
+        counted(
+            "status",
+            Ok(status::status(&self.node, r.into_inner()).await),
+        )
     }
 
     async fn node_info(&self, _: Request<NodeInfoRequest>) -> Result<Response<Member>, Status> {

@@ -51,7 +51,10 @@ pub async fn status(node: &Node, req: StatusRequest) -> StatusReply {
             .collect(),
         // Only the leader knows how far each member has got; ask it.
         (None, false) => match leader_view(node, m.current_leader).await {
-            Some(members) => members.into_iter().map(|x| (x.id, x.matched_index)).collect(),
+            Some(members) => members
+                .into_iter()
+                .map(|x| (x.id, x.matched_index))
+                .collect(),
             None => BTreeMap::new(),
         },
         (None, true) => BTreeMap::new(),
@@ -124,5 +127,8 @@ async fn leader_view(node: &Node, leader: Option<NodeId>) -> Option<Vec<Member>>
             .ok()?;
         Some(reply.into_inner().members)
     };
-    tokio::time::timeout(PROBE_TIMEOUT, call).await.ok().flatten()
+    tokio::time::timeout(PROBE_TIMEOUT, call)
+        .await
+        .ok()
+        .flatten()
 }

@@ -6,14 +6,14 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 
-use super::output::{out, outln};
 use super::call::{local, retrying, status_error};
+use super::output::{out, outln};
 use crate::config::NodeConfig;
 use crate::proto::admin::*;
 
 pub async fn apply(config: &NodeConfig, file: &Path, timeout: Duration) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let client = local(config).await?;
     let reply = retrying(timeout, || {
         let mut c = client.clone();
@@ -58,7 +58,10 @@ pub async fn show(config: &NodeConfig, as_json: bool) -> anyhow::Result<()> {
     } else if reply.version == 0 {
         eprintln!("no site configuration has been applied yet");
     } else {
-        eprintln!("# version {} (log index {})", reply.version, reply.log_index);
+        eprintln!(
+            "# version {} (log index {})",
+            reply.version, reply.log_index
+        );
         out!("{}", reply.text);
     }
     Ok(())
@@ -87,11 +90,19 @@ pub async fn history(config: &NodeConfig, as_json: bool) -> anyhow::Result<()> {
             .collect();
         outln!("{:#}", json!(entries));
     } else {
-        outln!("{:>8} {:>10} {:>8}  SHA256", "VERSION", "LOG INDEX", "BYTES");
+        outln!(
+            "{:>8} {:>10} {:>8}  SHA256",
+            "VERSION",
+            "LOG INDEX",
+            "BYTES"
+        );
         for e in &reply.entries {
             outln!(
                 "{:>8} {:>10} {:>8}  {}",
-                e.version, e.log_index, e.bytes, e.sha256
+                e.version,
+                e.log_index,
+                e.bytes,
+                e.sha256
             );
         }
     }

@@ -12,8 +12,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-use super::output::outln;
 use super::call::{local, retrying};
+use super::output::outln;
 use crate::config::NodeConfig;
 use crate::proto::admin::*;
 
@@ -29,7 +29,8 @@ struct DemoNode {
 pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let (dir, _temp) = match dir {
         Some(d) => {
-            std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+            std::fs::create_dir_all(&d)
+                .with_context(|| format!("cannot create {}", d.display()))?;
             (d, None)
         }
         None => {
@@ -138,7 +139,10 @@ async fn wait_until_up(node: &mut DemoNode, dir: &Path) -> anyhow::Result<()> {
 }
 
 async fn print_intro(dir: &Path, nodes: &[DemoNode]) {
-    outln!("fepha demo: a three-node site on 127.0.0.1, files in {}\n", dir.display());
+    outln!(
+        "fepha demo: a three-node site on 127.0.0.1, files in {}\n",
+        dir.display()
+    );
     if let Err(e) = super::status::status(&nodes[0].config, false).await {
         outln!("(status failed: {e:#})");
     }
@@ -152,10 +156,14 @@ async fn print_intro(dir: &Path, nodes: &[DemoNode]) {
         let pid = n.child.id().map_or_else(|| "?".into(), |p| p.to_string());
         outln!(
             "  kill -9 {pid}    # stop {} and watch the others elect a leader; metrics at http://{}/metrics",
-            n.config.name, n.config.metrics_addr
+            n.config.name,
+            n.config.metrics_addr
         );
     }
-    outln!("Logs: {}/fep*.log. Ctrl-C stops the site and removes its files.", dir.display());
+    outln!(
+        "Logs: {}/fep*.log. Ctrl-C stops the site and removes its files.",
+        dir.display()
+    );
 }
 
 async fn first_exit(nodes: &mut [DemoNode]) -> (String, String) {
@@ -176,7 +184,10 @@ async fn stop_all(nodes: &mut [DemoNode]) {
         }
     }
     for n in nodes.iter_mut() {
-        if tokio::time::timeout(Duration::from_secs(5), n.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), n.child.wait())
+            .await
+            .is_err()
+        {
             let _ = n.child.kill().await;
         }
     }

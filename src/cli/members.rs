@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::output::outln;
 use super::call::{local, retrying};
+use super::output::outln;
 use crate::config::NodeConfig;
 use crate::proto::admin::*;
 
@@ -33,7 +33,10 @@ pub async fn join(config: &NodeConfig, peer: &str, timeout: Duration) -> anyhow:
     .into_inner();
     outln!(
         "node {} (id {}) joined the cluster as a {}; leader is {}",
-        config.name, reply.node_id, config.role, reply.leader
+        config.name,
+        reply.node_id,
+        config.role,
+        reply.leader
     );
     Ok(())
 }

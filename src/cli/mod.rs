@@ -17,7 +17,11 @@ use clap::{Parser, Subcommand};
 use crate::config::NodeConfig;
 
 #[derive(Debug, Parser)]
-#[command(name = "fepha", version, about = "Clustered front-end processor for power SCADA")]
+#[command(
+    name = "fepha",
+    version,
+    about = "Clustered front-end processor for power SCADA"
+)]
 pub struct Cli {
     /// The local node's configuration file.
     #[arg(

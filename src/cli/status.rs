@@ -2,8 +2,8 @@
 
 use serde_json::{Value, json};
 
-use super::output::outln;
 use super::call::{local, status_error};
+use super::output::outln;
 use crate::config::NodeConfig;
 use crate::proto::admin::*;
 
@@ -52,7 +52,11 @@ pub async fn status(config: &NodeConfig, as_json: bool) -> anyhow::Result<()> {
     }
     outln!(
         "node {} (id {}, {}, fepha {}): {}",
-        s.node, s.node_id, s.role, s.version, s.state
+        s.node,
+        s.node_id,
+        s.role,
+        s.version,
+        s.state
     );
     outln!(
         "leader {}  term {}  last log index {}  applied index {}  config version {}",
@@ -80,7 +84,12 @@ pub async fn members(config: &NodeConfig, as_json: bool) -> anyhow::Result<()> {
 fn print_members(members: &[Member]) {
     outln!(
         "{:<12} {:<8} {:<6} {:<10} {:>8}  {:<22} ADMIN",
-        "NAME", "ROLE", "VOTER", "REACHABLE", "MATCHED", "RAFT"
+        "NAME",
+        "ROLE",
+        "VOTER",
+        "REACHABLE",
+        "MATCHED",
+        "RAFT"
     );
     for m in members {
         let matched = m

@@ -49,7 +49,9 @@ pub type StateView = fepha_storage::StateView<TypeConfig, crate::state::SiteStat
 pub type Membership = openraft::StoredMembership<NodeId, FephaNode>;
 
 /// openraft's settings for this node.
-pub fn openraft_config(cfg: &NodeConfig) -> Result<Arc<openraft::Config>, openraft::ConfigError> {
+pub fn openraft_config(
+    cfg: &NodeConfig,
+) -> Result<Arc<openraft::Config>, Box<openraft::ConfigError>> {
     let t = &cfg.raft;
     let config = openraft::Config {
         cluster_name: "fepha".into(),

@@ -1,5 +1,8 @@
 //! The client half of the Raft transport: openraft's RPCs sent to a peer over gRPC.
 
+// The error type is fixed by openraft's RaftNetwork trait.
+#![allow(clippy::result_large_err)]
+
 use std::time::Duration;
 
 use openraft::error::{
@@ -18,8 +21,7 @@ use super::{FephaNode, NodeId, TypeConfig};
 use crate::proto::raft::raft_client::RaftClient;
 use crate::proto::raft::{RaftPayload, SnapshotChunk};
 
-type RpcError<E = openraft::error::Infallible> =
-    RPCError<NodeId, FephaNode, RaftError<NodeId, E>>;
+type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, FephaNode, RaftError<NodeId, E>>;
 
 /// Makes one [`Peer`] per replication target; openraft calls it whenever it needs one.
 #[derive(Clone, Default)]
@@ -63,7 +65,11 @@ impl Peer {
     }
 
     /// Turns a gRPC reply carrying openraft's `Result` back into what openraft expects.
-    fn decode<T, E>(&self, reply: Result<tonic::Response<RaftPayload>, tonic::Status>, rpc: &'static str) -> Result<T, RpcError<E>>
+    fn decode<T, E>(
+        &self,
+        reply: Result<tonic::Response<RaftPayload>, tonic::Status>,
+        rpc: &'static str,
+    ) -> Result<T, RpcError<E>>
     where
         T: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
@@ -74,7 +80,9 @@ impl Peer {
         };
         metrics::counter!("fepha_raft_rpc_sent_total", "rpc" => rpc, "outcome" => outcome)
             .increment(1);
-        let payload = reply.map_err(|status| transport_error(&status))?.into_inner();
+        let payload = reply
+            .map_err(|status| transport_error(&status))?
+            .into_inner();
         let result: Result<T, RaftError<NodeId, E>> = serde_json::from_slice(&payload.json)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))

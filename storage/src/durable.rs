@@ -96,3 +96,42 @@ impl SledFiles {
 fn sync_path(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs::{self, OpenOptions};
+    use std::io::{self, Write};
+
+    use super::SledFiles;
+
+    fn synced_len(files: &SledFiles, name: &str) -> Option<u64> {
+        let synced = files.synced_blobs.lock().ok()?;
+        synced.get(std::ffi::OsStr::new(name)).copied()
+    }
+
+    #[test]
+    fn blob_seen_half_written_is_synced_again_and_forgotten_once_gone() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        fs::write(dir.path().join("db"), b"")?;
+        fs::write(dir.path().join("conf"), b"")?;
+        fs::create_dir(dir.path().join("blobs"))?;
+        let files = SledFiles::open(dir.path())?;
+
+        let blob = dir.path().join("blobs").join("7");
+        fs::write(&blob, b"crc")?;
+        files.sync()?;
+        assert_eq!(synced_len(&files, "7"), Some(3));
+
+        OpenOptions::new()
+            .append(true)
+            .open(&blob)?
+            .write_all(b"data")?;
+        files.sync()?;
+        assert_eq!(synced_len(&files, "7"), Some(7));
+
+        fs::remove_file(&blob)?;
+        files.sync()?;
+        assert_eq!(synced_len(&files, "7"), None);
+        Ok(())
+    }
+}

@@ -1,7 +1,12 @@
 use std::error::Error;
 use std::fmt;
 
-use openraft::{AnyError, ErrorSubject, ErrorVerb, NodeId, StorageError, StorageIOError};
+use openraft::{
+    AnyError, ErrorSubject, ErrorVerb, NodeId, RaftTypeConfig, StorageError, StorageIOError,
+};
+
+/// What openraft's storage traits return.
+pub(crate) type StoResult<T, C> = Result<T, StorageError<<C as RaftTypeConfig>::NodeId>>;
 
 /// Why the stores could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +24,7 @@ pub enum OpenError {
 #[derive(Debug, thiserror::Error)]
 #[error("corrupt stored data under {key}: {reason}")]
 pub struct Corrupt {
+    /// `<tree>/<key>`, e.g. `meta/vote` or `log/42`.
     pub key: String,
     pub reason: String,
 }
@@ -50,8 +56,36 @@ impl From<ReadError> for OpenError {
     }
 }
 
+/// A write to sled that failed, or could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WriteError {
+    #[error("encoding: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Corrupt(#[from] Corrupt),
+}
+
+impl From<sled::transaction::TransactionError<Corrupt>> for WriteError {
+    fn from(e: sled::transaction::TransactionError<Corrupt>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Abort(e) => Self::Corrupt(e),
+            sled::transaction::TransactionError::Storage(e) => Self::Sled(e),
+        }
+    }
+}
+
 /// Maps any error to openraft's `StorageError`, which is what every storage trait returns.
+/// Only at the boundary: openraft's traits fix the (large) error type, while the crate's
+/// own functions return small ones.
 pub(crate) trait OrStorageError<T> {
+    #[allow(
+        clippy::result_large_err,
+        reason = "openraft's traits return this type"
+    )]
     fn or_sto<NID: NodeId>(
         self,
         subject: ErrorSubject<NID>,
@@ -60,6 +94,10 @@ pub(crate) trait OrStorageError<T> {
 }
 
 impl<T, E: Error + 'static> OrStorageError<T> for Result<T, E> {
+    #[allow(
+        clippy::result_large_err,
+        reason = "openraft's traits return this type"
+    )]
     fn or_sto<NID: NodeId>(
         self,
         subject: ErrorSubject<NID>,

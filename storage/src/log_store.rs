@@ -6,22 +6,19 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{
-    Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftTypeConfig, StorageError, Vote,
-};
+use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftTypeConfig, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{decode, encode, log_index, log_key};
 use crate::db::Db;
-use crate::error::{OpenError, OrStorageError, ReadError};
+use crate::error::{OpenError, OrStorageError, ReadError, StoResult, WriteError};
 
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 
-type StoResult<T, C> = Result<T, StorageError<<C as RaftTypeConfig>::NodeId>>;
-
+/// The raft log store. Clones share one database.
 pub struct LogStore<C> {
     db: Arc<Db>,
     _config: PhantomData<fn() -> C>,
@@ -64,15 +61,8 @@ where
         }
     }
 
-    fn set_meta<T: Serialize>(
-        &self,
-        key: &str,
-        value: &T,
-        subject: ErrorSubject<C::NodeId>,
-        verb: ErrorVerb,
-    ) -> StoResult<(), C> {
-        let bytes = encode(value).or_sto(subject.clone(), verb)?;
-        self.db.meta.insert(key, bytes).or_sto(subject, verb)?;
+    fn set_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<(), WriteError> {
+        self.db.meta.insert(key, encode(value)?)?;
         Ok(())
     }
 
@@ -181,7 +171,8 @@ where
     }
 
     async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> StoResult<(), C> {
-        self.set_meta(VOTE, vote, ErrorSubject::Vote, ErrorVerb::Write)?;
+        self.set_meta(VOTE, vote)
+            .or_sto(ErrorSubject::Vote, ErrorVerb::Write)?;
         self.db
             .persist()
             .await
@@ -196,16 +187,10 @@ where
     /// hears from the leader, and losing the latest value costs nothing but re-learning it.
     async fn save_committed(&mut self, committed: Option<LogId<C::NodeId>>) -> StoResult<(), C> {
         match committed {
-            Some(log_id) => {
-                self.set_meta(COMMITTED, &log_id, ErrorSubject::Store, ErrorVerb::Write)
-            }
-            None => self
-                .db
-                .meta
-                .remove(COMMITTED)
-                .map(drop)
-                .or_sto(ErrorSubject::Store, ErrorVerb::Write),
+            Some(log_id) => self.set_meta(COMMITTED, &log_id),
+            None => self.db.meta.remove(COMMITTED).map(drop).map_err(Into::into),
         }
+        .or_sto(ErrorSubject::Store, ErrorVerb::Write)
     }
 
     async fn read_committed(&mut self) -> StoResult<Option<LogId<C::NodeId>>, C> {
@@ -246,12 +231,33 @@ where
     async fn purge(&mut self, log_id: LogId<C::NodeId>) -> StoResult<(), C> {
         // Recorded before deleting, so that no crash leaves a log whose first entries are
         // gone without saying so; `new` deletes what a crash left behind.
-        self.set_meta(LAST_PURGED, &log_id, ErrorSubject::Logs, ErrorVerb::Delete)?;
+        self.set_meta(LAST_PURGED, &log_id)
+            .or_sto(ErrorSubject::Logs, ErrorVerb::Delete)?;
         self.remove(..=log_id.index)
             .or_sto(ErrorSubject::Logs, ErrorVerb::Delete)?;
         self.db
             .persist()
             .await
             .or_sto(ErrorSubject::Logs, ErrorVerb::Delete)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Bound;
+
+    use super::index_range;
+
+    #[test]
+    fn index_ranges_are_normalised() {
+        assert_eq!(index_range(&(3..3)), None);
+        assert_eq!(index_range(&(Bound::Included(5), Bound::Excluded(3))), None);
+        assert_eq!(index_range(&(3..=3)), Some((3, Some(4))));
+        assert_eq!(index_range(&(..)), Some((0, None)));
+        assert_eq!(index_range(&(..=u64::MAX)), Some((0, None)));
+        assert_eq!(
+            index_range(&(Bound::Excluded(u64::MAX), Bound::Unbounded)),
+            None
+        );
     }
 }

@@ -4,22 +4,20 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use openraft::storage::{RaftSnapshotBuilder, Snapshot, SnapshotMeta};
-use openraft::{ErrorSubject, ErrorVerb, LogId, RaftTypeConfig, StorageError};
+use openraft::{ErrorSubject, ErrorVerb, LogId, RaftTypeConfig};
 use sled::IVec;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::AppState;
 use crate::codec::{decode, encode};
 use crate::db::Db;
-use crate::error::{Corrupt, OrStorageError, ReadError};
+use crate::error::{Corrupt, OrStorageError, ReadError, StoResult, WriteError};
 use crate::view::{Applied, StateView};
 
 const META: &str = "meta";
 const DATA: &str = "data";
 
 type Meta<C> = SnapshotMeta<<C as RaftTypeConfig>::NodeId, <C as RaftTypeConfig>::Node>;
-type StoResult<T, C> = Result<T, StorageError<<C as RaftTypeConfig>::NodeId>>;
-
 /// Builds snapshots of a [`crate::StateMachineStore`]'s state.
 pub struct SnapshotBuilder<C: RaftTypeConfig, S> {
     db: Arc<Db>,
@@ -42,7 +40,8 @@ where
         let view = self.view.clone();
         let (meta, data) = tokio::task::spawn_blocking(move || build::<C, S>(&db, &view))
             .await
-            .or_sto(ErrorSubject::Snapshot(None), ErrorVerb::Write)??;
+            .or_sto(ErrorSubject::Snapshot(None), ErrorVerb::Write)?
+            .or_sto(ErrorSubject::Snapshot(None), ErrorVerb::Write)?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -51,7 +50,7 @@ where
 }
 
 /// Blocking: serialising a whole state and fsyncing it takes a while.
-fn build<C, S>(db: &Db, view: &StateView<C, S>) -> StoResult<(Meta<C>, Vec<u8>), C>
+fn build<C, S>(db: &Db, view: &StateView<C, S>) -> Result<(Meta<C>, Vec<u8>), WriteError>
 where
     C: RaftTypeConfig,
     S: AppState<C>,
@@ -59,12 +58,9 @@ where
     // Copy, and serialise only after the lock is released: applying waits for the copy
     // but not for the serialisation.
     let applied = view.lock_read().clone();
-    let data = encode(&applied).or_sto(ErrorSubject::StateMachine, ErrorVerb::Read)?;
-    let n = db
-        .unique_id()
-        .or_sto(ErrorSubject::Snapshot(None), ErrorVerb::Write)?;
+    let data = encode(&applied)?;
     let meta = SnapshotMeta {
-        snapshot_id: snapshot_id(applied.last_applied.as_ref(), n),
+        snapshot_id: snapshot_id(applied.last_applied.as_ref(), db.unique_id()?),
         last_log_id: applied.last_applied,
         last_membership: applied.membership,
     };
@@ -82,11 +78,14 @@ fn snapshot_id<NID: openraft::NodeId>(last: Option<&LogId<NID>>, n: u64) -> Stri
 }
 
 /// Stores the snapshot as the current one and fsyncs it. Blocking.
-pub(crate) fn save<C: RaftTypeConfig>(db: &Db, meta: &Meta<C>, data: &[u8]) -> StoResult<(), C> {
-    let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
-    let meta_bytes = IVec::from(encode(meta).or_sto(subject(), ErrorVerb::Write)?);
+pub(crate) fn save<C: RaftTypeConfig>(
+    db: &Db,
+    meta: &Meta<C>,
+    data: &[u8],
+) -> Result<(), WriteError> {
+    let meta_bytes = IVec::from(encode(meta)?);
     let data = IVec::from(data);
-    let saved = db.snapshot.transaction(|tx| {
+    db.snapshot.transaction(|tx| {
         if let Some(current) = tx.get(META)? {
             let current: Meta<C> =
                 decode("snapshot/meta", &current).map_err(ConflictableTransactionError::Abort)?;
@@ -99,9 +98,9 @@ pub(crate) fn save<C: RaftTypeConfig>(db: &Db, meta: &Meta<C>, data: &[u8]) -> S
         tx.insert(META, meta_bytes.clone())?;
         tx.insert(DATA, data.clone())?;
         Ok(())
-    });
-    saved.or_sto(subject(), ErrorVerb::Write)?;
-    db.persist_blocking().or_sto(subject(), ErrorVerb::Write)
+    })?;
+    db.persist_blocking()?;
+    Ok(())
 }
 
 /// The current snapshot's meta and data, read together.

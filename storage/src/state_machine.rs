@@ -9,17 +9,18 @@ use std::sync::Arc;
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftTypeConfig,
-    StorageError, StoredMembership,
+    StoredMembership,
 };
 
 use crate::AppState;
 use crate::db::Db;
-use crate::error::{OpenError, OrStorageError};
+use crate::error::{OpenError, OrStorageError, StoResult};
 use crate::snapshot::{self, SnapshotBuilder};
 use crate::view::{Applied, StateView};
 
-type StoResult<T, C> = Result<T, StorageError<<C as RaftTypeConfig>::NodeId>>;
+const DATA_KEY: &str = "snapshot/data";
 
+/// The raft state machine store. Clones share one state.
 pub struct StateMachineStore<C: RaftTypeConfig, S> {
     db: Arc<Db>,
     view: StateView<C, S>,
@@ -55,8 +56,6 @@ where
         self.view.clone()
     }
 }
-
-const DATA_KEY: &str = "snapshot/data";
 
 impl<C, S> RaftStateMachine<C> for StateMachineStore<C, S>
 where
@@ -123,7 +122,8 @@ where
         let stored_meta = meta.clone();
         tokio::task::spawn_blocking(move || snapshot::save::<C>(&db, &stored_meta, &data))
             .await
-            .or_sto(subject, ErrorVerb::Write)??;
+            .or_sto(subject.clone(), ErrorVerb::Write)?
+            .or_sto(subject, ErrorVerb::Write)?;
         *self.view.lock_write() = applied;
         Ok(())
     }

@@ -21,6 +21,7 @@ impl StoreBuilder<TestConfig, LogStore<TestConfig>, Sm, TempDir> for Builder {
 
 /// Synchronous: the suite builds a runtime of its own for each case.
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError<u64>> {
-    Suite::test_all(Builder)
+fn openraft_storage_suite() -> Result<(), Box<dyn std::error::Error>> {
+    Suite::test_all(Builder)?;
+    Ok(())
 }
