@@ -31,11 +31,82 @@ pub fn exporter(
         .build()
         .map_err(|e| err(&e))?;
     metrics::set_global_recorder(recorder).map_err(|e| err(&e))?;
+    describe();
     Ok(async move {
         if let Err(e) = server.await {
             tracing::error!("metrics exporter stopped: {e:?}");
         }
     })
+}
+
+/// Describes every metric and registers the counters at zero, so that a dashboard or an
+/// alert finds each series from the start, not only after its first event.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    let gauges = [
+        ("fepha_raft_term", "Current Raft term"),
+        (
+            "fepha_raft_last_log_index",
+            "Index of the last entry in this node's log",
+        ),
+        (
+            "fepha_raft_applied_index",
+            "Index of the last entry applied to the state machine",
+        ),
+        (
+            "fepha_raft_snapshot_index",
+            "Last log index covered by this node's snapshot",
+        ),
+        (
+            "fepha_raft_is_leader",
+            "1 while this node is the Raft leader",
+        ),
+        ("fepha_raft_has_leader", "1 while this node knows a leader"),
+        ("fepha_raft_voters", "Voters in the membership"),
+    ];
+    for (name, help) in gauges {
+        describe_gauge!(name, help);
+    }
+    let counters = [
+        (
+            "fepha_raft_metrics_updates_total",
+            "Changes of openraft's metrics seen",
+        ),
+        (
+            "fepha_raft_quorum_checks_total",
+            "Runs of the leader's quorum check",
+        ),
+        (
+            "fepha_raft_quorum_lost_total",
+            "Times this leader stepped down for lack of a quorum",
+        ),
+        (
+            "fepha_raft_rpc_sent_total",
+            "Raft RPCs sent, by rpc and outcome",
+        ),
+        (
+            "fepha_raft_rpc_received_total",
+            "Raft RPCs received, by rpc",
+        ),
+        (
+            "fepha_raft_rpc_rejected_total",
+            "Raft RPCs refused as malformed, by rpc",
+        ),
+        (
+            "fepha_admin_requests_total",
+            "Admin API calls, by method and result code",
+        ),
+    ];
+    for (name, help) in counters {
+        describe_counter!(name, help);
+    }
+    for name in [
+        "fepha_raft_quorum_lost_total",
+        "fepha_raft_metrics_updates_total",
+        "fepha_raft_quorum_checks_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
 }
 
 /// Mirrors openraft's metrics into gauges each time they change.

@@ -56,6 +56,16 @@ pub struct Node {
 }
 
 impl Node {
+    /// Set once this node has been removed from its cluster, so it never campaigns again,
+    /// also after a restart.
+    pub fn retired_marker(&self) -> std::path::PathBuf {
+        retired_marker(&self.config.data_dir)
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired_marker().exists()
+    }
+
     /// openraft's current metrics, copied out so that no borrow is held across an await.
     pub fn metrics(&self) -> openraft::RaftMetrics<NodeId, FephaNode> {
         self.raft.metrics().borrow().clone()
@@ -91,6 +101,13 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         state,
         config: config.clone(),
     });
+
+    if node.is_retired() {
+        tracing::warn!(
+            "this node has left its cluster; it will not campaign (empty its data dir to reuse it)"
+        );
+        raft.runtime_config().elect(false);
+    }
 
     let raft_listener = listen("raft", config.raft_addr).await?;
     let admin_listener = listen("admin", config.admin_addr).await?;
@@ -174,6 +191,10 @@ async fn serve_admin(
             what: "admin",
             source,
         })
+}
+
+fn retired_marker(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("retired")
 }
 
 fn create_private_dir(path: &Path) -> Result<(), NodeError> {

@@ -163,9 +163,47 @@ pub async fn remove(node: &Node, req: RemoveMemberRequest) -> Result<RemoveMembe
                 .change_membership(change, false)
                 .await
                 .map_err(write_error)?;
+            if let Some(removed) = membership.get_node(&id) {
+                tokio::spawn(tell_retired(id, removed.admin_addr.clone()));
+            }
             Ok(RemoveMemberReply {
                 log_index: written.log_id.index,
             })
         }
     }
+}
+
+/// Best effort: a removed node that is down or unreachable is told nothing, and the other
+/// nodes refuse its votes instead (see the raft service).
+async fn tell_retired(id: u64, admin_addr: String) {
+    let told = async {
+        let mut client = super::client::dial(&admin_addr, Duration::from_secs(1))
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .retire(RetireRequest { node_id: id })
+            .await
+            .map_err(|e| e.message().to_string())
+    };
+    match tokio::time::timeout(Duration::from_secs(3), told).await {
+        Ok(Ok(_)) => tracing::info!(id, "removed node has retired"),
+        Ok(Err(e)) => tracing::warn!(id, "could not tell the removed node to retire: {e}"),
+        Err(_) => tracing::warn!(id, "removed node did not answer the retire request"),
+    }
+}
+
+/// Runs on the removed node.
+pub fn retire(node: &Node, req: RetireRequest) -> Result<RetireReply, Status> {
+    if req.node_id != node.id {
+        return Err(Status::invalid_argument(format!(
+            "this is node {}, not node {}",
+            node.id, req.node_id
+        )));
+    }
+    let marker = node.retired_marker();
+    std::fs::write(&marker, b"removed from the cluster\n")
+        .map_err(|e| Status::internal(format!("cannot write {}: {e}", marker.display())))?;
+    node.raft.runtime_config().elect(false);
+    tracing::warn!("this node was removed from its cluster; it will not campaign again");
+    Ok(RetireReply {})
 }

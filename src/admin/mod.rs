@@ -75,6 +75,10 @@ impl Admin for AdminService {
         )
     }
 
+    async fn retire(&self, r: Request<RetireRequest>) -> Result<Response<RetireReply>, Status> {
+        counted("retire", members::retire(&self.node, r.into_inner()))
+    }
+
     async fn config_apply(
         &self,
         r: Request<ConfigApplyRequest>,

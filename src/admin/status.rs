@@ -33,7 +33,7 @@ pub async fn status(node: &Node, req: StatusRequest) -> StatusReply {
     let in_membership = membership.get_node(&node.id).is_some();
     let state = match m.state {
         _ if !initialised => "uninitialised",
-        _ if !in_membership => "removed",
+        _ if !in_membership || node.is_retired() => "removed",
         ServerState::Leader => "leader",
         ServerState::Follower => "follower",
         ServerState::Candidate => "candidate",

@@ -48,6 +48,21 @@ impl RaftRpc for RaftService {
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc: openraft::raft::VoteRequest<super::NodeId> =
             decode(&request.into_inner().json, "vote")?;
+        // A node removed from the cluster while it was down, or that never heard of its
+        // removal, campaigns with ever higher terms; letting those terms in would depose a
+        // healthy leader again and again (the Raft paper's "disruptive servers").
+        let candidate = rpc.vote.leader_id().voted_for();
+        let known_voter = candidate.is_some_and(|c| {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.membership_config.membership().voter_ids().any(|v| v == c)
+        });
+        if !known_voter {
+            metrics::counter!("fepha_raft_rpc_rejected_total", "rpc" => "vote").increment(1);
+            return Err(Status::failed_precondition(format!(
+                "node {candidate:?} is not a voter in this node's membership"
+            )));
+        }
         reply(&self.raft.vote(rpc).await)
     }
 
