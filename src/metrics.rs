@@ -39,66 +39,36 @@ pub fn exporter(
     })
 }
 
-/// Describes every metric and registers the counters at zero, so that a dashboard or an
-/// alert finds each series from the start, not only after its first event.
+/// Every gauge a node exports, with its help text.
+pub const GAUGES: &[(&str, &str)] = &[
+    ("fepha_raft_term", "Current Raft term"),
+    ("fepha_raft_last_log_index", "Index of the last entry in this node's log"),
+    ("fepha_raft_applied_index", "Index of the last entry applied to the state machine"),
+    ("fepha_raft_snapshot_index", "Last log index covered by this node's snapshot"),
+    ("fepha_raft_is_leader", "1 while this node is the Raft leader"),
+    ("fepha_raft_has_leader", "1 while this node knows a leader"),
+    ("fepha_raft_voters", "Voters in the membership"),
+];
+
+/// Every counter a node exports, with its help text.
+pub const COUNTERS: &[(&str, &str)] = &[
+    ("fepha_raft_metrics_updates_total", "Changes of openraft's metrics seen"),
+    ("fepha_raft_quorum_checks_total", "Runs of the leader's quorum check"),
+    ("fepha_raft_quorum_lost_total", "Times this leader stepped down for lack of a quorum"),
+    ("fepha_raft_rpc_sent_total", "Raft RPCs sent, by rpc and outcome"),
+    ("fepha_raft_rpc_received_total", "Raft RPCs received, by rpc"),
+    ("fepha_raft_rpc_rejected_total", "Raft RPCs refused, by rpc"),
+    ("fepha_admin_requests_total", "Admin API calls, by method and result code"),
+];
+
+/// Describes every metric and registers the label-less counters at zero, so that a dashboard
+/// or an alert finds each series from the start, not only after its first event.
 fn describe() {
-    use metrics::{describe_counter, describe_gauge};
-    let gauges = [
-        ("fepha_raft_term", "Current Raft term"),
-        (
-            "fepha_raft_last_log_index",
-            "Index of the last entry in this node's log",
-        ),
-        (
-            "fepha_raft_applied_index",
-            "Index of the last entry applied to the state machine",
-        ),
-        (
-            "fepha_raft_snapshot_index",
-            "Last log index covered by this node's snapshot",
-        ),
-        (
-            "fepha_raft_is_leader",
-            "1 while this node is the Raft leader",
-        ),
-        ("fepha_raft_has_leader", "1 while this node knows a leader"),
-        ("fepha_raft_voters", "Voters in the membership"),
-    ];
-    for (name, help) in gauges {
-        describe_gauge!(name, help);
+    for (name, help) in GAUGES {
+        metrics::describe_gauge!(*name, *help);
     }
-    let counters = [
-        (
-            "fepha_raft_metrics_updates_total",
-            "Changes of openraft's metrics seen",
-        ),
-        (
-            "fepha_raft_quorum_checks_total",
-            "Runs of the leader's quorum check",
-        ),
-        (
-            "fepha_raft_quorum_lost_total",
-            "Times this leader stepped down for lack of a quorum",
-        ),
-        (
-            "fepha_raft_rpc_sent_total",
-            "Raft RPCs sent, by rpc and outcome",
-        ),
-        (
-            "fepha_raft_rpc_received_total",
-            "Raft RPCs received, by rpc",
-        ),
-        (
-            "fepha_raft_rpc_rejected_total",
-            "Raft RPCs refused as malformed, by rpc",
-        ),
-        (
-            "fepha_admin_requests_total",
-            "Admin API calls, by method and result code",
-        ),
-    ];
-    for (name, help) in counters {
-        describe_counter!(name, help);
+    for (name, help) in COUNTERS {
+        metrics::describe_counter!(*name, *help);
     }
     for name in [
         "fepha_raft_quorum_lost_total",
@@ -141,5 +111,27 @@ pub async fn watch_raft(raft: Raft, shutdown: Shutdown) {
             changed = rx.changed() => if changed.is_err() { return },
             _ = &mut stop => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dashboard may only use series that a node exports.
+    #[test]
+    fn dashboard_uses_only_exported_metrics() {
+        let dashboard = include_str!("../grafana/fepha-cluster.json");
+        let known: Vec<&str> = GAUGES.iter().chain(COUNTERS).map(|(n, _)| *n).collect();
+        let mut used = 0;
+        for (i, _) in dashboard.match_indices("fepha_") {
+            let name: String = dashboard[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            assert!(known.contains(&name.as_str()), "dashboard uses unknown metric {name}");
+            used += 1;
+        }
+        assert!(used >= 5, "the dashboard should chart the cluster's metrics");
     }
 }
