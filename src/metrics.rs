@@ -42,23 +42,53 @@ pub fn exporter(
 /// Every gauge a node exports, with its help text.
 pub const GAUGES: &[(&str, &str)] = &[
     ("fepha_raft_term", "Current Raft term"),
-    ("fepha_raft_last_log_index", "Index of the last entry in this node's log"),
-    ("fepha_raft_applied_index", "Index of the last entry applied to the state machine"),
-    ("fepha_raft_snapshot_index", "Last log index covered by this node's snapshot"),
-    ("fepha_raft_is_leader", "1 while this node is the Raft leader"),
+    (
+        "fepha_raft_last_log_index",
+        "Index of the last entry in this node's log",
+    ),
+    (
+        "fepha_raft_applied_index",
+        "Index of the last entry applied to the state machine",
+    ),
+    (
+        "fepha_raft_snapshot_index",
+        "Last log index covered by this node's snapshot",
+    ),
+    (
+        "fepha_raft_is_leader",
+        "1 while this node is the Raft leader",
+    ),
     ("fepha_raft_has_leader", "1 while this node knows a leader"),
     ("fepha_raft_voters", "Voters in the membership"),
 ];
 
 /// Every counter a node exports, with its help text.
 pub const COUNTERS: &[(&str, &str)] = &[
-    ("fepha_raft_metrics_updates_total", "Changes of openraft's metrics seen"),
-    ("fepha_raft_quorum_checks_total", "Runs of the leader's quorum check"),
-    ("fepha_raft_quorum_lost_total", "Times this leader stepped down for lack of a quorum"),
-    ("fepha_raft_rpc_sent_total", "Raft RPCs sent, by rpc and outcome"),
-    ("fepha_raft_rpc_received_total", "Raft RPCs received, by rpc"),
+    (
+        "fepha_raft_metrics_updates_total",
+        "Changes of openraft's metrics seen",
+    ),
+    (
+        "fepha_raft_quorum_checks_total",
+        "Runs of the leader's quorum check",
+    ),
+    (
+        "fepha_raft_quorum_lost_total",
+        "Times this leader stepped down for lack of a quorum",
+    ),
+    (
+        "fepha_raft_rpc_sent_total",
+        "Raft RPCs sent, by rpc and outcome",
+    ),
+    (
+        "fepha_raft_rpc_received_total",
+        "Raft RPCs received, by rpc",
+    ),
     ("fepha_raft_rpc_rejected_total", "Raft RPCs refused, by rpc"),
-    ("fepha_admin_requests_total", "Admin API calls, by method and result code"),
+    (
+        "fepha_admin_requests_total",
+        "Admin API calls, by method and result code",
+    ),
 ];
 
 /// Describes every metric and registers the label-less counters at zero, so that a dashboard
@@ -129,9 +159,15 @@ mod tests {
                 .chars()
                 .take_while(|c| c.is_ascii_lowercase() || *c == '_')
                 .collect();
-            assert!(known.contains(&name.as_str()), "dashboard uses unknown metric {name}");
+            assert!(
+                known.contains(&name.as_str()),
+                "dashboard uses unknown metric {name}"
+            );
             used += 1;
         }
-        assert!(used >= 5, "the dashboard should chart the cluster's metrics");
+        assert!(
+            used >= 5,
+            "the dashboard should chart the cluster's metrics"
+        );
     }
 }

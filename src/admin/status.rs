@@ -71,7 +71,7 @@ pub async fn status(node: &Node, req: StatusRequest) -> StatusReply {
         .into_iter()
         .collect();
 
-    let members = membership
+    let mut members: Vec<Member> = membership
         .nodes()
         .map(|(id, n)| Member {
             id: *id,
@@ -84,6 +84,7 @@ pub async fn status(node: &Node, req: StatusRequest) -> StatusReply {
             admin_addr: n.admin_addr.clone(),
         })
         .collect();
+    members.sort_by(|a, b| a.name.cmp(&b.name));
 
     StatusReply {
         node: node.me.name.clone(),

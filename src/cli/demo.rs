@@ -45,16 +45,106 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         return Err(e);
     }
     print_intro(&dir, &nodes).await;
-    tokio::select! {
-        s = crate::shutdown::signal() => outln!("\n{} received: stopping the demo site", s.unwrap_or("signal")),
-        (name, status) = first_exit(&mut nodes) => outln!("\nnode {name} exited ({status}); stopping the demo site"),
+    let signal = crate::shutdown::signal();
+    tokio::pin!(signal);
+    let mut watch = Watch::default();
+    loop {
+        tokio::select! {
+            s = &mut signal => {
+                outln!("\n{} received: stopping the demo site", s.unwrap_or("signal"));
+                break;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                if let Err(e) = watch.step(&dir, &mut nodes).await {
+                    outln!("{e:#}");
+                    break;
+                }
+            }
+        }
     }
     stop_all(&mut nodes).await;
     Ok(())
 }
 
-async fn start_all(dir: &Path, nodes: &mut Vec<DemoNode>) -> anyhow::Result<()> {
+/// What the demo tells the user while it runs: leader changes, nodes that died, and their
+/// restart (after a pause, so the take-over can be watched first).
+#[derive(Default)]
+struct Watch {
+    leader: Option<(String, u64)>,
+    restarts: Vec<(usize, Instant)>,
+}
+
+const RESTART_AFTER: Duration = Duration::from_secs(5);
+
+impl Watch {
+    async fn step(&mut self, dir: &Path, nodes: &mut [DemoNode]) -> anyhow::Result<()> {
+        for (i, n) in nodes.iter_mut().enumerate() {
+            if self.restarts.iter().any(|(j, _)| *j == i) {
+                continue;
+            }
+            if let Ok(Some(status)) = n.child.try_wait() {
+                outln!(
+                    "node {} exited ({status}); the demo restarts it in {} s",
+                    n.config.name,
+                    RESTART_AFTER.as_secs()
+                );
+                self.restarts.push((i, Instant::now() + RESTART_AFTER));
+            }
+        }
+        let now = Instant::now();
+        let due: Vec<usize> = self
+            .restarts
+            .iter()
+            .filter(|(_, t)| *t <= now)
+            .map(|(i, _)| *i)
+            .collect();
+        self.restarts.retain(|(_, t)| *t > now);
+        for i in due {
+            nodes[i].child = spawn(&nodes[i].path, dir, &nodes[i].config.name)?;
+            outln!(
+                "node {} restarted; it catches up from the others",
+                nodes[i].config.name
+            );
+        }
+        for n in nodes.iter() {
+            let Ok(mut client) = local(&n.config).await else {
+                continue;
+            };
+            let Ok(reply) = client.status(StatusRequest { local_only: true }).await else {
+                continue;
+            };
+            let s = reply.into_inner();
+            if let Some(leader) = s.leader {
+                let seen = Some((leader.clone(), s.term));
+                if self.leader != seen {
+                    outln!("leader: {leader} (term {})", s.term);
+                    self.leader = seen;
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn spawn(config: &Path, dir: &Path, name: &str) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("cannot find the fepha executable")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))?;
+    Command::new(&exe)
+        .args(["run", "-c"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start node {name}"))
+}
+
+async fn start_all(dir: &Path, nodes: &mut Vec<DemoNode>) -> anyhow::Result<()> {
     for (i, name) in NODES.iter().enumerate() {
         let n = i + 1;
         let text = format!(
@@ -65,16 +155,7 @@ async fn start_all(dir: &Path, nodes: &mut Vec<DemoNode>) -> anyhow::Result<()> 
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, &text)?;
         let config = NodeConfig::parse(&path, &text)?;
-        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-        let child = Command::new(&exe)
-            .args(["run", "-c"])
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start node {name}"))?;
+        let child = spawn(&path, dir, name)?;
         nodes.push(DemoNode {
             config,
             path,
@@ -155,7 +236,7 @@ async fn print_intro(dir: &Path, nodes: &[DemoNode]) {
     for n in nodes {
         let pid = n.child.id().map_or_else(|| "?".into(), |p| p.to_string());
         outln!(
-            "  kill -9 {pid}    # stop {} and watch the others elect a leader; metrics at http://{}/metrics",
+            "  kill -9 {pid}    # kill {} and watch the others take over; metrics at http://{}/metrics",
             n.config.name,
             n.config.metrics_addr
         );
@@ -164,17 +245,6 @@ async fn print_intro(dir: &Path, nodes: &[DemoNode]) {
         "Logs: {}/fep*.log. Ctrl-C stops the site and removes its files.",
         dir.display()
     );
-}
-
-async fn first_exit(nodes: &mut [DemoNode]) -> (String, String) {
-    loop {
-        for n in nodes.iter_mut() {
-            if let Ok(Some(status)) = n.child.try_wait() {
-                return (n.config.name.clone(), status.to_string());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 async fn stop_all(nodes: &mut [DemoNode]) {

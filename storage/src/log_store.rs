@@ -74,34 +74,30 @@ where
     }
 
     fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry<C>>, ReadError> {
-        let Some((start, end)) = index_range(&range) else {
-            return Ok(Vec::new());
-        };
-        let iter = match end {
-            Some(end) => self.db.log.range(log_key(start)..log_key(end)),
-            None => self.db.log.range(log_key(start)..),
-        };
-        iter.map(|item| {
-            let (key, value) = item?;
-            decode_entry(&key, &value)
-        })
-        .collect()
+        self.iter(range)
+            .map(|item| {
+                let (key, value) = item?;
+                decode_entry(&key, &value)
+            })
+            .collect()
     }
 
     /// Atomically, so that a crash leaves the log whole or not cut at all.
     fn remove(&self, range: impl RangeBounds<u64>) -> Result<(), sled::Error> {
-        let Some((start, end)) = index_range(&range) else {
-            return Ok(());
-        };
-        let iter = match end {
-            Some(end) => self.db.log.range(log_key(start)..log_key(end)),
-            None => self.db.log.range(log_key(start)..),
-        };
         let mut batch = sled::Batch::default();
-        for key in iter.keys() {
+        for key in self.iter(range).keys() {
             batch.remove(key?);
         }
         self.db.log.apply_batch(batch)
+    }
+
+    fn iter(&self, range: impl RangeBounds<u64>) -> sled::Iter {
+        match index_range(&range) {
+            Some((start, Some(end))) => self.db.log.range(log_key(start)..log_key(end)),
+            Some((start, None)) => self.db.log.range(log_key(start)..),
+            // sled has no empty iterator; an empty key range gives one.
+            None => self.db.log.range::<&[u8], _>(&[][..]..&[][..]),
+        }
     }
 }
 

@@ -18,6 +18,7 @@ const META: &str = "meta";
 const DATA: &str = "data";
 
 type Meta<C> = SnapshotMeta<<C as RaftTypeConfig>::NodeId, <C as RaftTypeConfig>::Node>;
+
 /// Builds snapshots of a [`crate::StateMachineStore`]'s state.
 pub struct SnapshotBuilder<C: RaftTypeConfig, S> {
     db: Arc<Db>,

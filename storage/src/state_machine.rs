@@ -14,7 +14,7 @@ use openraft::{
 
 use crate::AppState;
 use crate::db::Db;
-use crate::error::{OpenError, OrStorageError, StoResult};
+use crate::error::{OpenError, OrStorageError, StoResult, WriteError};
 use crate::snapshot::{self, SnapshotBuilder};
 use crate::view::{Applied, StateView};
 
@@ -114,16 +114,19 @@ where
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StoResult<(), C> {
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
-        let data = snapshot.into_inner();
-        let key = format!("received snapshot {}", meta.snapshot_id);
-        let applied = snapshot::decode_state::<C, S>(&key, meta, &data)
-            .or_sto(subject.clone(), ErrorVerb::Read)?;
         let db = Arc::clone(&self.db);
-        let stored_meta = meta.clone();
-        tokio::task::spawn_blocking(move || snapshot::save::<C>(&db, &stored_meta, &data))
-            .await
-            .or_sto(subject.clone(), ErrorVerb::Write)?
-            .or_sto(subject, ErrorVerb::Write)?;
+        let meta = meta.clone();
+        // Decoding a whole state and fsyncing it both take a while: off the runtime.
+        let applied = tokio::task::spawn_blocking(move || -> Result<Applied<C, S>, WriteError> {
+            let data = snapshot.into_inner();
+            let key = format!("received snapshot {}", meta.snapshot_id);
+            let applied = snapshot::decode_state(&key, &meta, &data)?;
+            snapshot::save::<C>(&db, &meta, &data)?;
+            Ok(applied)
+        })
+        .await
+        .or_sto(subject.clone(), ErrorVerb::Write)?
+        .or_sto(subject, ErrorVerb::Write)?;
         *self.view.lock_write() = applied;
         Ok(())
     }

@@ -5,7 +5,7 @@ mod common;
 use std::error::Error;
 use std::io::Cursor;
 
-use common::{log_id, map, membership, open, put};
+use common::{log_id, map, membership, open, put, restart};
 use openraft::storage::{
     RaftLogReader, RaftLogStorage, RaftLogStorageExt, RaftSnapshotBuilder, RaftStateMachine,
 };
@@ -28,10 +28,13 @@ async fn vote_log_and_committed_survive_reopen() -> TestResult {
         log.save_committed(Some(log_id(1, 2))).await?;
     }
 
+    let dir = restart(dir.path())?;
     let (mut log, _sm) = open(dir.path())?;
     assert_eq!(log.read_vote().await?, Some(Vote::new(1, 1)));
     assert_eq!(log.read_committed().await?, Some(log_id(1, 2)));
     assert_eq!(log.try_get_log_entries(..).await?, entries);
+    assert_eq!(log.try_get_log_entries(2..=3).await?, entries[1..]);
+    assert!(log.try_get_log_entries(2..2).await?.is_empty());
     assert_eq!(
         log.get_log_state().await?,
         LogState {
@@ -61,6 +64,7 @@ async fn snapshot_and_purge_survive_reopen() -> TestResult {
         snapshot.meta
     };
 
+    let dir = restart(dir.path())?;
     let (mut log, mut sm) = open(dir.path())?;
     let expected_membership =
         StoredMembership::new(Some(log_id(1, 1)), Membership::new(vec![[1].into()], ()));
@@ -111,6 +115,7 @@ async fn installed_snapshot_survives_reopen() -> TestResult {
         assert_eq!(sm.view().last_applied(), Some(log_id(2, 6)));
     }
 
+    let dir = restart(dir.path())?;
     let (_log, mut sm) = open(dir.path())?;
     assert_eq!(
         sm.applied_state().await?,
@@ -158,11 +163,13 @@ async fn corrupt_stored_value_fails_open_naming_its_key() -> TestResult {
         let (mut log, _sm) = open(dir.path())?;
         log.save_vote(&Vote::new(1, 1)).await?;
     }
+    let dir = restart(dir.path())?;
     {
         let db = sled::open(dir.path())?;
         db.open_tree("meta")?.insert("vote", b"{".to_vec())?;
         db.flush()?;
     }
+    let dir = restart(dir.path())?;
 
     match open(dir.path()) {
         Err(fepha_storage::OpenError::Corrupt(corrupt)) => assert_eq!(corrupt.key, "meta/vote"),
@@ -189,6 +196,7 @@ async fn large_entries_survive_reopen() -> TestResult {
         );
     }
 
+    let dir = restart(dir.path())?;
     let (mut log, _sm) = open(dir.path())?;
     assert_eq!(log.try_get_log_entries(1..2).await?, vec![entry]);
     Ok(())

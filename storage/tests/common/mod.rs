@@ -76,3 +76,27 @@ pub fn membership(term: u64, index: u64, voters: &[u64]) -> Entry<TestConfig> {
 pub fn map(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|&(k, v)| (k.to_owned(), v)).collect()
 }
+
+/// What a restarted node finds on disk: a copy of `dir`, taken once every handle on it has
+/// been dropped. A copy, because sled's IO threads let go of the data file, and of the
+/// lock on it, a moment after the database is dropped: reopening `dir` itself within the
+/// same process can find it still locked.
+pub fn restart(dir: &Path) -> std::io::Result<tempfile::TempDir> {
+    let copy = tempfile::tempdir()?;
+    copy_dir(dir, copy.path())?;
+    Ok(copy)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
