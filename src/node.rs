@@ -53,6 +53,8 @@ pub struct Node {
     pub raft: Raft,
     pub state: StateView,
     pub config: NodeConfig,
+    /// Channels to the other nodes' admin APIs, for forwarding and status probes.
+    pub peers: crate::admin::client::Pool,
 }
 
 impl Node {
@@ -100,6 +102,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         raft: raft.clone(),
         state,
         config: config.clone(),
+        peers: Default::default(),
     });
 
     if node.is_retired() {

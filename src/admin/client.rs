@@ -45,3 +45,37 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Admin channels to other nodes, kept open between calls: forwarding each write to the
+/// leader over a fresh connection would add a TCP and HTTP/2 handshake to every write.
+#[derive(Default)]
+pub struct Pool {
+    channels: std::sync::Mutex<std::collections::HashMap<String, Channel>>,
+}
+
+impl Pool {
+    /// A client for `addr`. The channel connects lazily and reconnects by itself; a dead node
+    /// shows up as an UNAVAILABLE call.
+    pub fn get(&self, addr: &str) -> Result<AdminClient<Channel>, DialError> {
+        // A poisoned lock only means another caller panicked; the map is still usable.
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(channel) = channels.get(addr) {
+            return Ok(AdminClient::new(channel.clone()));
+        }
+        let endpoint =
+            Endpoint::from_shared(format!("http://{addr}")).map_err(|e| DialError::BadAddress {
+                addr: addr.to_owned(),
+                message: e.to_string(),
+            })?;
+        let channel = endpoint
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(120))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(AdminClient::new(channel))
+    }
+}

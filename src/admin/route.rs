@@ -1,7 +1,5 @@
 //! Where a write goes: proposed here if this node leads, else forwarded once to the leader.
 
-use std::time::Duration;
-
 use openraft::error::{ClientWriteError, RaftError};
 use tonic::Status;
 use tonic::transport::Channel;
@@ -45,8 +43,9 @@ pub async fn route(node: &Node, forwarded: bool) -> Result<Route, Status> {
             let Some(info) = metrics.membership_config.membership().get_node(&leader) else {
                 return Err(Status::unavailable(NO_LEADER));
             };
-            let client = super::client::dial(&info.admin_addr, Duration::from_secs(1))
-                .await
+            let client = node
+                .peers
+                .get(&info.admin_addr)
                 .map_err(|e| Status::unavailable(format!("leader {}: {e}", info.name)))?;
             Ok(Route::Leader(client))
         }

@@ -64,7 +64,7 @@ pub async fn status(node: &Node, req: StatusRequest) -> StatusReply {
     let probes = membership.nodes().map(|(id, n)| {
         let (id, addr) = (*id, n.admin_addr.clone());
         let local = id == node.id || req.local_only;
-        async move { (id, local || probe(&addr).await) }
+        async move { (id, local || probe(node, &addr).await) }
     });
     let reachable: BTreeMap<NodeId, bool> = futures::future::join_all(probes)
         .await
@@ -103,9 +103,9 @@ pub async fn status(node: &Node, req: StatusRequest) -> StatusReply {
     }
 }
 
-async fn probe(addr: &str) -> bool {
+async fn probe(node: &Node, addr: &str) -> bool {
     let call = async {
-        let mut client = super::client::dial(addr, PROBE_TIMEOUT).await.ok()?;
+        let mut client = node.peers.get(addr).ok()?;
         client.node_info(NodeInfoRequest {}).await.ok()
     };
     matches!(tokio::time::timeout(PROBE_TIMEOUT, call).await, Ok(Some(_)))
@@ -121,7 +121,7 @@ async fn leader_view(node: &Node, leader: Option<NodeId>) -> Option<Vec<Member>>
         .admin_addr
         .clone();
     let call = async {
-        let mut client = super::client::dial(&addr, PROBE_TIMEOUT).await.ok()?;
+        let mut client = node.peers.get(&addr).ok()?;
         let reply = client
             .status(StatusRequest { local_only: true })
             .await

@@ -7,6 +7,11 @@
 //! the leader lease plus an election timeout, at most twice `election_timeout_max`), the old
 //! leader starts an election it cannot win while cut off, which takes it out of the leader
 //! state.
+//!
+//! The silence must last one more `election_timeout_max` as seen by this task before it acts:
+//! a leader that was paused (SIGSTOP, a VM freeze) wakes up with a long silence on record but
+//! hears of the newer term within a round trip and steps down by itself; forcing an election
+//! then would only depose the new leader.
 
 use std::time::{Duration, Instant};
 
@@ -18,10 +23,13 @@ use crate::shutdown::Shutdown;
 
 pub async fn step_down_without_quorum(raft: Raft, settings: RaftSettings, shutdown: Shutdown) {
     let limit = Duration::from_millis(2 * settings.election_timeout_max_ms);
+    let grace = Duration::from_millis(settings.election_timeout_max_ms);
     let mut tick = tokio::time::interval(Duration::from_millis(settings.heartbeat_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = shutdown.wait();
     tokio::pin!(stop);
     let mut leader_since: Option<Instant> = None;
+    let mut silent_since: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -36,6 +44,7 @@ pub async fn step_down_without_quorum(raft: Raft, settings: RaftSettings, shutdo
         };
         if state != ServerState::Leader || voters <= 1 {
             leader_since = None;
+            silent_since = None;
             continue;
         }
         let became_leader = *leader_since.get_or_insert_with(Instant::now);
@@ -45,6 +54,10 @@ pub async fn step_down_without_quorum(raft: Raft, settings: RaftSettings, shutdo
             None => became_leader.elapsed(),
         };
         if silent <= limit {
+            silent_since = None;
+            continue;
+        }
+        if silent_since.get_or_insert_with(Instant::now).elapsed() < grace {
             continue;
         }
         metrics::counter!("fepha_raft_quorum_lost_total").increment(1);
@@ -57,5 +70,6 @@ pub async fn step_down_without_quorum(raft: Raft, settings: RaftSettings, shutdo
             return;
         }
         leader_since = None;
+        silent_since = None;
     }
 }
