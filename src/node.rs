@@ -120,8 +120,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     tokio::spawn(exporter);
     tokio::spawn(crate::metrics::watch_raft(raft.clone(), shutdown.clone()));
     tokio::spawn(crate::raft::step_down_without_quorum(
-        raft.clone(),
-        config.raft.clone(),
+        node.clone(),
         shutdown.clone(),
     ));
     let raft_server = tokio::spawn(serve_raft(raft.clone(), raft_listener, shutdown.clone()));
@@ -214,6 +213,7 @@ fn create_private_dir(path: &Path) -> Result<(), NodeError> {
 
 /// The node's Raft id: made once, at random, when the data dir is new. A name can be reused
 /// by a rebuilt box; an id never is, so a wiped node can never be mistaken for its old self.
+/// Ids are odd, so never 0: the quorum watch votes for id 0 to elect nobody.
 fn node_id(data_dir: &Path) -> Result<NodeId, NodeError> {
     let path = data_dir.join("node_id");
     let io_err = |source| NodeError::DataDir {

@@ -22,11 +22,7 @@ impl Profile {
 pub fn fepha_binary(profile: Profile) -> PathBuf {
     if let Some(path) = std::env::var_os("FEPHA_BIN") {
         let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "FEPHA_BIN={} is not a file",
-            path.display()
-        );
+        assert!(path.is_file(), "FEPHA_BIN={} is not a file", path.display());
         return path;
     }
     let exe = std::env::current_exe().expect("the test executable has a path");
@@ -51,7 +47,12 @@ pub fn fepha_binary(profile: Profile) -> PathBuf {
 
 fn target_dir(exe: &Path) -> Option<PathBuf> {
     exe.ancestors()
-        .find(|d| matches!(d.file_name().and_then(|n| n.to_str()), Some("debug" | "release")))
+        .find(|d| {
+            matches!(
+                d.file_name().and_then(|n| n.to_str()),
+                Some("debug" | "release")
+            )
+        })
         .and_then(Path::parent)
         .map(Path::to_path_buf)
 }

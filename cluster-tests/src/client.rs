@@ -44,7 +44,9 @@ pub async fn apply_rpc(
         });
         let result = match tokio::time::timeout(Duration::from_secs(10), call).await {
             Ok(r) => r,
-            Err(_) => Err(tonic::Status::deadline_exceeded("config_apply took over 10s")),
+            Err(_) => Err(tonic::Status::deadline_exceeded(
+                "config_apply took over 10s",
+            )),
         };
         match result {
             Ok(reply) => {
@@ -77,8 +79,14 @@ pub async fn rpc_status(
 }
 
 /// One unary gRPC call with `body` as the message bytes, whatever they are.
-pub async fn raw_unary(addr: &str, path: &'static str, body: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
-    let channel = raw_channel(addr).await.map_err(tonic::Status::unavailable)?;
+pub async fn raw_unary(
+    addr: &str,
+    path: &'static str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, tonic::Status> {
+    let channel = raw_channel(addr)
+        .await
+        .map_err(tonic::Status::unavailable)?;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
         .await

@@ -19,7 +19,7 @@ mod wait;
 
 pub use binary::{Profile, fepha_binary};
 pub use client::{admin_client, apply_rpc, raw_unary, rpc_status};
-pub use cluster::{Cluster, CliOutput, Options, WAIT, site_config};
+pub use cluster::{CliOutput, Cluster, Options, WAIT, site_config};
 pub use net::{LoopbackBlock, Namespaces};
 pub use node::NodeProc;
 pub use stats::percentile;

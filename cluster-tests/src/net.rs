@@ -36,7 +36,8 @@ impl LoopbackBlock {
             if taken.contains(&(x, y)) {
                 continue;
             }
-            let Ok(reservation) = TcpListener::bind((Ipv4Addr::new(127, x, y, 254), RESERVATION_PORT))
+            let Ok(reservation) =
+                TcpListener::bind((Ipv4Addr::new(127, x, y, 254), RESERVATION_PORT))
             else {
                 continue;
             };

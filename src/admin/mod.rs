@@ -10,6 +10,7 @@ mod status;
 use std::sync::Arc;
 
 pub use route::NO_LEADER;
+pub use status::leader_seen_by;
 use tonic::{Request, Response, Status};
 
 use crate::node::Node;

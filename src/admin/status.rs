@@ -103,12 +103,29 @@ pub async fn status(node: &Node, req: StatusRequest) -> StatusReply {
     }
 }
 
+/// Whether the node at `addr` answers within [`PROBE_TIMEOUT`].
 async fn probe(node: &Node, addr: &str) -> bool {
     let call = async {
         let mut client = node.peers.get(addr).ok()?;
         client.node_info(NodeInfoRequest {}).await.ok()
     };
     matches!(tokio::time::timeout(PROBE_TIMEOUT, call).await, Ok(Some(_)))
+}
+
+/// Whether the node at `addr` knows a leader; `None` if it does not answer in time.
+pub async fn leader_seen_by(node: &Node, addr: &str) -> Option<bool> {
+    let call = async {
+        let mut client = node.peers.get(addr).ok()?;
+        let reply = client
+            .status(StatusRequest { local_only: true })
+            .await
+            .ok()?;
+        Some(reply.into_inner().leader.is_some())
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, call)
+        .await
+        .ok()
+        .flatten()
 }
 
 async fn leader_view(node: &Node, leader: Option<NodeId>) -> Option<Vec<Member>> {

@@ -27,7 +27,17 @@ where
 {
     let start = Instant::now();
     loop {
-        match f().await {
+        // A write that a leader has accepted but cannot commit (it lost its quorum) gets no
+        // answer at all, so each attempt is bounded by what is left of the deadline too.
+        let left = deadline.saturating_sub(start.elapsed());
+        let Ok(answer) = tokio::time::timeout(left, f()).await else {
+            bail!(
+                "{NO_LEADER} that a quorum follows: nothing was committed within {:.1}s \
+                 (a write already accepted may still commit later)",
+                deadline.as_secs_f64()
+            );
+        };
+        match answer {
             Ok(v) => return Ok(v),
             Err(s) if s.code() == Code::Unavailable => {
                 if start.elapsed() >= deadline {

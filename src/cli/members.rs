@@ -20,10 +20,13 @@ pub async fn init(config: &NodeConfig, timeout: Duration) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The least time `join` waits, whatever `--timeout` says.
+const JOIN_CATCH_UP: Duration = Duration::from_secs(120);
+
 pub async fn join(config: &NodeConfig, peer: &str, timeout: Duration) -> anyhow::Result<()> {
     let client = local(config).await?;
-    // Catching up may take a while on a big log; the election wait comes on top of that.
-    let reply = retrying(timeout, || {
+    // The leader answers once this node has caught up, which takes a while on a big log.
+    let reply = retrying(timeout.max(JOIN_CATCH_UP), || {
         let mut c = client.clone();
         let peer = peer.to_owned();
         async move { c.join(JoinRequest { peer }).await }

@@ -1,0 +1,123 @@
+//! Whatever arrives on a node's ports, the node stays up and the cluster keeps working.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use fepha::proto::raft::raft_client::RaftClient;
+use fepha::proto::raft::{RaftPayload, SnapshotChunk};
+use fepha_cluster_tests::{Cluster, raw_unary, site_config};
+use rand::RngCore;
+use tonic::Code;
+
+/// Writes `bytes`, half-closes, and reads whatever comes back until the node closes the
+/// connection or goes quiet. The node may reset the connection; that is an answer too.
+fn send(addr: &str, bytes: &[u8]) {
+    let addr: SocketAddr = addr.parse().expect("node address");
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("read timeout");
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    while let Ok(n) = s.read(&mut sink) {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Field 1 with wire type 7, which does not exist: no protobuf decoder accepts it.
+const BAD_PROTOBUF: &[u8] = &[0x0f, 0xff, 0xff, 0xff];
+
+fn byte_garbage(addr: &str) {
+    let mut random = vec![0u8; 64 * 1024];
+    rand::rng().fill_bytes(&mut random);
+    send(addr, &random);
+    send(
+        addr,
+        b"GET /metrics HTTP/1.1\r\nHost: fepha\r\nConnection: close\r\n\r\n",
+    );
+    send(addr, &PREFACE[..PREFACE.len() - 5]);
+    // A valid preface, then frames that are not HTTP/2.
+    send(addr, &[PREFACE, &random[..1024]].concat());
+    // A SETTINGS frame claiming a 16 MiB payload that never comes.
+    send(
+        addr,
+        &[PREFACE, &[0xff, 0xff, 0xff, 0x04, 0x00, 0, 0, 0, 0]].concat(),
+    );
+}
+
+fn expect_error(what: &str, result: Result<Vec<u8>, tonic::Status>) {
+    match result {
+        Ok(reply) => panic!("{what} was answered as if valid: {reply:?}"),
+        Err(s) => assert_ne!(s.code(), Code::Ok, "{what}"),
+    }
+}
+
+#[test]
+fn garbage_on_the_raft_and_admin_ports_does_not_hurt_a_node() {
+    let mut c = Cluster::new();
+    let leader = c.bootstrap(&["voter", "voter", "voter"]);
+    let follower = (leader + 1) % 3;
+
+    for i in [leader, follower] {
+        let (raft, admin) = (c.raft_addr(i), c.admin_addr(i));
+        byte_garbage(&raft);
+        byte_garbage(&admin);
+
+        c.block_on(async {
+            // Well-formed gRPC, undecodable bodies.
+            for path in [
+                "/fepha.raft.Raft/AppendEntries",
+                "/fepha.raft.Raft/Vote",
+                "/fepha.raft.Raft/InstallSnapshot",
+            ] {
+                expect_error(path, raw_unary(&raft, path, BAD_PROTOBUF.to_vec()).await);
+            }
+            for path in [
+                "/fepha.admin.Admin/ConfigApply",
+                "/fepha.admin.Admin/Join",
+                "/fepha.admin.Admin/RemoveMember",
+            ] {
+                expect_error(path, raw_unary(&admin, path, BAD_PROTOBUF.to_vec()).await);
+            }
+
+            // Valid protobuf whose JSON payload is not openraft's.
+            let mut client = RaftClient::connect(format!("http://{raft}"))
+                .await
+                .expect("connect to the raft port");
+            let garbage = || RaftPayload {
+                json: b"garbage".to_vec(),
+            };
+            let r = client.append_entries(garbage()).await;
+            assert_eq!(
+                r.expect_err("append_entries(garbage)").code(),
+                Code::InvalidArgument
+            );
+            let r = client.vote(garbage()).await;
+            assert_eq!(r.expect_err("vote(garbage)").code(), Code::InvalidArgument);
+            let r = client
+                .install_snapshot(SnapshotChunk {
+                    header_json: b"{\"not\": \"a header\"}".to_vec(),
+                    data: vec![0xde, 0xad],
+                })
+                .await;
+            assert_eq!(
+                r.expect_err("install_snapshot(garbage)").code(),
+                Code::InvalidArgument
+            );
+        });
+    }
+
+    for i in 0..3 {
+        assert!(c.is_running(i), "{} died:\n{}", c.name(i), c.report());
+        c.status(i)
+            .unwrap_or_else(|e| c.fail(&format!("{} no longer answers: {e}", c.name(i))));
+    }
+    let applied = c.apply_ok(follower, &site_config("after-garbage", 1));
+    let statuses = c.wait_converged(&[0, 1, 2]);
+    assert!(statuses.iter().all(|s| s.config_version == applied.version));
+}
