@@ -281,7 +281,12 @@ impl Cluster {
             .arg(&node.config_path)
             .args(args)
             .stdin(Stdio::null());
-        let mut cmd = tokio::process::Command::from(std_cmd);
+        self.output_within(tokio::process::Command::from(std_cmd), limit)
+            .await
+    }
+
+    /// Runs `cmd` to its end, or kills it after `limit` (its `code` is then None).
+    async fn output_within(&self, mut cmd: tokio::process::Command, limit: Duration) -> CliOutput {
         cmd.kill_on_drop(true);
         match tokio::time::timeout(limit, cmd.output()).await {
             Ok(Ok(out)) => CliOutput {
@@ -301,22 +306,8 @@ impl Cluster {
     /// `fepha ARGS...` with nothing added, killed after `limit`.
     pub fn run_bare(&self, args: &[&str], limit: Duration) -> CliOutput {
         let mut cmd = tokio::process::Command::new(&self.bin);
-        cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
-        self.rt.block_on(async {
-            match tokio::time::timeout(limit, cmd.output()).await {
-                Ok(Ok(out)) => CliOutput {
-                    code: out.status.code(),
-                    stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-                },
-                Ok(Err(e)) => panic!("cannot run {}: {e}", self.bin.display()),
-                Err(_) => CliOutput {
-                    code: None,
-                    stdout: String::new(),
-                    stderr: format!("(the harness killed it: still running after {limit:?})"),
-                },
-            }
-        })
+        cmd.args(args).stdin(Stdio::null());
+        self.rt.block_on(self.output_within(cmd, limit))
     }
 
     /// `fepha -c <node i's node.toml> ARGS...`
@@ -422,27 +413,29 @@ impl Cluster {
     }
 
     pub fn config_show(&self, i: usize) -> Result<ConfigShow, String> {
-        let out = self.cli(i, &["config", "show", "--json"]);
-        if !out.success() {
-            return Err(format!(
-                "config show: exit {:?}: {}",
-                out.code,
-                out.stderr.trim()
-            ));
-        }
-        serde_json::from_str(&out.stdout).map_err(|e| format!("config show --json: {e}"))
+        self.cli_json(i, &["config", "show", "--json"])
     }
 
     pub fn config_history(&self, i: usize) -> Result<Vec<HistoryEntry>, String> {
-        let out = self.cli(i, &["config", "history", "--json"]);
+        self.cli_json(i, &["config", "history", "--json"])
+    }
+
+    /// A CLI call that prints JSON, parsed.
+    fn cli_json<T: serde::de::DeserializeOwned>(
+        &self,
+        i: usize,
+        args: &[&str],
+    ) -> Result<T, String> {
+        let what = args.join(" ");
+        let out = self.cli(i, args);
         if !out.success() {
             return Err(format!(
-                "config history: exit {:?}: {}",
+                "{what}: exit {:?}: {}",
                 out.code,
                 out.stderr.trim()
             ));
         }
-        serde_json::from_str(&out.stdout).map_err(|e| format!("config history --json: {e}"))
+        serde_json::from_str(&out.stdout).map_err(|e| format!("{what}: {e}"))
     }
 
     /// The node's Prometheus text (loopback clusters only).

@@ -16,15 +16,7 @@ pub enum DialError {
 
 /// Connects now, so that a dead node is reported as such rather than as a failed call.
 pub async fn dial(addr: &str, timeout: Duration) -> Result<AdminClient<Channel>, DialError> {
-    let endpoint =
-        Endpoint::from_shared(format!("http://{addr}")).map_err(|e| DialError::BadAddress {
-            addr: addr.to_owned(),
-            message: e.to_string(),
-        })?;
-    let channel = endpoint
-        .connect_timeout(timeout)
-        .timeout(Duration::from_secs(120))
-        .tcp_nodelay(true)
+    let channel = endpoint(addr, timeout)?
         .connect()
         .await
         .map_err(|e| DialError::Unreachable {
@@ -32,6 +24,19 @@ pub async fn dial(addr: &str, timeout: Duration) -> Result<AdminClient<Channel>,
             message: source_chain(&e),
         })?;
     Ok(AdminClient::new(channel))
+}
+
+/// Every admin connection's settings. No call takes longer than a join's catch-up.
+fn endpoint(addr: &str, connect_timeout: Duration) -> Result<Endpoint, DialError> {
+    let endpoint =
+        Endpoint::from_shared(format!("http://{addr}")).map_err(|e| DialError::BadAddress {
+            addr: addr.to_owned(),
+            message: e.to_string(),
+        })?;
+    Ok(endpoint
+        .connect_timeout(connect_timeout)
+        .timeout(Duration::from_secs(180))
+        .tcp_nodelay(true))
 }
 
 /// tonic's transport error says only "transport error"; the cause is further down.
@@ -65,16 +70,7 @@ impl Pool {
         if let Some(channel) = channels.get(addr) {
             return Ok(AdminClient::new(channel.clone()));
         }
-        let endpoint =
-            Endpoint::from_shared(format!("http://{addr}")).map_err(|e| DialError::BadAddress {
-                addr: addr.to_owned(),
-                message: e.to_string(),
-            })?;
-        let channel = endpoint
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(120))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = endpoint(addr, Duration::from_secs(1))?.connect_lazy();
         channels.insert(addr.to_owned(), channel.clone());
         Ok(AdminClient::new(channel))
     }
