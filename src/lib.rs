@@ -12,6 +12,7 @@ pub mod proto;
 pub mod raft;
 pub mod shutdown;
 pub mod state;
+pub mod tls;
 
 /// The software version every node reports in its status.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -3,31 +3,40 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
+use fepha::admin::client::Credentials;
 use fepha::proto::admin::admin_client::AdminClient;
 use fepha::proto::admin::{ConfigApplyRequest, StatusRequest};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 use crate::status::{Applied, Status};
 
-/// Every admin client the tests make comes from here, so that adding TLS is one change.
-pub async fn admin_client(addr: &str) -> Result<AdminClient<Channel>, String> {
-    fepha::admin::client::dial(addr, Duration::from_secs(2))
+/// Every admin client the tests make comes from here, over mutual TLS with `credentials`
+/// (see [`crate::Cluster::credentials`]).
+pub async fn admin_client(
+    credentials: &Credentials,
+    addr: &str,
+) -> Result<AdminClient<Channel>, String> {
+    fepha::admin::client::dial(addr, Duration::from_secs(2), credentials)
         .await
         .map_err(|e| e.to_string())
 }
 
-/// A plain channel to any of a node's gRPC ports, for sending it things no client would.
-pub async fn raw_channel(addr: &str) -> Result<Channel, String> {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach {addr}: {e:?}"))
+/// A channel to any of a node's gRPC ports, for sending it things no client would.
+pub async fn raw_channel(credentials: &Credentials, addr: &str) -> Result<Channel, String> {
+    fepha::tls::endpoint(
+        addr,
+        credentials.identity.as_ref(),
+        credentials.trust.clone(),
+    )
+    .map_err(|e| e.to_string())?
+    .connect_timeout(Duration::from_secs(2))
+    .timeout(Duration::from_secs(10))
+    .connect()
+    .await
+    .map_err(|e| format!("cannot reach {addr}: {e:?}"))
 }
 
 /// `config apply` through `client`, retried while the cluster has no leader (UNAVAILABLE)
@@ -80,11 +89,12 @@ pub async fn rpc_status(
 
 /// One unary gRPC call with `body` as the message bytes, whatever they are.
 pub async fn raw_unary(
+    credentials: &Credentials,
     addr: &str,
     path: &'static str,
     body: Vec<u8>,
 ) -> Result<Vec<u8>, tonic::Status> {
-    let channel = raw_channel(addr)
+    let channel = raw_channel(credentials, addr)
         .await
         .map_err(tonic::Status::unavailable)?;
     let mut grpc = tonic::client::Grpc::new(channel);

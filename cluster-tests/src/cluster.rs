@@ -6,10 +6,12 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fepha::admin::client::Credentials;
+use fepha::tls::{Identity, PinnedNodes};
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
@@ -381,9 +383,31 @@ impl Cluster {
         self.cli_ok(i, &["init"]);
     }
 
+    /// Node `i` joins with a token made on node `via`.
     pub fn join(&self, i: usize, via: usize) {
-        let peer = self.admin_addr(via);
-        self.cli_ok(i, &["join", "--peer", &peer, "--timeout", "30s"]);
+        let token = self.cli_ok(via, &["token", "create"]);
+        let token = token.trim().to_owned();
+        self.cli_ok(i, &["join", "--token", &token, "--timeout", "30s"]);
+    }
+
+    /// What the tests' own gRPC clients present and believe: node 0's identity (trusted by
+    /// every member), and every node's certificate as it is on disk now.
+    pub fn credentials(&self) -> Credentials {
+        let identity = self.identity(0).unwrap_or_else(|e| self.fail(&e));
+        let fingerprints = (0..self.nodes.len())
+            .filter_map(|i| self.identity(i).ok())
+            .map(|id| id.fingerprint)
+            .collect();
+        Credentials {
+            identity: Some(identity),
+            trust: Arc::new(PinnedNodes(fingerprints)),
+        }
+    }
+
+    /// Node `i`'s key and certificate, made by the node at its first start.
+    pub fn identity(&self, i: usize) -> Result<Identity, String> {
+        let dir = fepha::node::tls_dir(&self.nodes[i].data_dir);
+        Identity::load(&dir).map_err(|e| format!("{}: {e}", self.name(i)))
     }
 
     /// `config apply --timeout TIMEOUT` of `text` through node `i`; Err carries the CLI's

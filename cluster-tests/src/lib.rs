@@ -18,7 +18,7 @@ mod status;
 mod wait;
 
 pub use binary::{Profile, fepha_binary};
-pub use client::{admin_client, apply_rpc, raw_unary, rpc_status};
+pub use client::{admin_client, apply_rpc, raw_channel, raw_unary, rpc_status};
 pub use cluster::{CliOutput, Cluster, Options, WAIT, site_config};
 pub use net::{LoopbackBlock, Namespaces};
 pub use node::NodeProc;

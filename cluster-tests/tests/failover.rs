@@ -138,11 +138,12 @@ fn stopped_leader_steps_down_and_no_term_ever_has_two_leaders() {
     let pollers: Vec<_> = (0..3)
         .map(|i| {
             let (addr, seen, done) = (c.admin_addr(i), seen.clone(), done.clone());
+            let creds = c.credentials();
             c.runtime().spawn(async move {
                 let mut client = None;
                 while !done.load(Ordering::SeqCst) {
                     if client.is_none() {
-                        client = admin_client(&addr).await.ok();
+                        client = admin_client(&creds, &addr).await.ok();
                     }
                     if let Some(cl) = client.as_mut() {
                         match rpc_status(cl, Duration::from_secs(1)).await {

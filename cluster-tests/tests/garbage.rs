@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fepha::proto::raft::raft_client::RaftClient;
 use fepha::proto::raft::{RaftPayload, SnapshotChunk};
-use fepha_cluster_tests::{Cluster, raw_unary, site_config};
+use fepha_cluster_tests::{Cluster, raw_channel, raw_unary, site_config};
 use rand::RngCore;
 use tonic::Code;
 
@@ -62,6 +62,7 @@ fn garbage_on_the_raft_and_admin_ports_does_not_hurt_a_node() {
     let mut c = Cluster::new();
     let leader = c.bootstrap(&["voter", "voter", "voter"]);
     let follower = (leader + 1) % 3;
+    let creds = c.credentials();
 
     for i in [leader, follower] {
         let (raft, admin) = (c.raft_addr(i), c.admin_addr(i));
@@ -75,20 +76,27 @@ fn garbage_on_the_raft_and_admin_ports_does_not_hurt_a_node() {
                 "/fepha.raft.Raft/Vote",
                 "/fepha.raft.Raft/InstallSnapshot",
             ] {
-                expect_error(path, raw_unary(&raft, path, BAD_PROTOBUF.to_vec()).await);
+                expect_error(
+                    path,
+                    raw_unary(&creds, &raft, path, BAD_PROTOBUF.to_vec()).await,
+                );
             }
             for path in [
                 "/fepha.admin.Admin/ConfigApply",
                 "/fepha.admin.Admin/Join",
                 "/fepha.admin.Admin/RemoveMember",
             ] {
-                expect_error(path, raw_unary(&admin, path, BAD_PROTOBUF.to_vec()).await);
+                expect_error(
+                    path,
+                    raw_unary(&creds, &admin, path, BAD_PROTOBUF.to_vec()).await,
+                );
             }
 
             // Valid protobuf whose JSON payload is not openraft's.
-            let mut client = RaftClient::connect(format!("http://{raft}"))
+            let channel = raw_channel(&creds, &raft)
                 .await
                 .expect("connect to the raft port");
+            let mut client = RaftClient::new(channel);
             let garbage = || RaftPayload {
                 json: b"garbage".to_vec(),
             };

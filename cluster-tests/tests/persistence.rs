@@ -62,8 +62,11 @@ fn acknowledged_writes_survive_sigkill_of_every_node_mid_burst() {
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let (addr, acks, killed) = (c.admin_addr(w % 3), acks.clone(), killed.clone());
+            let creds = c.credentials();
             c.runtime().spawn(async move {
-                let mut client = admin_client(&addr).await.expect("dial before the burst");
+                let mut client = admin_client(&creds, &addr)
+                    .await
+                    .expect("dial before the burst");
                 for n in 0.. {
                     let text = site_config(&format!("writer-{w}"), n);
                     let deadline = Instant::now() + Duration::from_secs(2);

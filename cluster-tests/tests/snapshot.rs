@@ -15,8 +15,9 @@ fn a_late_joiner_catches_up_by_snapshot() {
     let leader = c.bootstrap(&["voter", "voter", "voter"]);
 
     let addr = c.admin_addr(leader);
+    let creds = c.credentials();
     let failures: Vec<String> = c.block_on(async {
-        let client = admin_client(&addr).await.expect("dial the leader");
+        let client = admin_client(&creds, &addr).await.expect("dial the leader");
         let deadline = Instant::now() + Duration::from_secs(120);
         futures::stream::iter(0..WRITES)
             .map(|n| {

@@ -1,22 +1,38 @@
-//! Dialling a node's admin API, for the CLI and for nodes that forward to the leader.
+//! Dialling a node's admin API over mutual TLS, for the CLI and for nodes that forward to the
+//! leader.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
 use crate::proto::admin::admin_client::AdminClient;
+use crate::tls::{Identity, TrustStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
-    #[error("{addr:?} is not an admin address: {message}")]
-    BadAddress { addr: String, message: String },
+    #[error(transparent)]
+    BadAddress(#[from] crate::tls::BadEndpoint),
     #[error("cannot reach the node at {addr}: {message}")]
     Unreachable { addr: String, message: String },
 }
 
-/// Connects now, so that a dead node is reported as such rather than as a failed call.
-pub async fn dial(addr: &str, timeout: Duration) -> Result<AdminClient<Channel>, DialError> {
-    let channel = endpoint(addr, timeout)?
+/// Who we are (None: no certificate, which only lets a node ask to join) and which servers
+/// we believe.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub identity: Option<Identity>,
+    pub trust: Arc<dyn TrustStore>,
+}
+
+/// Connects now, so that a dead node or a refused certificate is reported as such rather
+/// than as a failed call.
+pub async fn dial(
+    addr: &str,
+    timeout: Duration,
+    credentials: &Credentials,
+) -> Result<AdminClient<Channel>, DialError> {
+    let channel = endpoint(addr, timeout, credentials)?
         .connect()
         .await
         .map_err(|e| DialError::Unreachable {
@@ -27,38 +43,58 @@ pub async fn dial(addr: &str, timeout: Duration) -> Result<AdminClient<Channel>,
 }
 
 /// Every admin connection's settings. No call takes longer than a join's catch-up.
-fn endpoint(addr: &str, connect_timeout: Duration) -> Result<Endpoint, DialError> {
-    let endpoint =
-        Endpoint::from_shared(format!("http://{addr}")).map_err(|e| DialError::BadAddress {
-            addr: addr.to_owned(),
-            message: e.to_string(),
-        })?;
+fn endpoint(
+    addr: &str,
+    connect_timeout: Duration,
+    credentials: &Credentials,
+) -> Result<Endpoint, DialError> {
+    let endpoint = crate::tls::endpoint(
+        addr,
+        credentials.identity.as_ref(),
+        credentials.trust.clone(),
+    )?;
     Ok(endpoint
         .connect_timeout(connect_timeout)
         .timeout(Duration::from_secs(180))
         .tcp_nodelay(true))
 }
 
-/// tonic's transport error says only "transport error"; the cause is further down.
-fn source_chain(e: &dyn std::error::Error) -> String {
+/// tonic's transport error says only "transport error"; the cause (a refused certificate,
+/// a refused connection) is further down.
+pub fn source_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let next = s.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
         source = s.source();
     }
     text
 }
 
 /// Admin channels to other nodes, kept open between calls: forwarding each write to the
-/// leader over a fresh connection would add a TCP and HTTP/2 handshake to every write.
-#[derive(Default)]
+/// leader over a fresh connection would add a TCP, TLS and HTTP/2 handshake to every write.
+#[derive(Debug)]
 pub struct Pool {
+    credentials: Credentials,
     channels: std::sync::Mutex<std::collections::HashMap<String, Channel>>,
 }
 
 impl Pool {
+    pub fn new(identity: Option<Identity>, trust: Arc<dyn TrustStore>) -> Pool {
+        Pool {
+            credentials: Credentials { identity, trust },
+            channels: Default::default(),
+        }
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
     /// A client for `addr`. The channel connects lazily and reconnects by itself; a dead node
     /// shows up as an UNAVAILABLE call.
     pub fn get(&self, addr: &str) -> Result<AdminClient<Channel>, DialError> {
@@ -70,7 +106,7 @@ impl Pool {
         if let Some(channel) = channels.get(addr) {
             return Ok(AdminClient::new(channel.clone()));
         }
-        let channel = endpoint(addr, Duration::from_secs(1))?.connect_lazy();
+        let channel = endpoint(addr, Duration::from_secs(1), &self.credentials)?.connect_lazy();
         channels.insert(addr.to_owned(), channel.clone());
         Ok(AdminClient::new(channel))
     }

@@ -7,67 +7,84 @@ use openraft::ChangeMembers;
 use openraft::error::{InitializeError, RaftError};
 use tonic::Status;
 
-use super::route::{Route, route, write_error};
+use std::time::Instant;
+
+use super::access::Caller;
+use super::route::{Route, now_ms, route, write_error};
 use crate::config::Role;
 use crate::node::Node;
 use crate::proto::admin::*;
 use crate::raft::FephaNode;
+use crate::state::Request;
+use crate::state::trust::{TrustCommand, TrustEntry};
+use crate::tls::{Fingerprint, PeerRole, TrustStore};
 
 pub async fn init(node: &Node) -> Result<InitReply, Status> {
     let members = BTreeMap::from([(node.id, node.me.clone())]);
     match node.raft.initialize(members).await {
-        Ok(()) => Ok(InitReply {}),
-        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Err(Status::already_exists(
-            format!("node {} is already part of a cluster", node.me.name),
-        )),
-        Err(e) => Err(Status::failed_precondition(e.to_string())),
+        Ok(()) => {}
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+            return Err(Status::already_exists(format!(
+                "node {} is already part of a cluster",
+                node.me.name
+            )));
+        }
+        Err(e) => return Err(Status::failed_precondition(e.to_string())),
     }
-}
-
-/// Runs on the joining node: asks a member of the cluster to add it.
-pub async fn join(node: &Node, req: JoinRequest) -> Result<JoinReply, Status> {
-    let initialised = node
-        .raft
-        .is_initialized()
-        .await
-        .map_err(|e| Status::unavailable(format!("raft has stopped: {e}")))?;
-    if initialised {
-        return Err(Status::already_exists(format!(
-            "node {} is already part of a cluster; to move it, `fepha leave` and empty its data dir",
-            node.me.name
-        )));
+    // The first entry of the trust list: this node itself.
+    let entry = TrustEntry {
+        fingerprint: node.identity.fingerprint.clone(),
+        name: node.me.name.clone(),
+        role: PeerRole::Node,
+        added_at_ms: now_ms(),
+        added_by: "init".into(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match node
+            .raft
+            .client_write(Request::Trust(TrustCommand::Add(entry.clone())))
+            .await
+        {
+            Ok(_) => return Ok(InitReply {}),
+            // A one-member cluster elects itself within an election timeout.
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!("waiting to lead the new cluster: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(write_error(e)),
+        }
     }
-    let mut peer = super::client::dial(&req.peer, Duration::from_secs(2))
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
-    peer.add_member(AddMemberRequest {
-        member: Some(super::status::me(node)),
-        forwarded: false,
-    })
-    .await?;
-    let leader = node
-        .metrics()
-        .current_leader
-        .and_then(|id| {
-            node.metrics()
-                .membership_config
-                .membership()
-                .get_node(&id)
-                .map(|n| n.name.clone())
-        })
-        .unwrap_or_default();
-    Ok(JoinReply {
-        leader,
-        node_id: node.id,
-    })
 }
 
 /// Runs on the leader: adds the node as a learner, waits until it has caught up, then makes
 /// it a voter. A witness is a voter too; it only does no field I/O.
-pub async fn add(node: &Node, req: AddMemberRequest) -> Result<AddMemberReply, Status> {
+pub async fn add(
+    node: &Node,
+    caller: &Caller,
+    req: AddMemberRequest,
+) -> Result<AddMemberReply, Status> {
     let Some(member) = req.member.clone() else {
         return Err(Status::invalid_argument("no member given"));
     };
+    let fingerprint: Fingerprint = member
+        .fingerprint
+        .parse()
+        .map_err(|e: crate::tls::BadFingerprint| Status::invalid_argument(e.to_string()))?;
+    // A node adds itself, with its own certificate; only nodes forward for others.
+    if !req.forwarded && *caller.node()? != fingerprint {
+        return Err(Status::permission_denied(
+            "a node can only ask to add itself, with its own certificate",
+        ));
+    }
+    if req.forwarded {
+        caller.node()?;
+    }
+    if node.trust.role_of(&fingerprint) != Some(PeerRole::Node) {
+        return Err(Status::permission_denied(format!(
+            "certificate {fingerprint} is not trusted as a node: use a join token or `fepha cert allow`"
+        )));
+    }
     let role = match member.role.as_str() {
         "voter" => Role::Voter,
         "witness" => Role::Witness,
@@ -102,6 +119,7 @@ pub async fn add(node: &Node, req: AddMemberRequest) -> Result<AddMemberReply, S
                 raft_addr: member.raft_addr,
                 admin_addr: member.admin_addr,
                 role,
+                fingerprint: fingerprint.to_string(),
             };
             tracing::info!(id = member.id, node = %info, "adding a learner");
             node.raft
@@ -125,7 +143,12 @@ pub async fn add(node: &Node, req: AddMemberRequest) -> Result<AddMemberReply, S
 }
 
 /// Runs on the leader: removes a node from the membership altogether.
-pub async fn remove(node: &Node, req: RemoveMemberRequest) -> Result<RemoveMemberReply, Status> {
+pub async fn remove(
+    node: &Node,
+    caller: &Caller,
+    req: RemoveMemberRequest,
+) -> Result<RemoveMemberReply, Status> {
+    caller.may_send(req.forwarded)?;
     match route(node, req.forwarded).await? {
         Route::Leader(mut leader) => Ok(leader
             .remove_member(RemoveMemberRequest {
@@ -164,7 +187,8 @@ pub async fn remove(node: &Node, req: RemoveMemberRequest) -> Result<RemoveMembe
                 .await
                 .map_err(write_error)?;
             if let Some(removed) = membership.get_node(&id) {
-                tokio::spawn(tell_retired(id, removed.admin_addr.clone()));
+                let credentials = node.peers.credentials().clone();
+                tokio::spawn(tell_retired(id, removed.admin_addr.clone(), credentials));
             }
             Ok(RemoveMemberReply {
                 log_index: written.log_id.index,
@@ -175,9 +199,9 @@ pub async fn remove(node: &Node, req: RemoveMemberRequest) -> Result<RemoveMembe
 
 /// Best effort: a removed node that is down or unreachable is told nothing, and the other
 /// nodes refuse its votes instead (see the raft service).
-async fn tell_retired(id: u64, admin_addr: String) {
+async fn tell_retired(id: u64, admin_addr: String, credentials: super::client::Credentials) {
     let told = async {
-        let mut client = super::client::dial(&admin_addr, Duration::from_secs(1))
+        let mut client = super::client::dial(&admin_addr, Duration::from_secs(1), &credentials)
             .await
             .map_err(|e| e.to_string())?;
         client
@@ -193,7 +217,8 @@ async fn tell_retired(id: u64, admin_addr: String) {
 }
 
 /// Runs on the removed node.
-pub fn retire(node: &Node, req: RetireRequest) -> Result<RetireReply, Status> {
+pub fn retire(node: &Node, caller: &Caller, req: RetireRequest) -> Result<RetireReply, Status> {
+    caller.node()?;
     if req.node_id != node.id {
         return Err(Status::invalid_argument(format!(
             "this is node {}, not node {}",

@@ -1,14 +1,19 @@
 //! The admin gRPC service that the CLI talks to. One file per group of commands; this file
-//! only dispatches.
+//! only checks who is calling and dispatches.
 
+mod access;
 pub mod client;
+mod join;
 mod members;
 mod route;
 mod site_config;
 mod status;
+pub mod token;
+mod trust;
 
 use std::sync::Arc;
 
+use access::Caller;
 pub use route::NO_LEADER;
 pub use status::leader_seen_by;
 use tonic::{Request, Response, Status};
@@ -24,6 +29,17 @@ pub struct AdminService {
 impl AdminService {
     pub fn new(node: Arc<Node>) -> AdminService {
         AdminService { node }
+    }
+
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        Caller::of(&self.node, request)
+    }
+
+    /// The caller of a request that needs a trusted certificate.
+    fn trusted<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let caller = self.caller(request)?;
+        caller.trusted()?;
+        Ok(caller)
     }
 }
 
@@ -41,66 +57,168 @@ fn counted<T>(method: &'static str, result: Result<T, Status>) -> Result<Respons
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, r: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        let result = match self.trusted(&r) {
+            Ok(_) => Ok(status::status(&self.node, r.into_inner()).await),
+            Err(e) => Err(e),
+        };
+        counted("status", result)
+    }
+
+    async fn node_info(&self, r: Request<NodeInfoRequest>) -> Result<Response<Member>, Status> {
         counted(
-            "status",
-            Ok(status::status(&self.node, r.into_inner()).await),
+            "node_info",
+            self.trusted(&r).map(|_| status::me(&self.node)),
         )
     }
 
-    async fn node_info(&self, _: Request<NodeInfoRequest>) -> Result<Response<Member>, Status> {
-        counted("node_info", Ok(status::me(&self.node)))
-    }
-
-    async fn init(&self, _: Request<InitRequest>) -> Result<Response<InitReply>, Status> {
-        counted("init", members::init(&self.node).await)
+    async fn init(&self, r: Request<InitRequest>) -> Result<Response<InitReply>, Status> {
+        let result = match self.trusted(&r) {
+            Ok(_) => members::init(&self.node).await,
+            Err(e) => Err(e),
+        };
+        counted("init", result)
     }
 
     async fn join(&self, r: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
-        counted("join", members::join(&self.node, r.into_inner()).await)
+        let result = match self.trusted(&r) {
+            Ok(_) => join::join(&self.node, r.into_inner()).await,
+            Err(e) => Err(e),
+        };
+        counted("join", result)
     }
 
     async fn add_member(
         &self,
         r: Request<AddMemberRequest>,
     ) -> Result<Response<AddMemberReply>, Status> {
-        counted("add_member", members::add(&self.node, r.into_inner()).await)
+        let result = match self.caller(&r) {
+            Ok(caller) => members::add(&self.node, &caller, r.into_inner()).await,
+            Err(e) => Err(e),
+        };
+        counted("add_member", result)
     }
 
     async fn remove_member(
         &self,
         r: Request<RemoveMemberRequest>,
     ) -> Result<Response<RemoveMemberReply>, Status> {
-        counted(
-            "remove_member",
-            members::remove(&self.node, r.into_inner()).await,
-        )
+        let result = match self.caller(&r) {
+            Ok(caller) => members::remove(&self.node, &caller, r.into_inner()).await,
+            Err(e) => Err(e),
+        };
+        counted("remove_member", result)
     }
 
     async fn retire(&self, r: Request<RetireRequest>) -> Result<Response<RetireReply>, Status> {
-        counted("retire", members::retire(&self.node, r.into_inner()))
+        let result = self
+            .caller(&r)
+            .and_then(|caller| members::retire(&self.node, &caller, r.into_inner()));
+        counted("retire", result)
     }
 
     async fn config_apply(
         &self,
         r: Request<ConfigApplyRequest>,
     ) -> Result<Response<ConfigApplyReply>, Status> {
-        counted(
-            "config_apply",
-            site_config::apply(&self.node, r.into_inner()).await,
-        )
+        let result = match self.caller(&r) {
+            Ok(caller) => match caller.may_send(r.get_ref().forwarded) {
+                Ok(()) => site_config::apply(&self.node, r.into_inner()).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        counted("config_apply", result)
     }
 
     async fn config_show(
         &self,
-        _: Request<ConfigShowRequest>,
+        r: Request<ConfigShowRequest>,
     ) -> Result<Response<ConfigShowReply>, Status> {
-        counted("config_show", Ok(site_config::show(&self.node)))
+        counted(
+            "config_show",
+            self.trusted(&r).map(|_| site_config::show(&self.node)),
+        )
     }
 
     async fn config_history(
         &self,
-        _: Request<ConfigHistoryRequest>,
+        r: Request<ConfigHistoryRequest>,
     ) -> Result<Response<ConfigHistoryReply>, Status> {
-        counted("config_history", Ok(site_config::history(&self.node)))
+        counted(
+            "config_history",
+            self.trusted(&r).map(|_| site_config::history(&self.node)),
+        )
+    }
+
+    async fn token_create(
+        &self,
+        r: Request<TokenCreateRequest>,
+    ) -> Result<Response<TokenCreateReply>, Status> {
+        let result = match self.caller(&r) {
+            Ok(caller) => trust::token_create(&self.node, &caller, r.into_inner()).await,
+            Err(e) => Err(e),
+        };
+        counted("token_create", result)
+    }
+
+    async fn enrol(&self, r: Request<EnrolRequest>) -> Result<Response<EnrolReply>, Status> {
+        let result = match self.caller(&r) {
+            Ok(caller) => trust::enrol(&self.node, &caller, r.into_inner()).await,
+            Err(e) => Err(e),
+        };
+        counted("enrol", result)
+    }
+
+    async fn enrol_status(
+        &self,
+        r: Request<EnrolStatusRequest>,
+    ) -> Result<Response<EnrolReply>, Status> {
+        let result = self
+            .caller(&r)
+            .and_then(|_| trust::enrol_status(&self.node, r.into_inner()));
+        counted("enrol_status", result)
+    }
+
+    async fn cert_list(
+        &self,
+        r: Request<CertListRequest>,
+    ) -> Result<Response<CertListReply>, Status> {
+        counted(
+            "cert_list",
+            self.trusted(&r).map(|_| trust::list(&self.node)),
+        )
+    }
+
+    async fn cert_allow(
+        &self,
+        r: Request<CertAllowRequest>,
+    ) -> Result<Response<CertAllowReply>, Status> {
+        let result = match self.caller(&r) {
+            Ok(caller) => trust::allow(&self.node, &caller, r.into_inner()).await,
+            Err(e) => Err(e),
+        };
+        counted("cert_allow", result)
+    }
+
+    async fn cert_revoke(
+        &self,
+        r: Request<CertRevokeRequest>,
+    ) -> Result<Response<CertRevokeReply>, Status> {
+        let result = match self.caller(&r) {
+            Ok(caller) => trust::revoke(&self.node, &caller, r.into_inner()).await,
+            Err(e) => Err(e),
+        };
+        counted("cert_revoke", result)
+    }
+
+    async fn cert_trust(
+        &self,
+        r: Request<CertTrustRequest>,
+    ) -> Result<Response<CertTrustReply>, Status> {
+        let result = match self.caller(&r) {
+            Ok(caller) => trust::trust_operator(&self.node, &caller, r.into_inner()).await,
+            Err(e) => Err(e),
+        };
+        counted("cert_trust", result)
     }
 }

@@ -23,6 +23,7 @@ pub fn me(node: &Node) -> Member {
         matched_index: None,
         raft_addr: node.me.raft_addr.clone(),
         admin_addr: node.me.admin_addr.clone(),
+        fingerprint: node.identity.fingerprint.to_string(),
     }
 }
 
@@ -82,6 +83,7 @@ pub async fn status(node: &Node, req: StatusRequest) -> StatusReply {
             matched_index: matched.get(id).copied().flatten(),
             raft_addr: n.raft_addr.clone(),
             admin_addr: n.admin_addr.clone(),
+            fingerprint: n.fingerprint.clone(),
         })
         .collect();
     members.sort_by(|a, b| a.name.cmp(&b.name));
@@ -100,6 +102,7 @@ pub async fn status(node: &Node, req: StatusRequest) -> StatusReply {
         version: crate::VERSION.to_string(),
         snapshot_index: m.snapshot.map_or(0, |l| l.index),
         purged_index: m.purged.map_or(0, |l| l.index),
+        fingerprint: node.identity.fingerprint.to_string(),
     }
 }
 

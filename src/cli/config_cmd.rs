@@ -6,15 +6,15 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 
-use super::call::{local, retrying, status_error};
+use super::call::{Target, retrying, status_error};
 use super::output::{out, outln};
-use crate::config::NodeConfig;
+
 use crate::proto::admin::*;
 
-pub async fn apply(config: &NodeConfig, file: &Path, timeout: Duration) -> anyhow::Result<()> {
+pub async fn apply(target: &Target, file: &Path, timeout: Duration) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let client = local(config).await?;
+    let client = target.connect().await?;
     let reply = retrying(timeout, || {
         let mut c = client.clone();
         let text = text.clone();
@@ -39,8 +39,9 @@ pub async fn apply(config: &NodeConfig, file: &Path, timeout: Duration) -> anyho
     Ok(())
 }
 
-pub async fn show(config: &NodeConfig, as_json: bool) -> anyhow::Result<()> {
-    let reply = local(config)
+pub async fn show(target: &Target, as_json: bool) -> anyhow::Result<()> {
+    let reply = target
+        .connect()
         .await?
         .config_show(ConfigShowRequest {})
         .await
@@ -67,8 +68,9 @@ pub async fn show(config: &NodeConfig, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn history(config: &NodeConfig, as_json: bool) -> anyhow::Result<()> {
-    let reply = local(config)
+pub async fn history(target: &Target, as_json: bool) -> anyhow::Result<()> {
+    let reply = target
+        .connect()
         .await?
         .config_history(ConfigHistoryRequest {})
         .await

@@ -12,7 +12,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-use super::call::{local, retrying};
+use super::call::{Target, retrying};
 use super::output::outln;
 use crate::config::NodeConfig;
 use crate::proto::admin::*;
@@ -107,7 +107,10 @@ impl Watch {
             );
         }
         for n in nodes.iter() {
-            let Ok(mut client) = local(&n.config).await else {
+            let Ok(target) = Target::node(&n.config) else {
+                continue;
+            };
+            let Ok(mut client) = target.connect().await else {
                 continue;
             };
             let Ok(reply) = client.status(StatusRequest { local_only: true }).await else {
@@ -166,19 +169,32 @@ async fn start_all(dir: &Path, nodes: &mut Vec<DemoNode>) -> anyhow::Result<()> 
         wait_until_up(node, dir).await?;
     }
     let timeout = Duration::from_secs(15);
-    let first = local(&nodes[0].config).await?;
+    let first = Target::node(&nodes[0].config)?.connect().await?;
     retrying(timeout, || {
         let mut c = first.clone();
         async move { c.init(InitRequest {}).await }
     })
     .await?;
-    let peer = nodes[0].config.admin_addr.to_string();
     for node in &nodes[1..] {
-        let client = local(&node.config).await?;
+        let token = retrying(timeout, || {
+            let mut c = first.clone();
+            let request = TokenCreateRequest {
+                ttl_s: 60,
+                forwarded: false,
+            };
+            async move { c.token_create(request).await }
+        })
+        .await?
+        .into_inner()
+        .token;
+        let client = Target::node(&node.config)?.connect().await?;
         retrying(timeout, || {
             let mut c = client.clone();
-            let peer = peer.clone();
-            async move { c.join(JoinRequest { peer }).await }
+            let request = JoinRequest {
+                token: token.clone(),
+                ..Default::default()
+            };
+            async move { c.join(request).await }
         })
         .await
         .with_context(|| format!("node {} could not join", node.config.name))?;
@@ -209,7 +225,10 @@ async fn wait_until_up(node: &mut DemoNode, dir: &Path) -> anyhow::Result<()> {
                 node.config.name
             );
         }
-        if local(&node.config).await.is_ok() {
+        // The node writes its identity at start, before it listens.
+        if let Ok(target) = Target::node(&node.config)
+            && target.connect().await.is_ok()
+        {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -224,7 +243,11 @@ async fn print_intro(dir: &Path, nodes: &[DemoNode]) {
         "fepha demo: a three-node site on 127.0.0.1, files in {}\n",
         dir.display()
     );
-    if let Err(e) = super::status::status(&nodes[0].config, false).await {
+    let shown = match Target::node(&nodes[0].config) {
+        Ok(target) => super::status::status(&target, false).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = shown {
         outln!("(status failed: {e:#})");
     }
     let exe = std::env::current_exe().unwrap_or_else(|_| "fepha".into());

@@ -2,55 +2,95 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
-use super::call::{local, retrying};
+use super::call::{Target, retrying, status_error};
 use super::output::outln;
-use crate::config::NodeConfig;
 use crate::proto::admin::*;
 
-pub async fn init(config: &NodeConfig, timeout: Duration) -> anyhow::Result<()> {
-    let client = local(config).await?;
+/// The least time `join` waits, whatever `--timeout` says: the leader answers once this node
+/// has caught up, which takes a while on a big log.
+const JOIN_CATCH_UP: Duration = Duration::from_secs(120);
+/// The least time a join without a token waits for an operator's `cert allow`.
+const JOIN_PENDING: Duration = Duration::from_secs(15 * 60);
+
+pub async fn init(target: &Target, timeout: Duration) -> anyhow::Result<()> {
+    let client = target.connect().await?;
     retrying(timeout, || {
         let mut c = client.clone();
         async move { c.init(InitRequest {}).await }
     })
     .await?;
-    outln!("node {} started a new cluster", config.name);
+    outln!("{} started a new cluster", target.label);
     Ok(())
 }
 
-/// The least time `join` waits, whatever `--timeout` says.
-const JOIN_CATCH_UP: Duration = Duration::from_secs(120);
+/// How a node joins: with a token, or with a member's address and fingerprint (and then an
+/// operator's `cert allow`).
+pub enum JoinWith {
+    Token(String),
+    Peer { addr: String, fingerprint: String },
+}
 
-pub async fn join(config: &NodeConfig, peer: &str, timeout: Duration) -> anyhow::Result<()> {
-    let client = local(config).await?;
-    // The leader answers once this node has caught up, which takes a while on a big log.
-    let reply = retrying(timeout.max(JOIN_CATCH_UP), || {
+pub async fn join(target: &Target, with: JoinWith, timeout: Duration) -> anyhow::Result<()> {
+    let client = target.connect().await?;
+    let (request, wait) = match with {
+        JoinWith::Token(token) => (
+            JoinRequest {
+                token,
+                ..Default::default()
+            },
+            timeout.max(JOIN_CATCH_UP),
+        ),
+        JoinWith::Peer { addr, fingerprint } => {
+            let own = target
+                .fingerprint()
+                .map_or_else(|| "?".into(), |f| f.to_string());
+            outln!(
+                "asked to join through {addr}; waiting for an operator to run, on any member:\n  \
+                 fepha cert allow {own}"
+            );
+            let request = JoinRequest {
+                peer: addr,
+                peer_fingerprint: fingerprint,
+                token: String::new(),
+            };
+            (request, timeout.max(JOIN_PENDING))
+        }
+    };
+    let reply = retrying(wait, || {
         let mut c = client.clone();
-        let peer = peer.to_owned();
-        async move { c.join(JoinRequest { peer }).await }
+        let request = request.clone();
+        async move { c.join(request).await }
     })
     .await
-    .with_context(|| format!("node {} could not join through {peer}", config.name))?
+    .with_context(|| format!("{} could not join", target.label))?
     .into_inner();
     outln!(
-        "node {} (id {}) joined the cluster as a {}; leader is {}",
-        config.name,
+        "{} (id {}) joined the cluster; leader is {}",
+        target.label,
         reply.node_id,
-        config.role,
         reply.leader
     );
     Ok(())
 }
 
-pub async fn leave(
-    config: &NodeConfig,
-    name: Option<String>,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let client = local(config).await?;
-    let name = name.unwrap_or_else(|| config.name.clone());
+pub async fn leave(target: &Target, name: Option<String>, timeout: Duration) -> anyhow::Result<()> {
+    let client = target.connect().await?;
+    let name = match name {
+        Some(n) => n,
+        None => {
+            let status = client
+                .clone()
+                .status(StatusRequest { local_only: true })
+                .await
+                .map_err(status_error)?;
+            status.into_inner().node
+        }
+    };
+    if name.is_empty() {
+        bail!("name the node to remove with --node");
+    }
     retrying(timeout, || {
         let mut c = client.clone();
         let name = name.clone();

@@ -2,6 +2,7 @@
 //! admin API, found through node.toml.
 
 mod call;
+mod certs;
 mod config_cmd;
 mod demo;
 mod members;
@@ -35,6 +36,13 @@ pub struct Cli {
     /// How long a command waits for the cluster to have a leader (e.g. 500ms, 10s, 2m).
     #[arg(long, default_value = "10s", value_parser = parse_duration, global = true)]
     pub timeout: Duration,
+    /// An operator identity (from `fepha cert issue-operator`) to use instead of the node's.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub identity: Option<PathBuf>,
+    /// The admin address of the node to talk to (with --identity; default: the first node
+    /// the identity knows).
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub admin: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -45,11 +53,17 @@ pub enum Command {
     Run,
     /// Bootstrap a new one-member cluster on the running local node.
     Init,
-    /// Make the running local node join the cluster that PEER belongs to.
+    /// Make the running local node join a cluster: with a token from `fepha token create`, or
+    /// with a member's address and fingerprint (then an operator runs `fepha cert allow`).
     Join {
-        /// Admin address (IP:port) of any member of the cluster.
-        #[arg(long)]
-        peer: String,
+        #[arg(long, conflicts_with_all = ["peer", "fingerprint"])]
+        token: Option<String>,
+        /// Admin address (IP:port) of a member of the cluster.
+        #[arg(long, requires = "fingerprint")]
+        peer: Option<String>,
+        /// That member's certificate fingerprint (`fepha status` shows it).
+        #[arg(long, requires = "peer")]
+        fingerprint: Option<String>,
     },
     /// Remove the local node, or the named one, from the cluster.
     Leave {
@@ -69,6 +83,12 @@ pub enum Command {
     /// The site configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// One-time join tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The certificates the cluster trusts.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Start a whole local site on loopback: three nodes, until Ctrl-C.
     Demo {
         /// Keep the site's files here instead of a temporary directory (not removed on exit).
@@ -93,6 +113,36 @@ pub enum ConfigCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a one-time join token for a new node.
+    Create {
+        /// How long the token stays valid (at most 24h).
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        ttl: Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// The trusted certificates and the pending join requests.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a pending node in.
+    Allow { fingerprint: String },
+    /// Stop trusting a certificate (a fingerprint or a name); a node is also removed from the
+    /// membership, and its connections are cut.
+    Revoke { target: String },
+    /// Make and trust a key and certificate for an operator's CLI off the box.
+    IssueOperator {
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
 /// Runs one command; errors are reported by the caller.
 pub fn main(cli: Cli) -> anyhow::Result<()> {
     let level = match cli.command {
@@ -106,25 +156,56 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let timeout = cli.timeout;
-    if let Command::Demo { dir } = cli.command {
-        return demo::run(dir).await;
-    }
-    let config = NodeConfig::load(&cli.config)?;
     match cli.command {
-        Command::Run => Ok(crate::node::run(config).await?),
-        Command::Init => members::init(&config, timeout).await,
-        Command::Join { peer } => members::join(&config, &peer, timeout).await,
-        Command::Leave { node } => members::leave(&config, node, timeout).await,
-        Command::Status { json } => status::status(&config, json).await,
-        Command::Members { json } => status::members(&config, json).await,
+        Command::Demo { dir } => return demo::run(dir).await,
+        Command::Run => return Ok(crate::node::run(NodeConfig::load(&cli.config)?).await?),
+        _ => {}
+    }
+    let target = match &cli.identity {
+        Some(dir) => call::Target::operator(dir, cli.admin.as_deref())?,
+        None => {
+            let mut target = call::Target::node(&NodeConfig::load(&cli.config)?)?;
+            if let Some(addr) = &cli.admin {
+                target.addr.clone_from(addr);
+            }
+            target
+        }
+    };
+    let t = &target;
+    match cli.command {
+        Command::Init => members::init(t, timeout).await,
+        Command::Join {
+            token,
+            peer,
+            fingerprint,
+        } => {
+            let with = match (token, peer, fingerprint) {
+                (Some(token), _, _) => members::JoinWith::Token(token),
+                (None, Some(addr), Some(fingerprint)) => {
+                    members::JoinWith::Peer { addr, fingerprint }
+                }
+                _ => anyhow::bail!("join needs --token, or --peer with --fingerprint"),
+            };
+            members::join(t, with, timeout).await
+        }
+        Command::Leave { node } => members::leave(t, node, timeout).await,
+        Command::Status { json } => status::status(t, json).await,
+        Command::Members { json } => status::members(t, json).await,
         Command::Config(ConfigCommand::Apply { file }) => {
-            config_cmd::apply(&config, &file, timeout).await
+            config_cmd::apply(t, &file, timeout).await
         }
-        Command::Config(ConfigCommand::Show { json }) => config_cmd::show(&config, json).await,
-        Command::Config(ConfigCommand::History { json }) => {
-            config_cmd::history(&config, json).await
+        Command::Config(ConfigCommand::Show { json }) => config_cmd::show(t, json).await,
+        Command::Config(ConfigCommand::History { json }) => config_cmd::history(t, json).await,
+        Command::Token(TokenCommand::Create { ttl }) => certs::token_create(t, ttl, timeout).await,
+        Command::Cert(CertCommand::List { json }) => certs::list(t, json).await,
+        Command::Cert(CertCommand::Allow { fingerprint }) => {
+            certs::allow(t, &fingerprint, timeout).await
         }
-        Command::Demo { .. } => unreachable!("handled above"),
+        Command::Cert(CertCommand::Revoke { target }) => certs::revoke(t, &target, timeout).await,
+        Command::Cert(CertCommand::IssueOperator { name, out }) => {
+            certs::issue_operator(t, &name, &out, timeout).await
+        }
+        Command::Demo { .. } | Command::Run => unreachable!("handled above"),
     }
 }
 

@@ -2,13 +2,14 @@
 
 use serde_json::{Value, json};
 
-use super::call::{local, status_error};
+use super::call::{Target, status_error};
 use super::output::outln;
-use crate::config::NodeConfig;
+
 use crate::proto::admin::*;
 
-async fn fetch(config: &NodeConfig) -> anyhow::Result<StatusReply> {
-    Ok(local(config)
+async fn fetch(target: &Target) -> anyhow::Result<StatusReply> {
+    Ok(target
+        .connect()
         .await?
         .status(StatusRequest { local_only: false })
         .await
@@ -26,11 +27,12 @@ fn member_json(m: &Member) -> Value {
         "matched_index": m.matched_index,
         "raft_addr": m.raft_addr,
         "admin_addr": m.admin_addr,
+        "fingerprint": m.fingerprint,
     })
 }
 
-pub async fn status(config: &NodeConfig, as_json: bool) -> anyhow::Result<()> {
-    let s = fetch(config).await?;
+pub async fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
+    let s = fetch(target).await?;
     if as_json {
         let value = json!({
             "node": s.node,
@@ -45,6 +47,7 @@ pub async fn status(config: &NodeConfig, as_json: bool) -> anyhow::Result<()> {
             "version": s.version,
             "snapshot_index": s.snapshot_index,
             "purged_index": s.purged_index,
+            "fingerprint": s.fingerprint,
             "members": s.members.iter().map(member_json).collect::<Vec<_>>(),
         });
         outln!("{value:#}");
@@ -58,6 +61,7 @@ pub async fn status(config: &NodeConfig, as_json: bool) -> anyhow::Result<()> {
         s.version,
         s.state
     );
+    outln!("fingerprint {}", s.fingerprint);
     outln!(
         "leader {}  term {}  last log index {}  applied index {}  config version {}",
         s.leader.as_deref().unwrap_or("none"),
@@ -70,8 +74,8 @@ pub async fn status(config: &NodeConfig, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn members(config: &NodeConfig, as_json: bool) -> anyhow::Result<()> {
-    let s = fetch(config).await?;
+pub async fn members(target: &Target, as_json: bool) -> anyhow::Result<()> {
+    let s = fetch(target).await?;
     if as_json {
         let list: Vec<_> = s.members.iter().map(member_json).collect();
         outln!("{:#}", json!(list));

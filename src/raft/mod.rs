@@ -27,6 +27,8 @@ pub struct FephaNode {
     pub raft_addr: String,
     pub admin_addr: String,
     pub role: Role,
+    /// SHA-256 of the node's certificate.
+    pub fingerprint: String,
 }
 
 impl fmt::Display for FephaNode {

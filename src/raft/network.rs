@@ -3,6 +3,7 @@
 // The error type is fixed by openraft's RaftNetwork trait.
 #![allow(clippy::result_large_err)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -15,23 +16,33 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{FephaNode, NodeId, TypeConfig};
 use crate::proto::raft::raft_client::RaftClient;
 use crate::proto::raft::{RaftPayload, SnapshotChunk};
+use crate::tls::{Identity, TrustStore};
 
 type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, FephaNode, RaftError<NodeId, E>>;
 
 /// Makes one [`Peer`] per replication target; openraft calls it whenever it needs one.
-#[derive(Clone, Default)]
-pub struct Network {}
+#[derive(Clone)]
+pub struct Network {
+    identity: Identity,
+    trust: Arc<dyn TrustStore>,
+}
+
+impl Network {
+    pub fn new(identity: Identity, trust: Arc<dyn TrustStore>) -> Network {
+        Network { identity, trust }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &FephaNode) -> Peer {
-        Peer::new(target, &node.raft_addr)
+        Peer::new(target, &node.raft_addr, &self.identity, self.trust.clone())
     }
 }
 
@@ -43,8 +54,8 @@ pub struct Peer {
 }
 
 impl Peer {
-    fn new(target: NodeId, addr: &str) -> Peer {
-        let client = Endpoint::from_shared(format!("http://{addr}"))
+    fn new(target: NodeId, addr: &str, identity: &Identity, trust: Arc<dyn TrustStore>) -> Peer {
+        let client = crate::tls::endpoint(addr, Some(identity), trust)
             .map(|e| {
                 let channel = e
                     .connect_timeout(Duration::from_millis(500))

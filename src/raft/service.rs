@@ -4,17 +4,44 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
 use super::{Raft, TypeConfig};
+use crate::node::Node;
 use crate::proto::raft::raft_server::Raft as RaftRpc;
 use crate::proto::raft::{RaftPayload, SnapshotChunk};
+use crate::tls::{PeerInfo, PeerRole, TrustStore};
 
 pub struct RaftService {
     raft: Raft,
+    node: Arc<Node>,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft) -> RaftService {
-        RaftService { raft }
+    pub fn new(node: Arc<Node>) -> RaftService {
+        RaftService {
+            raft: node.raft.clone(),
+            node,
+        }
+    }
+
+    /// Only nodes speak Raft, and a certificate revoked while its connection was open is
+    /// refused from the next request on.
+    fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let fingerprint = request
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.fingerprint.as_ref())
+            .ok_or_else(|| Status::unauthenticated("Raft needs a node certificate"))?;
+        match self.node.trust.role_of(fingerprint) {
+            Some(PeerRole::Node) => Ok(()),
+            Some(PeerRole::Operator) => Err(Status::permission_denied(
+                "an operator certificate cannot speak Raft",
+            )),
+            None => Err(Status::unauthenticated(format!(
+                "certificate {fingerprint} is not trusted"
+            ))),
+        }
     }
 }
 
@@ -40,12 +67,14 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.check(&request)?;
         let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> =
             decode(&request.into_inner().json, "append_entries")?;
         reply(&self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.check(&request)?;
         let rpc: openraft::raft::VoteRequest<super::NodeId> =
             decode(&request.into_inner().json, "vote")?;
         // A node removed from the cluster while it was down, or that never heard of its
@@ -70,6 +99,7 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<SnapshotChunk>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.check(&request)?;
         let chunk = request.into_inner();
         let mut rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> =
             decode(&chunk.header_json, "install_snapshot")?;

@@ -1,7 +1,9 @@
 //! The replicated state machine: the commands proposed to the log and what applying them does.
 //!
-//! For now it holds the site configuration document (as text, with a version and a bounded
-//! history); openraft itself keeps the membership beside it.
+//! It holds the site configuration document (as text, with a version and a bounded history)
+//! and the trust list; openraft itself keeps the membership beside them.
+
+pub mod trust;
 
 use std::collections::VecDeque;
 
@@ -19,7 +21,11 @@ pub const CONFIG_HISTORY_LEN: usize = 1000;
 pub enum Request {
     /// Replace the site configuration. `applied_at_ms` is stamped by the proposing node so that
     /// every node stores the same value.
-    ApplyConfig { text: String, applied_at_ms: u64 },
+    ApplyConfig {
+        text: String,
+        applied_at_ms: u64,
+    },
+    Trust(trust::TrustCommand),
 }
 
 /// What applying a command returned.
@@ -31,6 +37,7 @@ pub enum Response {
         version: u64,
         sha256: String,
     },
+    Trust(Result<(), trust::TrustRefusal>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +63,7 @@ pub struct SiteState {
     pub config: Option<ConfigDoc>,
     /// Oldest first, at most [`CONFIG_HISTORY_LEN`] entries.
     pub history: VecDeque<ConfigSummary>,
+    pub trust: trust::Trust,
 }
 
 impl SiteState {
@@ -96,6 +104,7 @@ impl fepha_storage::AppState<TypeConfig> for SiteState {
                 });
                 Response::ConfigApplied { version, sha256 }
             }
+            Request::Trust(command) => Response::Trust(self.trust.apply(command)),
         }
     }
 }

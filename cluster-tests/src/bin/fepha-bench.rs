@@ -97,14 +97,16 @@ fn commit_latency(
     duration: Duration,
 ) -> (Vec<u64>, f64) {
     let addr = c.admin_addr(leader);
+    let creds = c.credentials();
     let serial = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let end = start + duration;
     let per_writer = c.block_on(futures::future::join_all((0..writers).map(|_| {
         let (addr, serial, errors) = (addr.clone(), serial.clone(), errors.clone());
+        let creds = creds.clone();
         async move {
-            let mut client = admin_client(&addr).await.expect("dial the leader");
+            let mut client = admin_client(&creds, &addr).await.expect("dial the leader");
             let mut latencies = Vec::new();
             while Instant::now() < end {
                 let text = site_config("bench", serial.fetch_add(1, Ordering::Relaxed));
@@ -152,6 +154,7 @@ fn failover_round(c: &Cluster) -> u64 {
         .flat_map(|&i| [i, i])
         .map(|i| {
             let addr = c.admin_addr(i);
+            let creds = c.credentials();
             let (killed_at, first_commit, warm, done, serial) = (
                 killed_at.clone(),
                 first_commit.clone(),
@@ -160,7 +163,7 @@ fn failover_round(c: &Cluster) -> u64 {
                 serial.clone(),
             );
             c.runtime().spawn(async move {
-                let mut client = admin_client(&addr).await.expect("dial a survivor");
+                let mut client = admin_client(&creds, &addr).await.expect("dial a survivor");
                 while !done.load(Ordering::SeqCst) {
                     let sent = Instant::now();
                     let text = site_config("failover", serial.fetch_add(1, Ordering::Relaxed));

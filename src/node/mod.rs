@@ -1,13 +1,16 @@
 //! `fepha run`: one node's daemon. Opens the store, starts openraft and serves the Raft and
-//! admin gRPC services and the metrics exporter until SIGTERM.
+//! admin gRPC services (mutual TLS) and the metrics exporter until SIGTERM.
+
+mod trust;
 
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
+pub use trust::NodeTrust;
 
 use crate::admin::AdminService;
 use crate::config::NodeConfig;
@@ -15,6 +18,7 @@ use crate::proto::admin::admin_server::AdminServer;
 use crate::proto::raft::raft_server::RaftServer;
 use crate::raft::{FephaNode, Network, NodeId, Raft, RaftService, StateView};
 use crate::shutdown::{self, Shutdown};
+use crate::tls::{Connections, Identity, PeerConn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -39,6 +43,10 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error("node identity: {0}")]
+    Identity(#[from] crate::tls::IdentityError),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
     #[error("{what} server failed: {source}")]
     Serve {
         what: &'static str,
@@ -53,8 +61,12 @@ pub struct Node {
     pub raft: Raft,
     pub state: StateView,
     pub config: NodeConfig,
+    pub identity: Identity,
+    pub trust: Arc<NodeTrust>,
     /// Channels to the other nodes' admin APIs, for forwarding and status probes.
     pub peers: crate::admin::client::Pool,
+    /// Open connections to this node's listeners, cut when their certificate is revoked.
+    pub connections: [Connections; 2],
 }
 
 impl Node {
@@ -79,12 +91,18 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let data_dir = &config.data_dir;
     create_private_dir(data_dir)?;
     let id = node_id(data_dir)?;
+    let identity = Identity::load_or_create(&tls_dir(data_dir), &config.name)?;
     let (log_store, sm_store) = fepha_storage::open(&data_dir.join("raft"))?;
     let state = sm_store.view();
+    let trust = Arc::new(NodeTrust::new(
+        identity.fingerprint.clone(),
+        state.clone(),
+        tls_dir(data_dir).join("pinned"),
+    ));
     let raft = Raft::new(
         id,
         crate::raft::openraft_config(&config)?,
-        Network::default(),
+        Network::new(identity.clone(), trust.clone()),
         log_store,
         sm_store,
     )
@@ -95,6 +113,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         raft_addr: config.raft_addr.to_string(),
         admin_addr: config.admin_addr.to_string(),
         role: config.role,
+        fingerprint: identity.fingerprint.to_string(),
     };
     let node = Arc::new(Node {
         id,
@@ -102,7 +121,10 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         raft: raft.clone(),
         state,
         config: config.clone(),
-        peers: Default::default(),
+        peers: crate::admin::client::Pool::new(Some(identity.clone()), trust.clone()),
+        identity: identity.clone(),
+        trust: trust.clone(),
+        connections: Default::default(),
     });
 
     if node.is_retired() {
@@ -112,22 +134,25 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         raft.runtime_config().elect(false);
     }
 
-    let raft_listener = listen("raft", config.raft_addr).await?;
-    let admin_listener = listen("admin", config.admin_addr).await?;
+    let tls = crate::tls::server_config(&identity, trust.clone())?;
+    let [raft_conns, admin_conns] = node.connections.clone();
+    let raft_listener = listen("raft", config.raft_addr, &tls, raft_conns).await?;
+    let admin_listener = listen("admin", config.admin_addr, &tls, admin_conns).await?;
     let exporter = crate::metrics::exporter(config.metrics_addr)?;
 
     let (trigger, shutdown) = shutdown::channel();
     tokio::spawn(exporter);
     tokio::spawn(crate::metrics::watch_raft(raft.clone(), shutdown.clone()));
+    tokio::spawn(cut_revoked(node.clone(), shutdown.clone()));
     tokio::spawn(crate::raft::step_down_without_quorum(
         node.clone(),
         shutdown.clone(),
     ));
-    let raft_server = tokio::spawn(serve_raft(raft.clone(), raft_listener, shutdown.clone()));
+    let raft_server = tokio::spawn(serve_raft(node.clone(), raft_listener, shutdown.clone()));
     let admin_server = tokio::spawn(serve_admin(node.clone(), admin_listener, shutdown.clone()));
     tracing::info!(
         node = %config.name, id, raft = %config.raft_addr, admin = %config.admin_addr,
-        metrics = %config.metrics_addr, "node started"
+        metrics = %config.metrics_addr, fingerprint = %identity.fingerprint, "node started"
     );
 
     // A storage failure makes openraft stop itself; the node then exits rather than lingering.
@@ -155,19 +180,53 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     Ok(())
 }
 
-async fn listen(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpIncoming, NodeError> {
+type Incoming = ReceiverStream<std::io::Result<PeerConn>>;
+
+async fn listen(
+    what: &'static str,
+    addr: std::net::SocketAddr,
+    tls: &Arc<rustls::ServerConfig>,
+    connections: Connections,
+) -> Result<Incoming, NodeError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| NodeError::Listen { what, addr, source })?;
-    Ok(TcpIncoming::from(listener).with_nodelay(Some(true)))
+    Ok(crate::tls::incoming(
+        listener,
+        tls.clone(),
+        connections,
+        what,
+    ))
+}
+
+/// Trust changes only reach new handshakes; connections already open with a certificate
+/// that has just been revoked are cut here, within a fifth of a second.
+async fn cut_revoked(node: Arc<Node>, shutdown: Shutdown) {
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return,
+        }
+        metrics::counter!("fepha_tls_revocation_checks_total").increment(1);
+        for connections in &node.connections {
+            let cut = connections.close_untrusted(node.trust.as_ref());
+            if cut > 0 {
+                metrics::counter!("fepha_tls_connections_cut_total").increment(cut as u64);
+                tracing::warn!("cut {cut} connection(s) whose certificate is no longer trusted");
+            }
+        }
+    }
 }
 
 async fn serve_raft(
-    raft: Raft,
-    incoming: TcpIncoming,
+    node: Arc<Node>,
+    incoming: Incoming,
     shutdown: Shutdown,
 ) -> Result<(), NodeError> {
-    let service = RaftServer::new(RaftService::new(raft))
+    let service = RaftServer::new(RaftService::new(node))
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
     Server::builder()
@@ -182,7 +241,7 @@ async fn serve_raft(
 
 async fn serve_admin(
     node: Arc<Node>,
-    incoming: TcpIncoming,
+    incoming: Incoming,
     shutdown: Shutdown,
 ) -> Result<(), NodeError> {
     Server::builder()
@@ -193,6 +252,11 @@ async fn serve_admin(
             what: "admin",
             source,
         })
+}
+
+/// The node's key, certificate and join pins.
+pub fn tls_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("tls")
 }
 
 fn retired_marker(data_dir: &Path) -> std::path::PathBuf {

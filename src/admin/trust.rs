@@ -1,0 +1,353 @@
+//! `token create`, the enrolment of new nodes, and `cert list|allow|revoke|issue-operator`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use openraft::ChangeMembers;
+use tonic::Status;
+
+use super::access::Caller;
+use super::route::{Route, now_ms, route, write_error};
+use super::token::{JoinToken, TokenNode};
+use crate::node::Node;
+use crate::proto::admin::*;
+use crate::state::trust::{self, PendingJoin, TrustCommand, TrustEntry};
+use crate::state::{Request, Response, sha256_hex};
+use crate::tls::{Fingerprint, PeerRole, TrustStore};
+
+/// Longest life of a join token: long enough to carry it to the new box, short enough that
+/// a forgotten one is no standing door.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+fn parse_fingerprint(text: &str) -> Result<Fingerprint, Status> {
+    text.parse()
+        .map_err(|e: crate::tls::BadFingerprint| Status::invalid_argument(e.to_string()))
+}
+
+/// Proposes a trust change on the leader and turns a refusal into a clear status.
+async fn propose(node: &Node, command: TrustCommand) -> Result<u64, Status> {
+    let written = node
+        .raft
+        .client_write(Request::Trust(command))
+        .await
+        .map_err(write_error)?;
+    match written.data {
+        Response::Trust(Ok(())) => Ok(written.log_id.index),
+        Response::Trust(Err(refusal)) => Err(Status::permission_denied(refusal.to_string())),
+        other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+    }
+}
+
+/// Every node of the membership, with the fingerprint it joined with.
+fn cluster_nodes(node: &Node) -> Vec<TrustedNode> {
+    node.metrics()
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(_, n)| TrustedNode {
+            name: n.name.clone(),
+            fingerprint: n.fingerprint.clone(),
+            admin_addr: n.admin_addr.clone(),
+        })
+        .collect()
+}
+
+pub async fn token_create(
+    node: &Node,
+    caller: &Caller,
+    req: TokenCreateRequest,
+) -> Result<TokenCreateReply, Status> {
+    caller.may_send(req.forwarded)?;
+    let ttl = Duration::from_secs(req.ttl_s);
+    if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+        return Err(Status::invalid_argument(format!(
+            "a token lives between 1 s and {} h",
+            MAX_TOKEN_TTL.as_secs() / 3600
+        )));
+    }
+    match route(node, req.forwarded).await? {
+        Route::Leader(mut leader) => Ok(leader
+            .token_create(TokenCreateRequest {
+                forwarded: true,
+                ..req
+            })
+            .await?
+            .into_inner()),
+        Route::Local => {
+            let now = now_ms();
+            let id = hex::encode(rand::random::<[u8; 6]>());
+            let secret = hex::encode(rand::random::<[u8; 24]>());
+            let expires_at_ms = now + ttl.as_millis() as u64;
+            propose(
+                node,
+                TrustCommand::CreateToken(trust::JoinToken {
+                    id: id.clone(),
+                    secret_sha256: sha256_hex(&secret),
+                    created_at_ms: now,
+                    expires_at_ms,
+                    used_by: None,
+                }),
+            )
+            .await?;
+            let nodes = cluster_nodes(node)
+                .into_iter()
+                .map(|n| TokenNode {
+                    name: n.name,
+                    admin_addr: n.admin_addr,
+                    fingerprint: n.fingerprint,
+                })
+                .collect();
+            let token = JoinToken {
+                id,
+                secret,
+                expires_at_ms,
+                nodes,
+            };
+            Ok(TokenCreateReply {
+                token: token.encode(),
+                expires_at_ms,
+            })
+        }
+    }
+}
+
+/// Runs on any member; anyone may call it, as the new node has no trusted certificate yet.
+pub async fn enrol(node: &Node, caller: &Caller, req: EnrolRequest) -> Result<EnrolReply, Status> {
+    if req.forwarded {
+        caller.node()?;
+    }
+    let fingerprint = parse_fingerprint(&req.fingerprint)?;
+    if req.name.is_empty() {
+        return Err(Status::invalid_argument(
+            "a joining node must give its name",
+        ));
+    }
+    match route(node, req.forwarded).await? {
+        Route::Leader(mut leader) => Ok(leader
+            .enrol(EnrolRequest {
+                forwarded: true,
+                ..req
+            })
+            .await?
+            .into_inner()),
+        Route::Local => {
+            let now = now_ms();
+            let (command, status) = if req.token_id.is_empty() {
+                let pending = PendingJoin {
+                    fingerprint: fingerprint.clone(),
+                    name: req.name.clone(),
+                    admin_addr: req.admin_addr.clone(),
+                    requested_at_ms: now,
+                };
+                (TrustCommand::RequestJoin(pending), "pending")
+            } else {
+                let entry = TrustEntry {
+                    fingerprint: fingerprint.clone(),
+                    name: req.name.clone(),
+                    role: PeerRole::Node,
+                    added_at_ms: now,
+                    added_by: format!("token {}", req.token_id),
+                };
+                let command = TrustCommand::UseToken {
+                    id: req.token_id.clone(),
+                    secret_sha256: sha256_hex(&req.token_secret),
+                    entry,
+                    now_ms: now,
+                };
+                (command, "trusted")
+            };
+            propose(node, command).await?;
+            tracing::info!(name = %req.name, %fingerprint, status, "a node asked to join");
+            // A request for an already trusted certificate stays trusted.
+            let status = match node.trust.role_of(&fingerprint) {
+                Some(_) => "trusted",
+                None => status,
+            };
+            Ok(EnrolReply {
+                status: status.into(),
+                nodes: cluster_nodes(node),
+            })
+        }
+    }
+}
+
+pub fn enrol_status(node: &Node, req: EnrolStatusRequest) -> Result<EnrolReply, Status> {
+    let fingerprint = parse_fingerprint(&req.fingerprint)?;
+    let status = node.state.read(|s| {
+        if s.trust.entries.contains_key(&fingerprint) {
+            "trusted"
+        } else if s.trust.pending.contains_key(&fingerprint) {
+            "pending"
+        } else {
+            "unknown"
+        }
+    });
+    Ok(EnrolReply {
+        status: status.into(),
+        nodes: cluster_nodes(node),
+    })
+}
+
+pub fn list(node: &Node) -> CertListReply {
+    node.state.read(|s| CertListReply {
+        trusted: s
+            .trust
+            .entries
+            .values()
+            .map(|e| CertEntry {
+                fingerprint: e.fingerprint.to_string(),
+                name: e.name.clone(),
+                role: e.role.as_str().into(),
+                added_at_ms: e.added_at_ms,
+                added_by: e.added_by.clone(),
+            })
+            .collect(),
+        pending: s
+            .trust
+            .pending
+            .values()
+            .map(|p| PendingEntry {
+                fingerprint: p.fingerprint.to_string(),
+                name: p.name.clone(),
+                admin_addr: p.admin_addr.clone(),
+                requested_at_ms: p.requested_at_ms,
+            })
+            .collect(),
+    })
+}
+
+pub async fn allow(
+    node: &Node,
+    caller: &Caller,
+    req: CertAllowRequest,
+) -> Result<CertAllowReply, Status> {
+    caller.may_send(req.forwarded)?;
+    let fingerprint = parse_fingerprint(&req.fingerprint)?;
+    match route(node, req.forwarded).await? {
+        Route::Leader(mut leader) => Ok(leader
+            .cert_allow(CertAllowRequest {
+                forwarded: true,
+                ..req
+            })
+            .await?
+            .into_inner()),
+        Route::Local => {
+            let by = caller.describe(node);
+            propose(
+                node,
+                TrustCommand::Allow {
+                    fingerprint,
+                    by,
+                    now_ms: now_ms(),
+                },
+            )
+            .await?;
+            Ok(CertAllowReply {})
+        }
+    }
+}
+
+pub async fn trust_operator(
+    node: &Node,
+    caller: &Caller,
+    req: CertTrustRequest,
+) -> Result<CertTrustReply, Status> {
+    caller.may_send(req.forwarded)?;
+    let fingerprint = parse_fingerprint(&req.fingerprint)?;
+    if req.role != "operator" {
+        return Err(Status::invalid_argument(
+            "only operator certificates are trusted this way; nodes join with a token or an allow",
+        ));
+    }
+    match route(node, req.forwarded).await? {
+        Route::Leader(mut leader) => Ok(leader
+            .cert_trust(CertTrustRequest {
+                forwarded: true,
+                ..req
+            })
+            .await?
+            .into_inner()),
+        Route::Local => {
+            let entry = TrustEntry {
+                fingerprint,
+                name: req.name.clone(),
+                role: PeerRole::Operator,
+                added_at_ms: now_ms(),
+                added_by: format!("issued by {}", caller.describe(node)),
+            };
+            propose(node, TrustCommand::Add(entry)).await?;
+            Ok(CertTrustReply {})
+        }
+    }
+}
+
+pub async fn revoke(
+    node: &Node,
+    caller: &Caller,
+    req: CertRevokeRequest,
+) -> Result<CertRevokeReply, Status> {
+    caller.may_send(req.forwarded)?;
+    match route(node, req.forwarded).await? {
+        Route::Leader(mut leader) => Ok(leader
+            .cert_revoke(CertRevokeRequest {
+                forwarded: true,
+                ..req
+            })
+            .await?
+            .into_inner()),
+        Route::Local => {
+            let entry = node
+                .state
+                .read(|s| match req.target.parse::<Fingerprint>() {
+                    Ok(f) => s.trust.entries.get(&f).cloned(),
+                    Err(_) => s.trust.by_name(&req.target).cloned(),
+                })
+                .ok_or_else(|| {
+                    Status::not_found(format!("no trusted certificate is {}", req.target))
+                })?;
+            if entry.fingerprint == node.identity.fingerprint {
+                return Err(Status::failed_precondition(format!(
+                    "{} is the leader; stop it (another node takes over) and revoke it then",
+                    entry.name
+                )));
+            }
+            let member = node
+                .metrics()
+                .membership_config
+                .membership()
+                .nodes()
+                .find(|(_, n)| n.fingerprint == entry.fingerprint.as_str())
+                .map(|(id, _)| *id);
+            propose(
+                node,
+                TrustCommand::Revoke {
+                    fingerprint: entry.fingerprint.clone(),
+                },
+            )
+            .await?;
+            tracing::warn!(name = %entry.name, fingerprint = %entry.fingerprint, "certificate revoked");
+            if let Some(id) = member {
+                let voter = node
+                    .metrics()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == id);
+                let change = if voter {
+                    ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+                } else {
+                    ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+                };
+                node.raft
+                    .change_membership(change, false)
+                    .await
+                    .map_err(write_error)?;
+            }
+            Ok(CertRevokeReply {
+                fingerprint: entry.fingerprint.to_string(),
+                name: entry.name,
+                was_member: member.is_some(),
+            })
+        }
+    }
+}

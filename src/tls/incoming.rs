@@ -1,0 +1,244 @@
+//! The server's side of mutual TLS: accepted TCP connections go through the TLS handshake
+//! concurrently (a slow or hostile client cannot stall the others) and reach tonic as
+//! [`PeerConn`]s, which carry the client's fingerprint to the handlers and can be cut the
+//! moment their certificate stops being trusted.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
+
+use super::{Fingerprint, Identity, TrustStore, verify};
+
+/// A handshake that takes longer than this is abandoned.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in flight at once; more connections wait to be accepted.
+const MAX_HANDSHAKES: usize = 256;
+
+/// What the handlers learn about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub remote: SocketAddr,
+    /// None for a client that presented no certificate (it may only ask to join).
+    pub fingerprint: Option<Fingerprint>,
+}
+
+pub fn server_config(
+    identity: &Identity,
+    trust: Arc<dyn TrustStore>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(verify::provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(Arc::new(verify::ClientVerifier::new(trust)))
+        .with_single_cert(vec![identity.cert_der.clone()], identity.key_der()?)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// One open connection: its client's fingerprint, and the token that cuts it.
+type Open = (Option<Fingerprint>, CancellationToken);
+
+/// The open connections of one listener, by client fingerprint.
+#[derive(Debug, Clone, Default)]
+pub struct Connections {
+    open: Arc<Mutex<Vec<Open>>>,
+}
+
+impl Connections {
+    fn register(&self, fingerprint: Option<Fingerprint>) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.lock().push((fingerprint, token.clone()));
+        token
+    }
+
+    /// Closes every connection whose certificate is no longer trusted; returns how many.
+    pub fn close_untrusted(&self, trust: &dyn TrustStore) -> usize {
+        let mut open = self.lock();
+        // A connection that ended by itself has cancelled its token on drop.
+        open.retain(|(_, token)| !token.is_cancelled());
+        let mut closed = 0;
+        open.retain(|(fingerprint, token)| {
+            let trusted = fingerprint
+                .as_ref()
+                .is_none_or(|f| trust.role_of(f).is_some());
+            if !trusted {
+                token.cancel();
+                closed += 1;
+            }
+            trusted
+        });
+        closed
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock()
+            .iter()
+            .filter(|(_, token)| !token.is_cancelled())
+            .count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Open>> {
+        // A poisoned lock only means a panic elsewhere; the list itself is intact.
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Accepts TLS connections on `listener` for as long as the returned stream is polled.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    connections: Connections,
+    what: &'static str,
+) -> ReceiverStream<io::Result<PeerConn>> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                return;
+            };
+            let (tcp, remote) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!("{what} listener: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if tx.is_closed() {
+                return;
+            }
+            let (acceptor, tx, connections) = (acceptor.clone(), tx.clone(), connections.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Some(conn) = handshake(&acceptor, tcp, remote, &connections, what).await {
+                    let _ = tx.send(Ok(conn)).await;
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    connections: &Connections,
+    what: &'static str,
+) -> Option<PeerConn> {
+    let _ = tcp.set_nodelay(true);
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            metrics::counter!("fepha_tls_handshakes_total", "listener" => what, "outcome" => "refused")
+                .increment(1);
+            tracing::info!(%remote, "{what} listener: TLS handshake refused: {e}");
+            return None;
+        }
+        Err(_) => {
+            metrics::counter!("fepha_tls_handshakes_total", "listener" => what, "outcome" => "timeout")
+                .increment(1);
+            tracing::info!(%remote, "{what} listener: TLS handshake timed out");
+            return None;
+        }
+    };
+    metrics::counter!("fepha_tls_handshakes_total", "listener" => what, "outcome" => "ok")
+        .increment(1);
+    let fingerprint = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .map(|cert| Fingerprint::of_der(cert));
+    let token = connections.register(fingerprint.clone());
+    Some(PeerConn {
+        closed: Box::pin(token.clone().cancelled_owned()),
+        _registered: token.drop_guard(),
+        inner: tls,
+        info: PeerInfo {
+            remote,
+            fingerprint,
+        },
+    })
+}
+
+/// One accepted TLS connection.
+pub struct PeerConn {
+    inner: TlsStream<TcpStream>,
+    info: PeerInfo,
+    /// Ready once the connection is to be cut.
+    closed: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Tells the registry, by cancelling, that this connection is gone.
+    _registered: DropGuard,
+}
+
+fn cut() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "the peer's certificate is no longer trusted",
+    )
+}
+
+impl AsyncRead for PeerConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // Polling the cancellation also registers this reader's waker: an idle connection is
+        // woken up to be cut.
+        if this.closed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(cut()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PeerConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.closed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(cut()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for PeerConn {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}

@@ -1,0 +1,16 @@
+//! Mutual TLS for every gRPC connection, node to node and CLI to node. Trust is a list of
+//! certificate fingerprints (replicated by the cluster), not a CA.
+
+mod connect;
+mod fingerprint;
+mod identity;
+mod incoming;
+mod pinned;
+mod verify;
+
+pub use connect::{BadEndpoint, endpoint};
+pub use fingerprint::{BadFingerprint, Fingerprint};
+pub use identity::{CERT_FILE, Identity, IdentityError, KEY_FILE};
+pub use incoming::{Connections, PeerConn, PeerInfo, incoming, server_config};
+pub use pinned::PinnedNodes;
+pub use verify::{PeerRole, TrustStore};
