@@ -81,17 +81,6 @@ impl Connections {
         closed
     }
 
-    pub fn len(&self) -> usize {
-        self.lock()
-            .iter()
-            .filter(|(_, token)| !token.is_cancelled())
-            .count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Open>> {
         // A poisoned lock only means a panic elsewhere; the list itself is intact.
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
