@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::tls::{Fingerprint, PeerRole};
 
+/// Pending join requests kept at most: anyone may ask to join, so the list must not grow
+/// without bound; the oldest request gives way.
+pub const MAX_PENDING: usize = 32;
+
 /// Used and expired tokens are kept this long, so that using one again is refused as "used"
 /// or "expired" rather than "unknown".
 const TOKEN_RECORD_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -112,6 +116,16 @@ impl Trust {
                 if !self.entries.contains_key(&request.fingerprint) {
                     self.pending
                         .insert(request.fingerprint.clone(), request.clone());
+                }
+                while self.pending.len() > MAX_PENDING {
+                    let oldest = self
+                        .pending
+                        .values()
+                        .min_by_key(|p| p.requested_at_ms)
+                        .map(|p| p.fingerprint.clone());
+                    if let Some(f) = oldest {
+                        self.pending.remove(&f);
+                    }
                 }
                 Ok(())
             }
@@ -272,6 +286,23 @@ mod tests {
         assert_eq!(t.apply(&revoke), Ok(()));
         assert_eq!(t.role_of(&fp(4)), None);
         assert_eq!(t.apply(&revoke), Err(TrustRefusal::NotTrusted(fp(4))));
+    }
+
+    #[test]
+    fn pending_requests_are_bounded_oldest_first() {
+        let mut t = Trust::default();
+        for n in 0..(MAX_PENDING as u8 + 3) {
+            let request = PendingJoin {
+                fingerprint: fp(n),
+                name: format!("n{n}"),
+                admin_addr: String::new(),
+                requested_at_ms: u64::from(n),
+            };
+            assert_eq!(t.apply(&TrustCommand::RequestJoin(request)), Ok(()));
+        }
+        assert_eq!(t.pending.len(), MAX_PENDING);
+        assert!(!t.pending.contains_key(&fp(2)));
+        assert!(t.pending.contains_key(&fp(3)));
     }
 
     #[test]
