@@ -231,3 +231,98 @@ impl tonic::transport::server::Connected for PeerConn {
         self.info.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use rustls::ClientConfig;
+    use rustls::pki_types::ServerName;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::TlsConnector;
+    use tokio_stream::StreamExt;
+
+    use super::*;
+    use crate::tls::PeerRole;
+
+    #[derive(Debug, Default)]
+    struct Trusted(Mutex<BTreeSet<Fingerprint>>);
+
+    impl TrustStore for Trusted {
+        fn role_of(&self, f: &Fingerprint) -> Option<PeerRole> {
+            let set = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            set.contains(f).then_some(PeerRole::Node)
+        }
+    }
+
+    impl Trusted {
+        fn set(&self, fingerprints: &[&Fingerprint]) {
+            let mut set = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            *set = fingerprints.iter().map(|f| (*f).clone()).collect();
+        }
+    }
+
+    async fn connect(
+        addr: SocketAddr,
+        me: &Identity,
+        trust: Arc<dyn TrustStore>,
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let config = ClientConfig::builder_with_provider(verify::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verify::ServerVerifier::new(trust)))
+            .with_client_auth_cert(
+                vec![me.cert_der.clone()],
+                me.key_der().map_err(io::Error::other)?,
+            )
+            .map_err(io::Error::other)?;
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("127.0.0.1").map_err(io::Error::other)?;
+        TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+    }
+
+    #[tokio::test]
+    async fn untrusted_clients_are_refused_and_revoked_ones_cut()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let (server, good, stranger) = (
+            Identity::generate("server")?,
+            Identity::generate("good")?,
+            Identity::generate("stranger")?,
+        );
+        let trust = Arc::new(Trusted::default());
+        trust.set(&[&server.fingerprint, &good.fingerprint]);
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let connections = Connections::default();
+        let config = server_config(&server, trust.clone())?;
+        let mut accepted = incoming(listener, config, connections.clone(), "test");
+
+        let mut client = connect(addr, &good, trust.clone()).await?;
+        let mut conn = accepted.next().await.ok_or("no connection")??;
+        assert_eq!(conn.info.fingerprint.as_ref(), Some(&good.fingerprint));
+        client.write_all(b"ping").await?;
+        let mut buf = [0u8; 4];
+        conn.read_exact(&mut buf).await?;
+        assert_eq!(&buf, b"ping");
+
+        // TLS 1.3 lets the client finish first; the refusal arrives as an alert.
+        let mut refused = connect(addr, &stranger, trust.clone()).await?;
+        let err = refused
+            .read(&mut buf)
+            .await
+            .expect_err("a stranger must be refused");
+        assert!(err.to_string().contains("AccessDenied"), "{err}");
+
+        trust.set(&[&server.fingerprint]);
+        assert_eq!(connections.close_untrusted(trust.as_ref()), 1);
+        let err = conn
+            .read(&mut buf)
+            .await
+            .expect_err("a revoked connection is cut");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+        Ok(())
+    }
+}
