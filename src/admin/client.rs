@@ -95,6 +95,16 @@ impl Pool {
         &self.credentials
     }
 
+    /// Drops the channels to addresses not in `keep` (nodes that left or were revoked), which
+    /// closes their connections.
+    pub fn retain(&self, keep: &std::collections::BTreeSet<String>) {
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        channels.retain(|addr, _| keep.contains(addr));
+    }
+
     /// A client for `addr`. The channel connects lazily and reconnects by itself; a dead node
     /// shows up as an UNAVAILABLE call.
     pub fn get(&self, addr: &str) -> Result<AdminClient<Channel>, DialError> {

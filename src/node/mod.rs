@@ -200,7 +200,8 @@ async fn listen(
 }
 
 /// Trust changes only reach new handshakes; connections already open with a certificate
-/// that has just been revoked are cut here, within a fifth of a second.
+/// that has just been revoked are cut here, within a fifth of a second, and so are this
+/// node's own channels to nodes that are no longer members.
 async fn cut_revoked(node: Arc<Node>, shutdown: Shutdown) {
     let stop = shutdown.wait();
     tokio::pin!(stop);
@@ -211,6 +212,14 @@ async fn cut_revoked(node: Arc<Node>, shutdown: Shutdown) {
             _ = &mut stop => return,
         }
         metrics::counter!("fepha_tls_revocation_checks_total").increment(1);
+        let members = node
+            .metrics()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(_, n)| n.admin_addr.clone())
+            .collect();
+        node.peers.retain(&members);
         for connections in &node.connections {
             let cut = connections.close_untrusted(node.trust.as_ref());
             if cut > 0 {
