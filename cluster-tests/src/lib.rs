@@ -15,6 +15,7 @@ mod net;
 mod node;
 mod stats;
 mod status;
+mod trust;
 mod wait;
 
 pub use binary::{Profile, fepha_binary};
@@ -24,4 +25,8 @@ pub use net::{LoopbackBlock, Namespaces};
 pub use node::NodeProc;
 pub use stats::percentile;
 pub use status::{Applied, ConfigShow, HistoryEntry, Member, Status};
+pub use trust::{
+    CertEntry, CertList, MemberId, PendingEntry, StatusIds, error_chain, labelled_metric,
+    plaintext_channel,
+};
 pub use wait::{POLL, wait_until};

@@ -172,7 +172,46 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
     };
     let t = &target;
-    match cli.command {
+    let result = run_command(cli.command, t, timeout).await;
+    match result {
+        Err(e) if transport_failure(&e) => Err(explain(t, e).await),
+        other => other,
+    }
+}
+
+/// A call that died below gRPC: the connection was dropped or reset.
+fn transport_failure(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}");
+    [
+        "transport error",
+        "connection closed",
+        "broken pipe",
+        "operation was canceled",
+    ]
+    .iter()
+    .any(|s| text.contains(s))
+}
+
+/// Replaces a bare "connection closed" with the reason, when the reason is that the node
+/// refuses our certificate.
+async fn explain(target: &call::Target, e: anyhow::Error) -> anyhow::Error {
+    let credentials = &target.credentials;
+    let refusal = crate::tls::refusal(
+        &target.addr,
+        credentials.identity.as_ref(),
+        credentials.trust.clone(),
+    )
+    .await;
+    match refusal {
+        Some(reason) if !format!("{e:#}").contains("AccessDenied") => {
+            anyhow::anyhow!("{reason} ({e:#})")
+        }
+        _ => e,
+    }
+}
+
+async fn run_command(command: Command, t: &call::Target, timeout: Duration) -> anyhow::Result<()> {
+    match command {
         Command::Init => members::init(t, timeout).await,
         Command::Join {
             token,

@@ -36,3 +36,54 @@ pub fn endpoint(
         .tls_config_with_verifier(tls, Arc::new(ServerVerifier::new(trust)))
         .map_err(|e| bad(e.to_string()))
 }
+
+/// Why a node might have dropped our connections: a raw TLS handshake with the same identity,
+/// then one read, which brings the server's refusal (an `access_denied` alert) if there is
+/// one. Some(reason) when the node refuses this certificate.
+///
+/// Needed because gRPC clients often report only "connection closed": in TLS 1.3 the client
+/// finishes the handshake before the server has judged its certificate, and the request that
+/// follows is cancelled before the alert is read.
+pub async fn refusal(
+    addr: &str,
+    identity: Option<&Identity>,
+    trust: Arc<dyn TrustStore>,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+
+    let probe = async {
+        let builder = rustls::ClientConfig::builder_with_provider(super::verify::provider())
+            .with_safe_default_protocol_versions()
+            .ok()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ServerVerifier::new(trust)));
+        let config = match identity {
+            Some(id) => builder
+                .with_client_auth_cert(vec![id.cert_der.clone()], id.key_der().ok()?)
+                .ok()?,
+            None => builder.with_no_client_auth(),
+        };
+        let host = addr
+            .rsplit_once(':')
+            .map_or(addr, |(h, _)| h)
+            .trim_matches(['[', ']']);
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).ok()?;
+        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let mut tls = match connector.connect(name, tcp).await {
+            Ok(tls) => tls,
+            Err(e) => return Some(e.to_string()),
+        };
+        let mut byte = [0u8; 1];
+        match tls.read(&mut byte).await {
+            Err(e) => Some(e.to_string()),
+            Ok(_) => None,
+        }
+    };
+    let reason = tokio::time::timeout(Duration::from_secs(2), probe)
+        .await
+        .ok()??;
+    reason
+        .contains("AccessDenied")
+        .then(|| "the node refused this certificate: it is not trusted by the cluster (TLS alert AccessDenied)".to_string())
+}

@@ -134,12 +134,14 @@ async fn handshake(
     what: &'static str,
 ) -> Option<PeerConn> {
     let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let accept = acceptor.accept(tcp).into_fallible();
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
         Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
+        Ok(Err((e, tcp))) => {
             metrics::counter!("fepha_tls_handshakes_total", "listener" => what, "outcome" => "refused")
                 .increment(1);
             tracing::info!(%remote, "{what} listener: TLS handshake refused: {e}");
+            linger(tcp).await;
             return None;
         }
         Err(_) => {
@@ -167,6 +169,19 @@ async fn handshake(
             fingerprint,
         },
     })
+}
+
+/// Closes a refused connection so that the client learns why. rustls has sent the alert, but
+/// the client (in TLS 1.3 it deems the handshake done first) may already have sent its
+/// request; closing a socket with unread data makes the kernel reset the connection, and the
+/// reset throws the alert away at the client. So end our side, and read what the client still
+/// sends until it closes too (briefly: a refused client gets no more of our time).
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async { while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
 }
 
 /// One accepted TLS connection.

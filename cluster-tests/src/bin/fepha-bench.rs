@@ -13,6 +13,10 @@
 //!   SIGKILL the leader while writers hit the other two nodes continuously; the time from
 //!   the kill to the first commit of a write sent after it. The killed node is restarted and
 //!   caught up before the next round.
+//! - `tls_handshake_status_ms_p50`, `tls_handshake_status_ms_p99`: [`HANDSHAKES`] times, a
+//!   fresh connection to the leader's admin API (TCP, mutual TLS handshake, HTTP/2) and one
+//!   `status` call (`local_only`) on it. Every connection is a full handshake: fepha has no
+//!   TLS session resumption.
 //!
 //! `FEPHA_BIN` overrides the binary (default `<target>/release/fepha`).
 
@@ -20,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fepha::proto::admin::ConfigApplyRequest;
+use fepha::proto::admin::{ConfigApplyRequest, StatusRequest};
 use fepha_cluster_tests::{Cluster, Options, Profile, admin_client, percentile, site_config};
 use nix::sys::signal::Signal;
 
@@ -60,6 +64,38 @@ fn main() {
         "leader_failover_ms_p99: {} ms",
         percentile(&failovers, 99.0)
     );
+
+    let leader = c.wait_for_leader(&[0, 1, 2]);
+    let handshakes = handshake_and_status(&c, leader);
+    for p in [50.0, 99.0] {
+        println!(
+            "tls_handshake_status_ms_p{p}: {:.2} ms",
+            percentile(&handshakes, p) as f64 / 1000.0
+        );
+    }
+}
+
+/// How many fresh connections [`handshake_and_status`] times.
+const HANDSHAKES: usize = 200;
+
+/// Microseconds, per fresh connection to `node`'s admin API, from dialling to the answer of
+/// one `status` call on it.
+fn handshake_and_status(c: &Cluster, node: usize) -> Vec<u64> {
+    let addr = c.admin_addr(node);
+    let creds = c.credentials();
+    c.block_on(async {
+        let mut took = Vec::with_capacity(HANDSHAKES);
+        for _ in 0..HANDSHAKES {
+            let t = Instant::now();
+            let mut client = admin_client(&creds, &addr).await.expect("dial the leader");
+            client
+                .status(StatusRequest { local_only: true })
+                .await
+                .expect("status on a fresh connection");
+            took.push(t.elapsed().as_micros() as u64);
+        }
+        took
+    })
 }
 
 fn parse_args() -> (usize, u64) {
