@@ -22,12 +22,7 @@ const PENDING_WAIT: Duration = Duration::from_secs(15 * 60);
 const TRUST_SPREAD: Duration = Duration::from_secs(15);
 
 pub async fn join(node: &Node, req: JoinRequest) -> Result<JoinReply, Status> {
-    let initialised = node
-        .raft
-        .is_initialized()
-        .await
-        .map_err(|e| Status::unavailable(format!("raft has stopped: {e}")))?;
-    if initialised {
+    if super::route::is_initialised(node).await? {
         return Err(Status::already_exists(format!(
             "node {} is already part of a cluster; to move it, `fepha leave` and empty its data dir",
             node.me.name

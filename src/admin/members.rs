@@ -10,7 +10,7 @@ use tonic::Status;
 use std::time::Instant;
 
 use super::access::Caller;
-use super::route::{Route, now_ms, route, write_error};
+use super::route::{now_ms, on_leader, write_error};
 use crate::config::Role;
 use crate::node::Node;
 use crate::proto::admin::*;
@@ -90,15 +90,11 @@ pub async fn add(
         "witness" => Role::Witness,
         other => return Err(Status::invalid_argument(format!("unknown role {other:?}"))),
     };
-    match route(node, req.forwarded).await? {
-        Route::Leader(mut leader) => Ok(leader
-            .add_member(AddMemberRequest {
-                forwarded: true,
-                ..req
-            })
-            .await?
-            .into_inner()),
-        Route::Local => {
+    on_leader(
+        node,
+        req,
+        |mut leader, req| async move { leader.add_member(req).await },
+        |_| async move {
             let metrics = node.metrics();
             let membership = metrics.membership_config.membership();
             if let Some((id, _)) = membership
@@ -138,8 +134,9 @@ pub async fn add(
             Ok(AddMemberReply {
                 log_index: written.log_id.index,
             })
-        }
-    }
+        },
+    )
+    .await
 }
 
 /// Runs on the leader: removes a node from the membership altogether.
@@ -149,15 +146,11 @@ pub async fn remove(
     req: RemoveMemberRequest,
 ) -> Result<RemoveMemberReply, Status> {
     caller.may_send(req.forwarded)?;
-    match route(node, req.forwarded).await? {
-        Route::Leader(mut leader) => Ok(leader
-            .remove_member(RemoveMemberRequest {
-                forwarded: true,
-                ..req
-            })
-            .await?
-            .into_inner()),
-        Route::Local => {
+    on_leader(
+        node,
+        req,
+        |mut leader, req| async move { leader.remove_member(req).await },
+        |req| async move {
             let metrics = node.metrics();
             let membership = metrics.membership_config.membership();
             let Some((id, _)) = membership.nodes().find(|(_, n)| n.name == req.name) else {
@@ -193,8 +186,9 @@ pub async fn remove(
             Ok(RemoveMemberReply {
                 log_index: written.log_id.index,
             })
-        }
-    }
+        },
+    )
+    .await
 }
 
 /// Best effort: a removed node that is down or unreachable is told nothing, and the other

@@ -4,9 +4,64 @@ use openraft::error::{ClientWriteError, RaftError};
 use tonic::Status;
 use tonic::transport::Channel;
 
+use std::future::Future;
+
 use crate::node::Node;
 use crate::proto::admin::admin_client::AdminClient;
+use crate::proto::admin::*;
 use crate::raft::{FephaNode, NodeId};
+
+/// A write request that a follower sends on to the leader, marked so that it is sent on at
+/// most once.
+pub trait Forwardable {
+    fn forwarded(&self) -> bool;
+    fn mark_forwarded(self) -> Self;
+}
+
+macro_rules! forwardable {
+    ($($request:ty),* $(,)?) => {$(
+        impl Forwardable for $request {
+            fn forwarded(&self) -> bool {
+                self.forwarded
+            }
+            fn mark_forwarded(mut self) -> Self {
+                self.forwarded = true;
+                self
+            }
+        }
+    )*};
+}
+
+forwardable!(
+    AddMemberRequest,
+    RemoveMemberRequest,
+    ConfigApplyRequest,
+    TokenCreateRequest,
+    EnrolRequest,
+    CertAllowRequest,
+    CertRevokeRequest,
+    CertTrustRequest,
+);
+
+/// Runs `local` if this node leads; otherwise sends the request to the leader with `send`.
+pub async fn on_leader<Req, Rep, Send, SendFut, Local, LocalFut>(
+    node: &Node,
+    request: Req,
+    send: Send,
+    local: Local,
+) -> Result<Rep, Status>
+where
+    Req: Forwardable,
+    Send: FnOnce(AdminClient<Channel>, Req) -> SendFut,
+    SendFut: Future<Output = Result<tonic::Response<Rep>, Status>>,
+    Local: FnOnce(Req) -> LocalFut,
+    LocalFut: Future<Output = Result<Rep, Status>>,
+{
+    match route(node, request.forwarded()).await? {
+        Route::Leader(leader) => Ok(send(leader, request.mark_forwarded()).await?.into_inner()),
+        Route::Local => local(request).await,
+    }
+}
 
 pub enum Route {
     Local,
@@ -16,13 +71,15 @@ pub enum Route {
 /// The message the CLI shows once it gives up waiting for an election.
 pub const NO_LEADER: &str = "the cluster has no leader";
 
-pub async fn ensure_initialised(node: &Node) -> Result<(), Status> {
-    let initialised = node
-        .raft
+pub async fn is_initialised(node: &Node) -> Result<bool, Status> {
+    node.raft
         .is_initialized()
         .await
-        .map_err(|e| Status::unavailable(format!("raft has stopped: {e}")))?;
-    if initialised {
+        .map_err(|e| Status::unavailable(format!("raft has stopped: {e}")))
+}
+
+pub async fn ensure_initialised(node: &Node) -> Result<(), Status> {
+    if is_initialised(node).await? {
         Ok(())
     } else {
         Err(Status::failed_precondition(format!(

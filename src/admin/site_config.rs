@@ -2,7 +2,7 @@
 
 use tonic::Status;
 
-use super::route::{Route, now_ms, route, write_error};
+use super::route::{now_ms, on_leader, write_error};
 use crate::node::Node;
 use crate::proto::admin::*;
 use crate::state::{Request, Response};
@@ -13,15 +13,11 @@ const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 pub async fn apply(node: &Node, req: ConfigApplyRequest) -> Result<ConfigApplyReply, Status> {
     // Checked before routing, so a bad file is refused by whichever node the CLI reached.
     validate(&req.text)?;
-    match route(node, req.forwarded).await? {
-        Route::Leader(mut leader) => Ok(leader
-            .config_apply(ConfigApplyRequest {
-                forwarded: true,
-                ..req
-            })
-            .await?
-            .into_inner()),
-        Route::Local => {
+    on_leader(
+        node,
+        req,
+        |mut leader, req| async move { leader.config_apply(req).await },
+        |req| async move {
             let written = node
                 .raft
                 .client_write(Request::ApplyConfig {
@@ -40,8 +36,9 @@ pub async fn apply(node: &Node, req: ConfigApplyRequest) -> Result<ConfigApplyRe
                     "unexpected state machine reply {other:?}"
                 ))),
             }
-        }
-    }
+        },
+    )
+    .await
 }
 
 /// Until the site configuration has a schema, it must at least be well-formed TOML.

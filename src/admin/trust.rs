@@ -7,7 +7,7 @@ use openraft::ChangeMembers;
 use tonic::Status;
 
 use super::access::Caller;
-use super::route::{Route, now_ms, route, write_error};
+use super::route::{now_ms, on_leader, write_error};
 use super::token::{JoinToken, TokenNode};
 use crate::node::Node;
 use crate::proto::admin::*;
@@ -65,15 +65,11 @@ pub async fn token_create(
             MAX_TOKEN_TTL.as_secs() / 3600
         )));
     }
-    match route(node, req.forwarded).await? {
-        Route::Leader(mut leader) => Ok(leader
-            .token_create(TokenCreateRequest {
-                forwarded: true,
-                ..req
-            })
-            .await?
-            .into_inner()),
-        Route::Local => {
+    on_leader(
+        node,
+        req,
+        |mut leader, req| async move { leader.token_create(req).await },
+        |_| async move {
             let now = now_ms();
             let id = hex::encode(rand::random::<[u8; 6]>());
             let secret = hex::encode(rand::random::<[u8; 24]>());
@@ -107,8 +103,9 @@ pub async fn token_create(
                 token: token.encode(),
                 expires_at_ms,
             })
-        }
-    }
+        },
+    )
+    .await
 }
 
 /// Runs on any member; anyone may call it, as the new node has no trusted certificate yet.
@@ -122,15 +119,11 @@ pub async fn enrol(node: &Node, caller: &Caller, req: EnrolRequest) -> Result<En
             "a joining node must give its name",
         ));
     }
-    match route(node, req.forwarded).await? {
-        Route::Leader(mut leader) => Ok(leader
-            .enrol(EnrolRequest {
-                forwarded: true,
-                ..req
-            })
-            .await?
-            .into_inner()),
-        Route::Local => {
+    on_leader(
+        node,
+        req,
+        |mut leader, req| async move { leader.enrol(req).await },
+        |req| async move {
             let now = now_ms();
             let (command, status) = if req.token_id.is_empty() {
                 let pending = PendingJoin {
@@ -167,8 +160,9 @@ pub async fn enrol(node: &Node, caller: &Caller, req: EnrolRequest) -> Result<En
                 status: status.into(),
                 nodes: cluster_nodes(node),
             })
-        }
-    }
+        },
+    )
+    .await
 }
 
 pub fn enrol_status(node: &Node, req: EnrolStatusRequest) -> Result<EnrolReply, Status> {
@@ -223,15 +217,11 @@ pub async fn allow(
 ) -> Result<CertAllowReply, Status> {
     caller.may_send(req.forwarded)?;
     let fingerprint = parse_fingerprint(&req.fingerprint)?;
-    match route(node, req.forwarded).await? {
-        Route::Leader(mut leader) => Ok(leader
-            .cert_allow(CertAllowRequest {
-                forwarded: true,
-                ..req
-            })
-            .await?
-            .into_inner()),
-        Route::Local => {
+    on_leader(
+        node,
+        req,
+        |mut leader, req| async move { leader.cert_allow(req).await },
+        |_| async move {
             let by = caller.describe(node);
             propose(
                 node,
@@ -243,8 +233,9 @@ pub async fn allow(
             )
             .await?;
             Ok(CertAllowReply {})
-        }
-    }
+        },
+    )
+    .await
 }
 
 pub async fn trust_operator(
@@ -259,15 +250,11 @@ pub async fn trust_operator(
             "only operator certificates are trusted this way; nodes join with a token or an allow",
         ));
     }
-    match route(node, req.forwarded).await? {
-        Route::Leader(mut leader) => Ok(leader
-            .cert_trust(CertTrustRequest {
-                forwarded: true,
-                ..req
-            })
-            .await?
-            .into_inner()),
-        Route::Local => {
+    on_leader(
+        node,
+        req,
+        |mut leader, req| async move { leader.cert_trust(req).await },
+        |req| async move {
             let entry = TrustEntry {
                 fingerprint,
                 name: req.name.clone(),
@@ -277,8 +264,9 @@ pub async fn trust_operator(
             };
             propose(node, TrustCommand::Add(entry)).await?;
             Ok(CertTrustReply {})
-        }
-    }
+        },
+    )
+    .await
 }
 
 pub async fn revoke(
@@ -287,15 +275,7 @@ pub async fn revoke(
     req: CertRevokeRequest,
 ) -> Result<CertRevokeReply, Status> {
     caller.may_send(req.forwarded)?;
-    match route(node, req.forwarded).await? {
-        Route::Leader(mut leader) => Ok(leader
-            .cert_revoke(CertRevokeRequest {
-                forwarded: true,
-                ..req
-            })
-            .await?
-            .into_inner()),
-        Route::Local => {
+    on_leader(node, req, |mut leader, req| async move { leader.cert_revoke(req).await }, |req| async move {
             let entry = node
                 .state
                 .read(|s| match req.target.parse::<Fingerprint>() {
@@ -348,6 +328,6 @@ pub async fn revoke(
                 name: entry.name,
                 was_member: member.is_some(),
             })
-        }
-    }
+        })
+    .await
 }
