@@ -46,6 +46,35 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The proof that the peer holds its certificate's key: rustls' own checks of the handshake
+/// signature, shared by both verifiers.
+#[derive(Debug)]
+struct Signatures(WebPkiSupportedAlgorithms);
+
+impl Signatures {
+    fn new() -> Signatures {
+        Signatures(provider().signature_verification_algorithms)
+    }
+
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+}
+
 /// A refused certificate ends the handshake with an `access_denied` alert, which tells the
 /// peer that its certificate was understood and is not welcome.
 fn refused() -> Error {
@@ -57,14 +86,14 @@ fn refused() -> Error {
 #[derive(Debug)]
 pub struct ClientVerifier {
     trust: Arc<dyn TrustStore>,
-    algorithms: WebPkiSupportedAlgorithms,
+    signatures: Signatures,
 }
 
 impl ClientVerifier {
     pub fn new(trust: Arc<dyn TrustStore>) -> ClientVerifier {
         ClientVerifier {
             trust,
-            algorithms: provider().signature_verification_algorithms,
+            signatures: Signatures::new(),
         }
     }
 }
@@ -105,7 +134,7 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -114,11 +143,11 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+        self.signatures.0.supported_schemes()
     }
 }
 
@@ -126,14 +155,14 @@ impl ClientCertVerifier for ClientVerifier {
 #[derive(Debug)]
 pub struct ServerVerifier {
     trust: Arc<dyn TrustStore>,
-    algorithms: WebPkiSupportedAlgorithms,
+    signatures: Signatures,
 }
 
 impl ServerVerifier {
     pub fn new(trust: Arc<dyn TrustStore>) -> ServerVerifier {
         ServerVerifier {
             trust,
-            algorithms: provider().signature_verification_algorithms,
+            signatures: Signatures::new(),
         }
     }
 }
@@ -166,7 +195,7 @@ impl ServerCertVerifier for ServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -175,10 +204,10 @@ impl ServerCertVerifier for ServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+        self.signatures.0.supported_schemes()
     }
 }
