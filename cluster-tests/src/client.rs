@@ -148,3 +148,23 @@ impl Decoder for RawCodec {
         Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
+
+/// Writes `bytes` on a plain TCP connection, half-closes, and reads whatever comes back until
+/// the node closes the connection or goes quiet. The node may reset the connection; that is
+/// an answer too.
+pub fn send_bytes(addr: &str, bytes: &[u8]) {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = addr.parse().expect("node address");
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("read timeout");
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    while let Ok(n) = s.read(&mut sink) {
+        if n == 0 {
+            break;
+        }
+    }
+}

@@ -19,7 +19,7 @@ mod trust;
 mod wait;
 
 pub use binary::{Profile, fepha_binary};
-pub use client::{admin_client, apply_rpc, raw_channel, raw_unary, rpc_status};
+pub use client::{admin_client, apply_rpc, raw_channel, raw_unary, rpc_status, send_bytes};
 pub use cluster::{CliOutput, Cluster, Options, WAIT, site_config};
 pub use net::{LoopbackBlock, Namespaces};
 pub use node::NodeProc;

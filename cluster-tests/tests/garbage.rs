@@ -1,32 +1,11 @@
 //! Whatever arrives on a node's ports, the node stays up and the cluster keeps working.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
 
 use fepha::proto::raft::raft_client::RaftClient;
 use fepha::proto::raft::{RaftPayload, SnapshotChunk};
-use fepha_cluster_tests::{Cluster, raw_channel, raw_unary, site_config};
+use fepha_cluster_tests::{Cluster, raw_channel, raw_unary, send_bytes, site_config};
 use rand::RngCore;
 use tonic::Code;
-
-/// Writes `bytes`, half-closes, and reads whatever comes back until the node closes the
-/// connection or goes quiet. The node may reset the connection; that is an answer too.
-fn send(addr: &str, bytes: &[u8]) {
-    let addr: SocketAddr = addr.parse().expect("node address");
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("read timeout");
-    let _ = s.write_all(bytes);
-    let _ = s.shutdown(std::net::Shutdown::Write);
-    let mut sink = [0u8; 4096];
-    while let Ok(n) = s.read(&mut sink) {
-        if n == 0 {
-            break;
-        }
-    }
-}
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Field 1 with wire type 7, which does not exist: no protobuf decoder accepts it.
@@ -35,16 +14,16 @@ const BAD_PROTOBUF: &[u8] = &[0x0f, 0xff, 0xff, 0xff];
 fn byte_garbage(addr: &str) {
     let mut random = vec![0u8; 64 * 1024];
     rand::rng().fill_bytes(&mut random);
-    send(addr, &random);
-    send(
+    send_bytes(addr, &random);
+    send_bytes(
         addr,
         b"GET /metrics HTTP/1.1\r\nHost: fepha\r\nConnection: close\r\n\r\n",
     );
-    send(addr, &PREFACE[..PREFACE.len() - 5]);
+    send_bytes(addr, &PREFACE[..PREFACE.len() - 5]);
     // A valid preface, then frames that are not HTTP/2.
-    send(addr, &[PREFACE, &random[..1024]].concat());
+    send_bytes(addr, &[PREFACE, &random[..1024]].concat());
     // A SETTINGS frame claiming a 16 MiB payload that never comes.
-    send(
+    send_bytes(
         addr,
         &[PREFACE, &[0xff, 0xff, 0xff, 0x04, 0x00, 0, 0, 0, 0]].concat(),
     );

@@ -2,7 +2,7 @@
 //! in, refused certificates are refused at the handshake, and trust decisions reach every
 //! node. Join tokens are in `tokens.rs`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use fepha::proto::raft::raft_client::RaftClient;
 use fepha::tls::{Fingerprint, Identity, PinnedNodes};
 use fepha_cluster_tests::{
     CertList, Cluster, StatusIds, WAIT, admin_client, error_chain, plaintext_channel, raw_channel,
-    rpc_status, site_config,
+    rpc_status, send_bytes, site_config,
 };
 use tonic::Code;
 
@@ -324,27 +324,10 @@ fn a_node_that_is_not_trusted_is_refused_at_the_handshake_and_cannot_join_alone(
     assert!(statuses.iter().all(|s| s.config_version == applied.version));
 }
 
-/// Sends `bytes`, half-closes, and reads until the node closes or goes quiet.
-fn send(addr: &str, bytes: &[u8]) {
-    let addr: SocketAddr = addr.parse().expect("node address");
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("read timeout");
-    let _ = s.write_all(bytes);
-    let _ = s.shutdown(std::net::Shutdown::Write);
-    let mut sink = [0u8; 4096];
-    while let Ok(n) = s.read(&mut sink) {
-        if n == 0 {
-            break;
-        }
-    }
-}
-
 /// TLS records that are not a handshake a server can finish.
 fn tls_garbage(addr: &str) {
     // A handshake record that claims a ClientHello and holds nothing of the kind.
-    send(
+    send_bytes(
         addr,
         &[
             &[0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00, 0x00, 0x3c][..],
@@ -353,16 +336,16 @@ fn tls_garbage(addr: &str) {
         .concat(),
     );
     // A record header claiming 16 KiB that never come.
-    send(addr, &[0x16, 0x03, 0x03, 0x40, 0x00, 0x01]);
+    send_bytes(addr, &[0x16, 0x03, 0x03, 0x40, 0x00, 0x01]);
     // An alert before any handshake.
-    send(addr, &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]);
+    send_bytes(addr, &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]);
     // Application data before any handshake.
-    send(
+    send_bytes(
         addr,
         &[&[0x17, 0x03, 0x03, 0x00, 0x20][..], &[0u8; 32]].concat(),
     );
     // A record longer than TLS allows.
-    send(addr, &[0x16, 0x03, 0x03, 0xff, 0xff, 0x00]);
+    send_bytes(addr, &[0x16, 0x03, 0x03, 0xff, 0xff, 0x00]);
 }
 
 #[test]
