@@ -1,6 +1,5 @@
 //! Whatever arrives on a node's ports, the node stays up and the cluster keeps working.
 
-
 use fepha::proto::raft::raft_client::RaftClient;
 use fepha::proto::raft::{RaftPayload, SnapshotChunk};
 use fepha_cluster_tests::{Cluster, raw_channel, raw_unary, send_bytes, site_config};
