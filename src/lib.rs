@@ -11,6 +11,7 @@ pub mod node;
 pub mod proto;
 pub mod raft;
 pub mod shutdown;
+pub mod site;
 pub mod state;
 pub mod tls;
 

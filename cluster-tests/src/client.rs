@@ -50,6 +50,7 @@ pub async fn apply_rpc(
         let call = client.config_apply(ConfigApplyRequest {
             text: text.to_owned(),
             forwarded: false,
+            dry_run: false,
         });
         let result = match tokio::time::timeout(Duration::from_secs(10), call).await {
             Ok(r) => r,

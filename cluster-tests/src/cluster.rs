@@ -70,7 +70,7 @@ impl CliOutput {
 
 /// A valid site configuration document that no other call produces.
 pub fn site_config(tag: &str, n: u64) -> String {
-    format!("# written by the cluster tests\nsite = \"{tag}\"\nserial = {n}\n")
+    format!("# written by the cluster tests\n[site]\nname = \"{tag} {n}\"\n")
 }
 
 // Fields drop in order after `Drop::drop` has killed the processes: the namespaces go

@@ -156,11 +156,13 @@ pub struct Applied {
 
 impl Applied {
     /// Parses `applied FILE as configuration version V (log index I, sha256 H)`.
-    pub fn parse_cli(line: &str) -> Option<Applied> {
+    /// Reads the first line of `config apply`'s output; the list of changes follows it.
+    pub fn parse_cli(output: &str) -> Option<Applied> {
+        let line = output.lines().next()?;
         let rest = line.trim().split(" as configuration version ").nth(1)?;
         let (version, rest) = rest.split_once(" (log index ")?;
         let (log_index, rest) = rest.split_once(", sha256 ")?;
-        let sha256 = rest.strip_suffix(')')?;
+        let sha256 = rest.strip_suffix("); changes:")?;
         Some(Applied {
             version: version.parse().ok()?,
             log_index: log_index.parse().ok()?,
@@ -176,7 +178,7 @@ mod tests {
     #[test]
     fn parses_the_apply_line() {
         let a = Applied::parse_cli(
-            "applied /tmp/x/site.toml as configuration version 7 (log index 42, sha256 ab12)\n",
+            "applied /tmp/x/site.toml as configuration version 7 (log index 42, sha256 ab12); changes:\n  ~ site x\n",
         );
         assert_eq!(
             a,

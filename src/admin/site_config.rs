@@ -5,6 +5,7 @@ use tonic::Status;
 use super::route::{now_ms, on_leader, write_error};
 use crate::node::Node;
 use crate::proto::admin::*;
+use crate::site::Site;
 use crate::state::{Request, Response};
 
 /// The site configuration is one document; anything bigger than this is a mistake.
@@ -12,12 +13,19 @@ const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 
 pub async fn apply(node: &Node, req: ConfigApplyRequest) -> Result<ConfigApplyReply, Status> {
     // Checked before routing, so a bad file is refused by whichever node the CLI reached.
-    validate(&req.text)?;
+    let site = validate(&req.text)?;
+    if req.dry_run {
+        return Ok(ConfigApplyReply {
+            changes: changes_from_applied(node, &site),
+            ..Default::default()
+        });
+    }
     on_leader(
         node,
         req,
         |mut leader, req| async move { leader.config_apply(req).await },
         |req| async move {
+            let changes = changes_from_applied(node, &site);
             let written = node
                 .raft
                 .client_write(Request::ApplyConfig {
@@ -31,6 +39,7 @@ pub async fn apply(node: &Node, req: ConfigApplyRequest) -> Result<ConfigApplyRe
                     version,
                     log_index: written.log_id.index,
                     sha256,
+                    changes,
                 }),
                 other => Err(Status::internal(format!(
                     "unexpected state machine reply {other:?}"
@@ -41,17 +50,40 @@ pub async fn apply(node: &Node, req: ConfigApplyRequest) -> Result<ConfigApplyRe
     .await
 }
 
-/// Until the site configuration has a schema, it must at least be well-formed TOML.
-fn validate(text: &str) -> Result<(), Status> {
+/// The whole file is checked, and every problem listed, before anything is proposed.
+fn validate(text: &str) -> Result<Site, Status> {
     if text.len() > MAX_CONFIG_BYTES {
         return Err(Status::invalid_argument(format!(
             "the configuration is {} bytes; the limit is {MAX_CONFIG_BYTES}",
             text.len()
         )));
     }
-    toml::from_str::<toml::Table>(text)
-        .map(|_| ())
-        .map_err(|e| Status::invalid_argument(format!("the configuration is not valid TOML: {e}")))
+    crate::site::parse(text).map_err(|issues| {
+        let listing: Vec<String> = issues.iter().map(|i| format!("  {i}")).collect();
+        Status::invalid_argument(format!(
+            "the site configuration has {} problem(s); nothing was applied:\n{}",
+            issues.len(),
+            listing.join("\n")
+        ))
+    })
+}
+
+/// What `site` changes against the configuration this node has applied.
+fn changes_from_applied(node: &Node, site: &Site) -> Vec<String> {
+    let applied = node.state.read(|s| s.config.clone());
+    let Some(applied) = applied else {
+        return vec!["(no configuration was applied before: all of it is new)".into()];
+    };
+    match crate::site::parse(&applied.text) {
+        Ok(before) => crate::site::diff(&before, site)
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        Err(_) => vec![format!(
+            "(the applied version {} is not a valid site configuration: all of this replaces it)",
+            applied.version
+        )],
+    }
 }
 
 pub fn show(node: &Node) -> ConfigShowReply {

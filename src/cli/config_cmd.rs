@@ -1,4 +1,4 @@
-//! `fepha config apply|show|history`.
+//! `fepha config apply|diff|show|history`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,7 +11,54 @@ use super::output::{out, outln};
 
 use crate::proto::admin::*;
 
-pub async fn apply(target: &Target, file: &Path, timeout: Duration) -> anyhow::Result<()> {
+pub async fn apply(
+    target: &Target,
+    file: &Path,
+    dry_run: bool,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let reply = send(target, file, dry_run, timeout).await?;
+    if dry_run {
+        outln!(
+            "{} is a valid site configuration; applying it would change:",
+            file.display()
+        );
+    } else {
+        outln!(
+            "applied {} as configuration version {} (log index {}, sha256 {}); changes:",
+            file.display(),
+            reply.version,
+            reply.log_index,
+            reply.sha256
+        );
+    }
+    print_changes(&reply.changes);
+    Ok(())
+}
+
+/// What FILE would change against the configuration the node has applied.
+pub async fn diff(target: &Target, file: &Path) -> anyhow::Result<()> {
+    let reply = send(target, file, true, Duration::from_secs(10)).await?;
+    print_changes(&reply.changes);
+    Ok(())
+}
+
+fn print_changes(changes: &[String]) {
+    if changes.is_empty() {
+        outln!("  nothing");
+    }
+    for change in changes {
+        outln!("  {change}");
+    }
+}
+
+/// A dry run is checked by whichever node the CLI reached; an apply goes to the leader.
+async fn send(
+    target: &Target,
+    file: &Path,
+    dry_run: bool,
+    timeout: Duration,
+) -> anyhow::Result<ConfigApplyReply> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let client = target.connect().await?;
@@ -22,21 +69,17 @@ pub async fn apply(target: &Target, file: &Path, timeout: Duration) -> anyhow::R
             c.config_apply(ConfigApplyRequest {
                 text,
                 forwarded: false,
+                dry_run,
             })
             .await
         }
     })
     .await
-    .with_context(|| format!("{} was not applied", file.display()))?
-    .into_inner();
-    outln!(
-        "applied {} as configuration version {} (log index {}, sha256 {})",
-        file.display(),
-        reply.version,
-        reply.log_index,
-        reply.sha256
-    );
-    Ok(())
+    .with_context(|| {
+        let what = if dry_run { "checked" } else { "applied" };
+        format!("{} was not {what}", file.display())
+    })?;
+    Ok(reply.into_inner())
 }
 
 pub async fn show(target: &Target, as_json: bool) -> anyhow::Result<()> {

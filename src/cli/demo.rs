@@ -18,7 +18,7 @@ use crate::config::NodeConfig;
 use crate::proto::admin::*;
 
 const NODES: [&str; 3] = ["fep1", "fep2", "fep3"];
-const SITE: &str = include_str!("../../examples/site.toml");
+const SITE: &str = include_str!("../../examples/demo-site.toml");
 
 struct DemoNode {
     config: NodeConfig,
@@ -205,6 +205,7 @@ async fn start_all(dir: &Path, nodes: &mut Vec<DemoNode>) -> anyhow::Result<()> 
             c.config_apply(ConfigApplyRequest {
                 text: SITE.to_string(),
                 forwarded: false,
+                dry_run: false,
             })
             .await
         }

@@ -99,8 +99,15 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Store FILE as the new site configuration.
-    Apply { file: PathBuf },
+    /// Store FILE as the new site configuration (every node switches at the same log index).
+    Apply {
+        file: PathBuf,
+        /// Only check FILE and say what it would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// What FILE would change against the applied configuration.
+    Diff { file: PathBuf },
     /// Print the site configuration as this node has applied it.
     Show {
         #[arg(long)]
@@ -230,9 +237,10 @@ async fn run_command(command: Command, t: &call::Target, timeout: Duration) -> a
         Command::Leave { node } => members::leave(t, node, timeout).await,
         Command::Status { json } => status::status(t, json).await,
         Command::Members { json } => status::members(t, json).await,
-        Command::Config(ConfigCommand::Apply { file }) => {
-            config_cmd::apply(t, &file, timeout).await
+        Command::Config(ConfigCommand::Apply { file, dry_run }) => {
+            config_cmd::apply(t, &file, dry_run, timeout).await
         }
+        Command::Config(ConfigCommand::Diff { file }) => config_cmd::diff(t, &file).await,
         Command::Config(ConfigCommand::Show { json }) => config_cmd::show(t, json).await,
         Command::Config(ConfigCommand::History { json }) => config_cmd::history(t, json).await,
         Command::Token(TokenCommand::Create { ttl }) => certs::token_create(t, ttl, timeout).await,

@@ -151,6 +151,7 @@ fn commit_latency(
                     .config_apply(ConfigApplyRequest {
                         text,
                         forwarded: false,
+                        dry_run: false,
                     })
                     .await;
                 match r {
@@ -206,6 +207,7 @@ fn failover_round(c: &Cluster) -> u64 {
                     let call = client.config_apply(ConfigApplyRequest {
                         text,
                         forwarded: false,
+                        dry_run: false,
                     });
                     match tokio::time::timeout(Duration::from_secs(1), call).await {
                         Ok(Ok(_)) => {

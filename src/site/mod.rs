@@ -1,0 +1,248 @@
+//! The site configuration: one TOML document describing the RTUs, their channels and points,
+//! the 104 forwarders and their IOA maps, and the timers. It is validated whole before it is
+//! proposed, and every node applies it at the same log index.
+
+mod diff;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+pub use diff::{Change, diff};
+pub use validate::{Issue, parse};
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub site: SiteInfo,
+    #[serde(default)]
+    pub timers: Timers,
+    #[serde(default, rename = "rtu")]
+    pub rtus: Vec<Rtu>,
+    #[serde(default, rename = "point")]
+    pub points: Vec<Point>,
+    #[serde(default, rename = "forwarder")]
+    pub forwarders: Vec<Forwarder>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteInfo {
+    pub name: Spanned<String>,
+}
+
+/// Lease and batching timers (see DESIGN.md, "Leases and failover" and "Data path").
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timers {
+    /// How long a node's session (and so its RTU leases) lives without a renewal.
+    pub session_ttl_ms: Spanned<u64>,
+    /// Subtracted from the owner's local deadline, for clock drift between boxes.
+    pub drift_margin_ms: Spanned<u64>,
+    /// First back-off before an RTU is handed over again; it doubles up to the maximum.
+    pub handover_backoff_ms: Spanned<u64>,
+    pub handover_backoff_max_ms: Spanned<u64>,
+    /// Point changes are batched into one log entry per this many ms or this many changes.
+    pub batch_ms: Spanned<u64>,
+    pub batch_max_changes: Spanned<u32>,
+}
+
+impl Default for Timers {
+    fn default() -> Timers {
+        Timers {
+            session_ttl_ms: Spanned::new(0..0, 1000),
+            drift_margin_ms: Spanned::new(0..0, 100),
+            handover_backoff_ms: Spanned::new(0..0, 1000),
+            handover_backoff_max_ms: Spanned::new(0..0, 60_000),
+            batch_ms: Spanned::new(0..0, 5),
+            batch_max_changes: Spanned::new(0..0, 1000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Modbus,
+}
+
+/// What the nodes that do not own an RTU do with it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Standby {
+    /// Nothing.
+    Cold,
+    /// Open a TCP connection to each endpoint and send nothing, to report reachability.
+    #[default]
+    Probe,
+    /// Also poll read-only, for an instant take-over where the device allows several masters.
+    Hot,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rtu {
+    pub id: Spanned<String>,
+    pub protocol: Protocol,
+    #[serde(default = "default_unit_id")]
+    pub unit_id: u8,
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: Spanned<u64>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: Spanned<u64>,
+    #[serde(default)]
+    pub standby: Standby,
+    #[serde(default, rename = "channel")]
+    pub channels: Vec<Channel>,
+}
+
+fn default_unit_id() -> u8 {
+    1
+}
+
+fn default_poll_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 1000)
+}
+
+fn default_timeout_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 1000)
+}
+
+/// One way to reach an RTU: endpoints tried in order.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channel {
+    pub name: Spanned<String>,
+    pub endpoints: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PointKind {
+    Single,
+    Double,
+    Measured,
+    Counter,
+    SingleCommand,
+    DoubleCommand,
+    Setpoint,
+}
+
+impl PointKind {
+    pub fn is_indication(self) -> bool {
+        matches!(self, PointKind::Single | PointKind::Double)
+    }
+
+    pub fn is_command(self) -> bool {
+        matches!(
+            self,
+            PointKind::SingleCommand | PointKind::DoubleCommand | PointKind::Setpoint
+        )
+    }
+}
+
+/// The Modbus table a point lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Table {
+    Coil,
+    DiscreteInput,
+    Holding,
+    Input,
+}
+
+impl Table {
+    pub fn is_bits(self) -> bool {
+        matches!(self, Table::Coil | Table::DiscreteInput)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    U16,
+    I16,
+    U32,
+    I32,
+    F32,
+}
+
+impl Format {
+    /// Registers the value spans.
+    pub fn registers(self) -> u16 {
+        match self {
+            Format::U16 | Format::I16 => 1,
+            Format::U32 | Format::I32 | Format::F32 => 2,
+        }
+    }
+}
+
+/// The order of the two registers of a 32-bit value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WordOrder {
+    /// High word first (the Modbus convention).
+    #[default]
+    Big,
+    Little,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Point {
+    pub id: Spanned<String>,
+    pub rtu: Spanned<String>,
+    pub kind: Spanned<PointKind>,
+    pub table: Spanned<Table>,
+    /// Zero-based. A double indication uses this bit and the next.
+    pub address: u16,
+    #[serde(default)]
+    pub format: Option<Spanned<Format>>,
+    #[serde(default)]
+    pub word_order: WordOrder,
+    #[serde(default = "one")]
+    pub scale: f64,
+    #[serde(default)]
+    pub offset: f64,
+    /// Measured values only: a change smaller than this is not an event.
+    #[serde(default)]
+    pub deadband: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardMode {
+    /// Only the Raft leader starts data transfer.
+    #[default]
+    Leader,
+    /// Every node serves the identical stream.
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forwarder {
+    pub name: Spanned<String>,
+    pub port: Spanned<u16>,
+    pub common_address: Spanned<u16>,
+    #[serde(default)]
+    pub mode: ForwardMode,
+    #[serde(default, rename = "map")]
+    pub maps: Vec<IoaMap>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IoaMap {
+    pub point: Spanned<String>,
+    pub ioa: Spanned<u32>,
+}

@@ -1,0 +1,344 @@
+//! Parsing and checking a site configuration. Every problem is reported, each with its key
+//! path and line, so that an engineer fixes the file in one go rather than one error a run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+
+use toml::Spanned;
+
+use super::{Format, PointKind, Site, Table};
+
+/// The largest information object address: three octets.
+const MAX_IOA: u32 = 0xFF_FFFF;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// Where in the file, as a key path: `rtu[2].channel[0].endpoints[1]`.
+    pub path: String,
+    /// 1-based; None for something that is missing rather than wrong.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}: {}", self.path, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// Parses and checks `text`; on failure, every problem found.
+pub fn parse(text: &str) -> Result<Site, Vec<Issue>> {
+    let site: Site = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start));
+        vec![Issue {
+            path: "(file)".into(),
+            line,
+            message: e.message().trim().to_string(),
+        }]
+    })?;
+    let mut check = Checker {
+        text,
+        issues: Vec::new(),
+    };
+    check.site(&site);
+    if check.issues.is_empty() {
+        Ok(site)
+    } else {
+        Err(check.issues)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    issues: Vec<Issue>,
+}
+
+impl Checker<'_> {
+    fn issue(&mut self, path: String, span: Range<usize>, message: String) {
+        // A default value has no place in the file.
+        let line = (span.end > 0).then(|| line_of(self.text, span.start));
+        self.issues.push(Issue {
+            path,
+            line,
+            message,
+        });
+    }
+
+    fn site(&mut self, site: &Site) {
+        if site.site.name.get_ref().trim().is_empty() {
+            self.issue(
+                "site.name".into(),
+                site.site.name.span(),
+                "must not be empty".into(),
+            );
+        }
+        self.timers(site);
+        let rtus = self.rtus(site);
+        let points = self.points(site, &rtus);
+        self.forwarders(site, &points);
+    }
+
+    fn timers(&mut self, site: &Site) {
+        let t = &site.timers;
+        let ttl = *t.session_ttl_ms.get_ref();
+        if !(100..=60_000).contains(&ttl) {
+            self.issue(
+                "timers.session_ttl_ms".into(),
+                t.session_ttl_ms.span(),
+                format!("{ttl} is outside 100..=60000"),
+            );
+        }
+        if *t.drift_margin_ms.get_ref() * 2 >= ttl {
+            self.issue(
+                "timers.drift_margin_ms".into(),
+                t.drift_margin_ms.span(),
+                "must be less than half of timers.session_ttl_ms".into(),
+            );
+        }
+        if t.handover_backoff_max_ms.get_ref() < t.handover_backoff_ms.get_ref() {
+            self.issue(
+                "timers.handover_backoff_max_ms".into(),
+                t.handover_backoff_max_ms.span(),
+                "must not be below timers.handover_backoff_ms".into(),
+            );
+        }
+        if *t.batch_max_changes.get_ref() == 0 {
+            self.issue(
+                "timers.batch_max_changes".into(),
+                t.batch_max_changes.span(),
+                "must be above 0".into(),
+            );
+        }
+    }
+
+    /// Returns the RTU ids.
+    fn rtus(&mut self, site: &Site) -> BTreeSet<String> {
+        let mut ids = Unique::default();
+        for (r, rtu) in site.rtus.iter().enumerate() {
+            let path = format!("rtu[{r}]");
+            self.unique(&mut ids, &format!("{path}.id"), &rtu.id, "RTU id");
+            let poll = *rtu.poll_interval_ms.get_ref();
+            if poll < 10 {
+                self.issue(
+                    format!("{path}.poll_interval_ms"),
+                    rtu.poll_interval_ms.span(),
+                    format!("{poll} ms is too short (at least 10)"),
+                );
+            }
+            if *rtu.timeout_ms.get_ref() == 0 {
+                self.issue(
+                    format!("{path}.timeout_ms"),
+                    rtu.timeout_ms.span(),
+                    "must be above 0".into(),
+                );
+            }
+            if rtu.channels.is_empty() {
+                self.issue(
+                    path.clone(),
+                    rtu.id.span(),
+                    format!("RTU {} has no channel", rtu.id.get_ref()),
+                );
+            }
+            let mut names = Unique::default();
+            for (c, channel) in rtu.channels.iter().enumerate() {
+                let cpath = format!("{path}.channel[{c}]");
+                self.unique(
+                    &mut names,
+                    &format!("{cpath}.name"),
+                    &channel.name,
+                    "channel name",
+                );
+                if channel.endpoints.is_empty() {
+                    self.issue(
+                        cpath.clone(),
+                        channel.name.span(),
+                        format!("channel {} has no endpoint", channel.name.get_ref()),
+                    );
+                }
+                for (e, endpoint) in channel.endpoints.iter().enumerate() {
+                    if let Err(why) = check_endpoint(endpoint.get_ref()) {
+                        self.issue(format!("{cpath}.endpoints[{e}]"), endpoint.span(), why);
+                    }
+                }
+            }
+        }
+        ids.seen.into_keys().collect()
+    }
+
+    /// Returns the point ids.
+    fn points(&mut self, site: &Site, rtus: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut ids = Unique::default();
+        for (p, point) in site.points.iter().enumerate() {
+            let path = format!("point[{p}]");
+            self.unique(&mut ids, &format!("{path}.id"), &point.id, "point id");
+            if !rtus.contains(point.rtu.get_ref()) {
+                self.issue(
+                    format!("{path}.rtu"),
+                    point.rtu.span(),
+                    format!("no RTU is called {:?}", point.rtu.get_ref()),
+                );
+            }
+            let (kind, table) = (*point.kind.get_ref(), *point.table.get_ref());
+            let fits = match kind {
+                PointKind::Single | PointKind::Double => table.is_bits(),
+                PointKind::Measured | PointKind::Counter => !table.is_bits(),
+                PointKind::SingleCommand | PointKind::DoubleCommand => table == Table::Coil,
+                PointKind::Setpoint => table == Table::Holding,
+            };
+            if !fits {
+                self.issue(
+                    format!("{path}.table"),
+                    point.table.span(),
+                    format!("a {kind:?} point cannot live in the {table:?} table"),
+                );
+            }
+            if let Some(format) = &point.format
+                && table.is_bits()
+            {
+                self.issue(
+                    format!("{path}.format"),
+                    format.span(),
+                    format!(
+                        "{:?} is for registers, not for the {table:?} table",
+                        format.get_ref()
+                    ),
+                );
+            }
+            let width = match (&point.format, kind) {
+                (Some(f), _) => f.get_ref().registers(),
+                (None, PointKind::Double) => 2,
+                _ => 1,
+            };
+            if u32::from(point.address) + u32::from(width) > 65_536 {
+                self.issue(
+                    format!("{path}.address"),
+                    point.id.span(),
+                    format!("address {} plus its width runs past 65535", point.address),
+                );
+            }
+            if matches!(
+                point.format.as_ref().map(|f| *f.get_ref()),
+                Some(Format::F32)
+            ) && kind == PointKind::Counter
+            {
+                self.issue(
+                    format!("{path}.format"),
+                    point.id.span(),
+                    "a counter is an integer; f32 does not fit".into(),
+                );
+            }
+            if let Some(deadband) = &point.deadband {
+                if kind != PointKind::Measured {
+                    self.issue(
+                        format!("{path}.deadband"),
+                        deadband.span(),
+                        format!("a deadband is for measured values; this point is {kind:?}"),
+                    );
+                } else if deadband.get_ref().is_nan() || *deadband.get_ref() < 0.0 {
+                    self.issue(
+                        format!("{path}.deadband"),
+                        deadband.span(),
+                        "must be zero or more".into(),
+                    );
+                }
+            }
+            if !point.scale.is_finite() || !point.offset.is_finite() {
+                self.issue(
+                    format!("{path}.scale"),
+                    point.id.span(),
+                    "scale and offset must be finite numbers".into(),
+                );
+            }
+        }
+        ids.seen.into_keys().collect()
+    }
+
+    fn forwarders(&mut self, site: &Site, points: &BTreeSet<String>) {
+        let (mut names, mut ports) = (Unique::default(), Unique::default());
+        for (f, fwd) in site.forwarders.iter().enumerate() {
+            let path = format!("forwarder[{f}]");
+            self.unique(
+                &mut names,
+                &format!("{path}.name"),
+                &fwd.name,
+                "forwarder name",
+            );
+            let port = Spanned::new(fwd.port.span(), fwd.port.get_ref().to_string());
+            self.unique(&mut ports, &format!("{path}.port"), &port, "forwarder port");
+            let ca = *fwd.common_address.get_ref();
+            if ca == 0 || ca == 0xFFFF {
+                self.issue(
+                    format!("{path}.common_address"),
+                    fwd.common_address.span(),
+                    format!("{ca} is reserved (0: unused, 65535: broadcast)"),
+                );
+            }
+            let mut ioas = Unique::default();
+            for (m, map) in fwd.maps.iter().enumerate() {
+                let mpath = format!("{path}.map[{m}]");
+                if !points.contains(map.point.get_ref()) {
+                    self.issue(
+                        format!("{mpath}.point"),
+                        map.point.span(),
+                        format!("no point is called {:?}", map.point.get_ref()),
+                    );
+                }
+                let ioa = *map.ioa.get_ref();
+                if ioa == 0 || ioa > MAX_IOA {
+                    self.issue(
+                        format!("{mpath}.ioa"),
+                        map.ioa.span(),
+                        format!("{ioa} is outside 1..={MAX_IOA}"),
+                    );
+                }
+                let as_text = Spanned::new(map.ioa.span(), ioa.to_string());
+                self.unique(&mut ioas, &format!("{mpath}.ioa"), &as_text, "IOA");
+            }
+        }
+    }
+
+    fn unique(&mut self, seen: &mut Unique, path: &str, value: &Spanned<String>, what: &str) {
+        let key = value.get_ref().clone();
+        if key.is_empty() {
+            self.issue(path.into(), value.span(), format!("the {what} is empty"));
+        } else if let Some(first) = seen.seen.get(&key) {
+            let message = format!("duplicate {what} {key:?} (first at {first})");
+            self.issue(path.into(), value.span(), message);
+        } else {
+            let line = line_of(self.text, value.span().start);
+            seen.seen.insert(key, format!("{path}, line {line}"));
+        }
+    }
+}
+
+/// Values already seen, with where.
+#[derive(Default)]
+struct Unique {
+    seen: BTreeMap<String, String>,
+}
+
+/// `host:port`, where host is an IP address or a DNS name.
+fn check_endpoint(text: &str) -> Result<(), String> {
+    if text.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let bad = || format!("{text:?} is not host:port");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let name_ok = !host.is_empty()
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    if port == 0 || !name_ok {
+        return Err(bad());
+    }
+    Ok(())
+}
