@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod lease;
 pub mod metrics;
 pub mod node;
 pub mod proto;

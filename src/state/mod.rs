@@ -3,6 +3,7 @@
 //! It holds the site configuration document (as text, with a version and a bounded history)
 //! and the trust list; openraft itself keeps the membership beside them.
 
+pub mod ownership;
 pub mod trust;
 
 use std::collections::VecDeque;
@@ -26,6 +27,7 @@ pub enum Request {
         applied_at_ms: u64,
     },
     Trust(trust::TrustCommand),
+    Ownership(ownership::OwnershipCommand),
 }
 
 /// What applying a command returned.
@@ -38,6 +40,7 @@ pub enum Response {
         sha256: String,
     },
     Trust(Result<(), trust::TrustRefusal>),
+    Ownership(Result<(), ownership::OwnershipRefusal>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,7 +66,11 @@ pub struct SiteState {
     pub config: Option<ConfigDoc>,
     /// Oldest first, at most [`CONFIG_HISTORY_LEN`] entries.
     pub history: VecDeque<ConfigSummary>,
+    // Defaults, so that a snapshot taken before a part existed still loads.
+    #[serde(default)]
     pub trust: trust::Trust,
+    #[serde(default)]
+    pub ownership: ownership::Ownership,
 }
 
 impl SiteState {
@@ -105,6 +112,7 @@ impl fepha_storage::AppState<TypeConfig> for SiteState {
                 Response::ConfigApplied { version, sha256 }
             }
             Request::Trust(command) => Response::Trust(self.trust.apply(command)),
+            Request::Ownership(command) => Response::Ownership(self.ownership.apply(command)),
         }
     }
 }

@@ -1,0 +1,139 @@
+//! The leader's lease decisions, as a function of what it knows: which sessions to expire,
+//! which RTUs to grant and to whom. No I/O and no clock of its own, so every rule can be
+//! tested alone; the leader's loop feeds it and proposes what it returns.
+
+use std::collections::BTreeMap;
+
+use crate::config::Role;
+use crate::raft::NodeId;
+use crate::state::ownership::{Lease, Ownership, OwnershipCommand, Reach};
+
+/// What the leader knows when it plans.
+pub struct View<'a> {
+    pub ownership: &'a Ownership,
+    /// The RTU ids of the applied site configuration.
+    pub rtus: &'a [String],
+    /// The members and what they may do; witnesses never own RTUs.
+    pub members: &'a BTreeMap<NodeId, Role>,
+    /// When this leader last took a renewal from each node, on its own monotonic clock.
+    pub heard_ms: &'a BTreeMap<NodeId, u64>,
+    /// When this node became leader, on the same clock. A new leader does not trust an old
+    /// leader's clock: every session counts as renewed at this moment, so nothing is
+    /// reassigned before one full TTL of this leader's own.
+    pub leader_since_ms: u64,
+    /// This leader's monotonic clock now.
+    pub now_ms: u64,
+    /// Wall-clock time now, recorded in the grants (and compared with back-offs).
+    pub wall_ms: u64,
+    pub ttl_ms: u64,
+    pub backoff_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+pub fn plan(v: &View<'_>) -> Vec<OwnershipCommand> {
+    let mut commands = Vec::new();
+    let o = v.ownership;
+
+    let mut live = Vec::new();
+    for (node, session) in &o.sessions {
+        let heard = v
+            .heard_ms
+            .get(node)
+            .copied()
+            .unwrap_or(0)
+            .max(v.leader_since_ms);
+        if v.now_ms.saturating_sub(heard) > v.ttl_ms {
+            commands.push(OwnershipCommand::Expire {
+                node: *node,
+                number: session.number,
+            });
+        } else if v.members.get(node) == Some(&Role::Voter) {
+            live.push(*node);
+        }
+    }
+
+    let gone: Vec<String> = o
+        .leases
+        .keys()
+        .filter(|rtu| !v.rtus.contains(rtu))
+        .cloned()
+        .collect();
+    if !gone.is_empty() {
+        commands.push(OwnershipCommand::Drop { rtus: gone });
+    }
+
+    // Load counts what each live node owns, grants of this plan included.
+    let mut load: BTreeMap<NodeId, usize> = live.iter().map(|n| (*n, 0)).collect();
+    for lease in o.leases.values() {
+        if let Some(count) = load.get_mut(&lease.owner) {
+            *count += 1;
+        }
+    }
+
+    for rtu in v.rtus {
+        let reach = o.reach.get(rtu);
+        let says = |node: NodeId| reach.and_then(|r| r.get(&node)).copied();
+        let lease = o.leases.get(rtu).filter(|l| live.contains(&l.owner));
+        let wanted = match lease {
+            // The owner is alive and reaches the RTU (or has not said otherwise): keep it.
+            Some(l) if says(l.owner) != Some(Reach::Unreachable) => continue,
+            // The owner failed every channel: hand over to a node that reaches the RTU, but
+            // not before the back-off of the last hand-over has passed.
+            Some(l) => {
+                if v.wall_ms < l.backoff_until_ms {
+                    continue;
+                }
+                candidate(&load, |n| n != l.owner && says(n) == Some(Reach::Reachable))
+            }
+            // Nobody owns it: the least-loaded node that reaches it; failing that, one that
+            // has not said it cannot (a cold standby reports nothing).
+            None => candidate(&load, |n| says(n) == Some(Reach::Reachable))
+                .or_else(|| candidate(&load, |n| says(n).is_none())),
+        };
+        let Some(node) = wanted else { continue };
+        let previous = o.leases.get(rtu);
+        let handovers = handovers(v, previous, o.epochs.contains_key(rtu));
+        let backoff_ms = backoff(v, handovers);
+        commands.push(OwnershipCommand::Grant {
+            rtu: rtu.clone(),
+            node,
+            epoch: o.epochs.get(rtu).copied().unwrap_or(0) + 1,
+            now_ms: v.wall_ms,
+            handovers,
+            backoff_ms,
+        });
+        if let Some(count) = load.get_mut(&node) {
+            *count += 1;
+        }
+    }
+    commands
+}
+
+/// The least-loaded node that `fits`; the lowest id among equals, so every leader decides
+/// the same way.
+fn candidate(load: &BTreeMap<NodeId, usize>, fits: impl Fn(NodeId) -> bool) -> Option<NodeId> {
+    load.iter()
+        .filter(|(n, _)| fits(**n))
+        .min_by_key(|(n, count)| (**count, **n))
+        .map(|(n, _)| *n)
+}
+
+/// Hand-overs in a row. A lease that was held longer than the longest back-off was stable:
+/// the count starts again.
+fn handovers(v: &View<'_>, previous: Option<&Lease>, granted_before: bool) -> u32 {
+    match previous {
+        Some(l) if v.wall_ms.saturating_sub(l.granted_at_ms) > v.backoff_max_ms => 1,
+        Some(l) => l.handovers + 1,
+        None if granted_before => 1,
+        None => 0,
+    }
+}
+
+/// Doubles with each hand-over in a row, capped.
+fn backoff(v: &View<'_>, handovers: u32) -> u64 {
+    if handovers == 0 {
+        return 0;
+    }
+    let doubled = v.backoff_ms.saturating_mul(1u64 << (handovers - 1).min(32));
+    doubled.min(v.backoff_max_ms)
+}

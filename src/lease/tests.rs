@@ -1,0 +1,199 @@
+use std::collections::BTreeMap;
+
+use super::plan::{View, plan};
+use crate::config::Role;
+use crate::raft::NodeId;
+use crate::state::ownership::{Ownership, OwnershipCommand, Reach};
+
+const A: NodeId = 1;
+const B: NodeId = 3;
+const W: NodeId = 5;
+const TTL: u64 = 1000;
+
+struct World {
+    o: Ownership,
+    rtus: Vec<String>,
+    members: BTreeMap<NodeId, Role>,
+    heard: BTreeMap<NodeId, u64>,
+    leader_since: u64,
+    now: u64,
+}
+
+impl World {
+    /// Two voters and a witness, all with fresh sessions, and `rtus` that both voters reach.
+    fn new(rtus: &[&str]) -> World {
+        let mut w = World {
+            o: Ownership::default(),
+            rtus: rtus.iter().map(|r| r.to_string()).collect(),
+            members: BTreeMap::from([(A, Role::Voter), (B, Role::Voter), (W, Role::Witness)]),
+            heard: BTreeMap::new(),
+            leader_since: 0,
+            now: 10_000,
+        };
+        for node in [A, B, W] {
+            w.renew(node, 1, Reach::Reachable);
+        }
+        w
+    }
+
+    fn renew(&mut self, node: NodeId, number: u64, reach: Reach) {
+        let reach = if node == W {
+            Vec::new()
+        } else {
+            self.rtus.iter().map(|r| (r.clone(), reach)).collect()
+        };
+        let renew = OwnershipCommand::Renew {
+            node,
+            number,
+            now_ms: self.now,
+            reach,
+        };
+        assert_eq!(self.o.apply(&renew), Ok(()));
+        self.heard.insert(node, self.now);
+    }
+
+    fn plan(&self) -> Vec<OwnershipCommand> {
+        plan(&View {
+            ownership: &self.o,
+            rtus: &self.rtus,
+            members: &self.members,
+            heard_ms: &self.heard,
+            leader_since_ms: self.leader_since,
+            now_ms: self.now,
+            wall_ms: self.now,
+            ttl_ms: TTL,
+            backoff_ms: 500,
+            backoff_max_ms: 4000,
+        })
+    }
+
+    /// Plans and applies; returns the commands.
+    fn step(&mut self) -> Vec<OwnershipCommand> {
+        let commands = self.plan();
+        for c in &commands {
+            assert_eq!(self.o.apply(c), Ok(()), "{c:?}");
+        }
+        commands
+    }
+
+    fn owner(&self, rtu: &str) -> Option<NodeId> {
+        self.o.leases.get(rtu).map(|l| l.owner)
+    }
+}
+
+#[test]
+fn rtus_are_spread_over_the_voters_and_never_given_to_a_witness() {
+    let mut w = World::new(&["r1", "r2", "r3", "r4"]);
+    w.step();
+    let owners: Vec<_> = ["r1", "r2", "r3", "r4"]
+        .iter()
+        .map(|r| w.owner(r))
+        .collect();
+    assert_eq!(owners, [Some(A), Some(B), Some(A), Some(B)]);
+    assert!(w.o.leases.values().all(|l| l.epoch == 1));
+    assert!(w.step().is_empty(), "a settled cluster plans nothing");
+}
+
+#[test]
+fn a_dead_session_frees_its_rtus_at_once_under_a_new_epoch() {
+    let mut w = World::new(&["r1", "r2"]);
+    w.step();
+    assert_eq!(w.owner("r1"), Some(A));
+    // A stops renewing; B and the witness go on.
+    w.now += TTL + 1;
+    w.renew(B, 1, Reach::Reachable);
+    w.renew(W, 1, Reach::Reachable);
+    let commands = w.step();
+    assert!(matches!(
+        commands[0],
+        OwnershipCommand::Expire { node: A, number: 1 }
+    ));
+    assert_eq!((w.owner("r1"), w.owner("r2")), (Some(B), Some(B)));
+    assert_eq!(w.o.leases["r1"].epoch, 2);
+    // The old owner's writes are fenced out.
+    assert!(w.o.fence("r1", 1).is_err());
+}
+
+#[test]
+fn a_new_leader_waits_one_ttl_of_its_own_before_expiring_anyone() {
+    let mut w = World::new(&["r1"]);
+    w.step();
+    // A new leader has heard nobody yet; the old leader's times mean nothing to it.
+    w.heard.clear();
+    w.now += 10 * TTL;
+    w.leader_since = w.now - TTL / 2;
+    assert!(w.plan().is_empty());
+    w.now = w.leader_since + TTL + 1;
+    assert!(
+        w.plan()
+            .iter()
+            .any(|c| matches!(c, OwnershipCommand::Expire { .. }))
+    );
+}
+
+#[test]
+fn an_owner_that_fails_every_channel_hands_over_with_a_growing_back_off() {
+    let mut w = World::new(&["r1"]);
+    w.step();
+    assert_eq!(w.owner("r1"), Some(A));
+    w.renew(A, 1, Reach::Unreachable);
+    w.step();
+    assert_eq!(w.owner("r1"), Some(B));
+    let first = w.o.leases["r1"].clone();
+    assert_eq!((first.epoch, first.handovers), (2, 1));
+    assert_eq!(first.backoff_until_ms, w.now + 500);
+    // B fails too while A is back: not before the back-off, then doubled.
+    w.renew(A, 1, Reach::Reachable);
+    w.renew(B, 1, Reach::Unreachable);
+    assert!(w.step().is_empty(), "within the back-off nothing moves");
+    w.now += 500;
+    w.step();
+    assert_eq!(w.owner("r1"), Some(A));
+    assert_eq!(w.o.leases["r1"].backoff_until_ms, w.now + 1000);
+}
+
+#[test]
+fn when_nobody_reaches_an_rtu_it_stays_put_and_nothing_flaps() {
+    let mut w = World::new(&["r1"]);
+    w.step();
+    w.renew(A, 1, Reach::Unreachable);
+    w.renew(B, 1, Reach::Unreachable);
+    for _ in 0..10 {
+        w.now += 5000;
+        w.renew(A, 1, Reach::Unreachable);
+        w.renew(B, 1, Reach::Unreachable);
+        w.renew(W, 1, Reach::Reachable);
+        assert!(w.step().is_empty());
+    }
+    assert_eq!((w.owner("r1"), w.o.leases["r1"].epoch), (Some(A), 1));
+}
+
+#[test]
+fn a_recovered_node_does_not_take_its_rtus_back() {
+    let mut w = World::new(&["r1"]);
+    w.step();
+    w.now += TTL + 1;
+    w.renew(B, 1, Reach::Reachable);
+    w.renew(W, 1, Reach::Reachable);
+    w.step();
+    assert_eq!(w.owner("r1"), Some(B));
+    // A comes back with a new session and reaches the RTU: B keeps it.
+    w.renew(A, 2, Reach::Reachable);
+    assert!(w.step().is_empty());
+    assert_eq!(w.owner("r1"), Some(B));
+}
+
+#[test]
+fn rtus_gone_from_the_configuration_are_dropped() {
+    let mut w = World::new(&["r1", "r2"]);
+    w.step();
+    w.rtus = vec!["r2".into()];
+    let commands = w.step();
+    assert_eq!(
+        commands,
+        [OwnershipCommand::Drop {
+            rtus: vec!["r1".into()]
+        }]
+    );
+    assert!(w.o.leases.contains_key("r2") && !w.o.leases.contains_key("r1"));
+}
