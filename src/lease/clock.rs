@@ -1,0 +1,78 @@
+//! The owner's own lease deadline. A node may do field I/O with its RTUs only until the time it
+//! *sent* its last acknowledged renewal, plus the TTL, minus a margin for clock drift. The
+//! leader counts expiry from when it *received* that renewal, which is later; and a new
+//! leader waits a whole TTL. So the owner always stops first, whatever the network did.
+
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct LeaseClock {
+    ttl: Duration,
+    drift: Duration,
+    /// When the newest renewal that the cluster acknowledged was sent.
+    acked_sent_at: Option<Instant>,
+}
+
+impl LeaseClock {
+    pub fn new(ttl: Duration, drift: Duration) -> LeaseClock {
+        LeaseClock {
+            ttl,
+            drift,
+            acked_sent_at: None,
+        }
+    }
+
+    /// The renewal sent at `sent_at` was committed. Acknowledgements may arrive out of order;
+    /// the deadline never moves back.
+    pub fn acknowledged(&mut self, sent_at: Instant) {
+        if self.acked_sent_at.is_none_or(|t| sent_at > t) {
+            self.acked_sent_at = Some(sent_at);
+        }
+    }
+
+    /// The session was lost (expired, or the node restarted): no field I/O until a renewal of
+    /// a new session is acknowledged.
+    pub fn lost(&mut self) {
+        self.acked_sent_at = None;
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.acked_sent_at
+            .map(|t| t + self.ttl.saturating_sub(self.drift))
+    }
+
+    /// Whether field I/O is allowed at `now`.
+    pub fn valid_at(&self, now: Instant) -> bool {
+        self.deadline().is_some_and(|d| now < d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_millis(1000);
+    const DRIFT: Duration = Duration::from_millis(100);
+
+    #[test]
+    fn valid_from_the_send_time_of_the_last_acknowledged_renewal() {
+        let t0 = Instant::now();
+        let mut c = LeaseClock::new(TTL, DRIFT);
+        assert!(!c.valid_at(t0), "nothing acknowledged yet");
+        c.acknowledged(t0);
+        assert_eq!(c.deadline(), Some(t0 + Duration::from_millis(900)));
+        assert!(c.valid_at(t0 + Duration::from_millis(899)));
+        assert!(!c.valid_at(t0 + Duration::from_millis(900)));
+    }
+
+    #[test]
+    fn a_late_acknowledgement_of_an_older_renewal_does_not_move_the_deadline_back() {
+        let t0 = Instant::now();
+        let mut c = LeaseClock::new(TTL, DRIFT);
+        c.acknowledged(t0 + Duration::from_millis(300));
+        c.acknowledged(t0);
+        assert_eq!(c.deadline(), Some(t0 + Duration::from_millis(1200)));
+        c.lost();
+        assert!(!c.valid_at(t0));
+    }
+}
