@@ -12,6 +12,7 @@ pub mod node;
 pub mod proto;
 pub mod raft;
 pub mod shutdown;
+pub mod sim;
 pub mod site;
 pub mod state;
 pub mod tls;

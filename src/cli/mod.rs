@@ -95,6 +95,25 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Simulated field devices, to test and demonstrate against.
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// A Modbus TCP device serving the registers of a profile, until SIGTERM or Ctrl-C.
+    Modbus {
+        /// Address to listen on (IP:port).
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The device profile (see examples/sim-profile.toml).
+        #[arg(long)]
+        profile: PathBuf,
+        /// Append one JSON line per request here.
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,7 +172,7 @@ pub enum CertCommand {
 /// Runs one command; errors are reported by the caller.
 pub fn main(cli: Cli) -> anyhow::Result<()> {
     let level = match cli.command {
-        Command::Run | Command::Demo { .. } => "info",
+        Command::Run | Command::Demo { .. } | Command::Sim(_) => "info",
         _ => "warn",
     };
     init_tracing(level);
@@ -165,6 +184,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let timeout = cli.timeout;
     match cli.command {
         Command::Demo { dir } => return demo::run(dir).await,
+        Command::Sim(SimCommand::Modbus {
+            listen,
+            profile,
+            log,
+        }) => return crate::sim::run_cli(listen, &profile, log.as_deref()).await,
         Command::Run => return Ok(crate::node::run(NodeConfig::load(&cli.config)?).await?),
         _ => {}
     }
@@ -252,7 +276,7 @@ async fn run_command(command: Command, t: &call::Target, timeout: Duration) -> a
         Command::Cert(CertCommand::IssueOperator { name, out }) => {
             certs::issue_operator(t, &name, &out, timeout).await
         }
-        Command::Demo { .. } | Command::Run => unreachable!("handled above"),
+        Command::Demo { .. } | Command::Run | Command::Sim(_) => unreachable!("handled above"),
     }
 }
 
