@@ -4,6 +4,7 @@
 mod access;
 pub mod client;
 mod join;
+mod leases;
 mod members;
 mod route;
 mod site_config;
@@ -14,7 +15,8 @@ mod trust;
 use std::sync::Arc;
 
 use access::Caller;
-pub use route::NO_LEADER;
+pub use leases::renew_own;
+pub use route::{NO_LEADER, now_ms};
 pub use status::leader_seen_by;
 use tonic::{Request, Response, Status};
 
@@ -209,6 +211,22 @@ impl Admin for AdminService {
             Err(e) => Err(e),
         };
         counted("cert_revoke", result)
+    }
+
+    async fn renew(&self, r: Request<RenewRequest>) -> Result<Response<RenewReply>, Status> {
+        let result = match self.caller(&r) {
+            Ok(caller) => leases::renew(&self.node, &caller, r.into_inner()).await,
+            Err(e) => Err(e),
+        };
+        counted("renew", result)
+    }
+
+    async fn rtu_list(&self, r: Request<RtuListRequest>) -> Result<Response<RtuListReply>, Status> {
+        let result = match self.caller(&r) {
+            Ok(caller) => leases::rtu_list(&self.node, &caller, r.into_inner()).await,
+            Err(e) => Err(e),
+        };
+        counted("rtu_list", result)
     }
 
     async fn cert_trust(

@@ -41,6 +41,8 @@ forwardable!(
     CertAllowRequest,
     CertRevokeRequest,
     CertTrustRequest,
+    RenewRequest,
+    RtuListRequest,
 );
 
 /// Runs `local` if this node leads; otherwise sends the request to the leader with `send`.

@@ -7,6 +7,7 @@ mod config_cmd;
 mod demo;
 mod members;
 mod output;
+mod rtu;
 mod status;
 
 use std::path::PathBuf;
@@ -86,6 +87,9 @@ pub enum Command {
     /// One-time join tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// RTU ownership.
+    #[command(subcommand)]
+    Rtu(RtuCommand),
     /// The certificates the cluster trusts.
     #[command(subcommand)]
     Cert(CertCommand),
@@ -134,6 +138,15 @@ pub enum ConfigCommand {
     },
     /// Past versions of the site configuration.
     History {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RtuCommand {
+    /// Every RTU's owner, lease epoch and time left (as the leader sees it), and who reaches it.
+    List {
         #[arg(long)]
         json: bool,
     },
@@ -267,6 +280,7 @@ async fn run_command(command: Command, t: &call::Target, timeout: Duration) -> a
         Command::Config(ConfigCommand::Diff { file }) => config_cmd::diff(t, &file).await,
         Command::Config(ConfigCommand::Show { json }) => config_cmd::show(t, json).await,
         Command::Config(ConfigCommand::History { json }) => config_cmd::history(t, json).await,
+        Command::Rtu(RtuCommand::List { json }) => rtu::list(t, json, timeout).await,
         Command::Token(TokenCommand::Create { ttl }) => certs::token_create(t, ttl, timeout).await,
         Command::Cert(CertCommand::List { json }) => certs::list(t, json).await,
         Command::Cert(CertCommand::Allow { fingerprint }) => {

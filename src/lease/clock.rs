@@ -22,6 +22,15 @@ impl LeaseClock {
         }
     }
 
+    /// The same clock with the timers of a newly applied site configuration.
+    pub fn with_timers(&self, ttl: Duration, drift: Duration) -> LeaseClock {
+        LeaseClock {
+            ttl,
+            drift,
+            acked_sent_at: self.acked_sent_at,
+        }
+    }
+
     /// The renewal sent at `sent_at` was committed. Acknowledgements may arrive out of order;
     /// the deadline never moves back.
     pub fn acknowledged(&mut self, sent_at: Instant) {

@@ -67,6 +67,10 @@ pub struct Node {
     pub peers: crate::admin::client::Pool,
     /// Open connections to this node's listeners, cut when their certificate is revoked.
     pub connections: [Connections; 2],
+    /// As leader: when each node's session renewal arrived.
+    pub heard: crate::lease::leader::Heard,
+    /// This node's own lease.
+    pub own: crate::lease::session::Own,
 }
 
 impl Node {
@@ -125,6 +129,8 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         identity: identity.clone(),
         trust: trust.clone(),
         connections: Default::default(),
+        heard: Default::default(),
+        own: Default::default(),
     });
 
     if node.is_retired() {
@@ -144,6 +150,8 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     tokio::spawn(exporter);
     tokio::spawn(crate::metrics::watch_raft(raft.clone(), shutdown.clone()));
     tokio::spawn(cut_revoked(node.clone(), shutdown.clone()));
+    tokio::spawn(crate::lease::leader::run(node.clone(), shutdown.clone()));
+    tokio::spawn(crate::lease::session::run(node.clone(), shutdown.clone()));
     tokio::spawn(crate::raft::step_down_without_quorum(
         node.clone(),
         shutdown.clone(),

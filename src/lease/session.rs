@@ -1,0 +1,93 @@
+//! Every node's session loop: it renews its session through the leader every third of the
+//! TTL and keeps its own lease clock, which the acquisition obeys.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::clock::LeaseClock;
+use crate::node::Node;
+use crate::proto::admin::RenewRequest;
+use crate::shutdown::Shutdown;
+
+/// The node's own view of its lease.
+#[derive(Debug)]
+pub struct Own {
+    pub clock: Mutex<LeaseClock>,
+}
+
+impl Default for Own {
+    fn default() -> Own {
+        Own {
+            clock: Mutex::new(LeaseClock::new(
+                Duration::from_millis(1000),
+                Duration::from_millis(100),
+            )),
+        }
+    }
+}
+
+impl Own {
+    /// Whether this node may do field I/O now.
+    pub fn valid(&self) -> bool {
+        let clock = self.clock.lock().unwrap_or_else(PoisonError::into_inner);
+        clock.valid_at(Instant::now())
+    }
+}
+
+pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    // A new number per process: a restarted node never continues its old session.
+    let number = crate::admin::now_ms();
+    let mut site = None;
+    loop {
+        let timers = super::leader::applied_site(&node, &mut site).map(|s| s.timers.clone());
+        let (ttl, drift) = timers.map_or((1000, 100), |t| {
+            (*t.session_ttl_ms.get_ref(), *t.drift_margin_ms.get_ref())
+        });
+        let period = Duration::from_millis((ttl / 3).max(10));
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = &mut stop => return,
+        }
+        let member = node
+            .metrics()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == node.id);
+        if !member || node.is_retired() {
+            continue;
+        }
+        let sent_at = Instant::now();
+        let request = RenewRequest {
+            node_id: node.id,
+            session: number,
+            reach: Vec::new(),
+            forwarded: false,
+        };
+        let renewed = tokio::time::timeout(period, crate::admin::renew_own(&node, request)).await;
+        let mut clock = node
+            .own
+            .clock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *clock = clock.with_timers(Duration::from_millis(ttl), Duration::from_millis(drift));
+        match renewed {
+            Ok(Ok(())) => {
+                clock.acknowledged(sent_at);
+                metrics::counter!("fepha_lease_renewals_total", "outcome" => "ok").increment(1);
+            }
+            Ok(Err(e)) => {
+                tracing::debug!("session renewal failed: {}", e.message());
+                metrics::counter!("fepha_lease_renewals_total", "outcome" => "failed").increment(1);
+            }
+            Err(_) => {
+                metrics::counter!("fepha_lease_renewals_total", "outcome" => "timeout")
+                    .increment(1);
+            }
+        }
+        let valid = clock.valid_at(Instant::now());
+        metrics::gauge!("fepha_lease_valid").set(if valid { 1.0 } else { 0.0 });
+    }
+}
