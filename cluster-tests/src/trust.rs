@@ -130,6 +130,14 @@ impl Cluster {
         self.credentials_with(Some(self.identity(i).unwrap_or_else(|e| self.fail(&e))))
     }
 
+    /// Node `i` asks to join through node `via` without a token (`join --peer --fingerprint`),
+    /// and waits in the background for an operator's `cert allow`.
+    pub fn join_pending(&self, i: usize, via: usize) -> tokio::task::JoinHandle<CliOutput> {
+        let (addr, fingerprint) = (self.admin_addr(via), self.fingerprint(via));
+        let args = ["join", "--peer", &addr, "--fingerprint", &fingerprint];
+        self.cli_background(i, &args, Duration::from_secs(120))
+    }
+
     /// `fepha -c <node i's node.toml> ARGS...` left running on the cluster's runtime; it is
     /// killed after `limit`, or when the cluster is dropped.
     pub fn cli_background(

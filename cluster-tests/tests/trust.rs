@@ -261,17 +261,7 @@ fn a_node_that_is_not_trusted_is_refused_at_the_handshake_and_cannot_join_alone(
     // happens.
     let fp = c.fingerprint(stranger);
     let peer = follower;
-    let join = c.cli_background(
-        stranger,
-        &[
-            "join",
-            "--peer",
-            &c.admin_addr(peer),
-            "--fingerprint",
-            &c.fingerprint(peer),
-        ],
-        Duration::from_secs(120),
-    );
+    let join = c.join_pending(stranger, peer);
     wait_same_cert_list(
         &c,
         &members,
@@ -652,17 +642,7 @@ fn a_pending_request_allowed_on_one_member_lets_the_node_in_everywhere() {
     c.start(&[new]);
     let fp = c.fingerprint(new);
 
-    let join = c.cli_background(
-        new,
-        &[
-            "join",
-            "--peer",
-            &c.admin_addr(asked),
-            "--fingerprint",
-            &c.fingerprint(asked),
-        ],
-        Duration::from_secs(120),
-    );
+    let join = c.join_pending(new, asked);
     wait_same_cert_list(
         &c,
         &members,
