@@ -12,6 +12,7 @@ mod status;
 pub mod token;
 mod trust;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use access::Caller;
@@ -33,15 +34,22 @@ impl AdminService {
         AdminService { node }
     }
 
-    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        Caller::of(&self.node, request)
-    }
-
-    /// The caller of a request that needs a trusted certificate.
-    fn trusted<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let caller = self.caller(request)?;
-        caller.trusted()?;
-        Ok(caller)
+    /// Runs `f` with who is calling, and counts the call by method and outcome.
+    async fn call<T, R, F, Fut>(
+        &self,
+        method: &'static str,
+        request: Request<T>,
+        f: F,
+    ) -> Result<Response<R>, Status>
+    where
+        F: FnOnce(Arc<Node>, Caller, T) -> Fut,
+        Fut: Future<Output = Result<R, Status>>,
+    {
+        let result = match Caller::of(&self.node, &request) {
+            Ok(caller) => f(self.node.clone(), caller, request.into_inner()).await,
+            Err(e) => Err(e),
+        };
+        counted(method, result)
     }
 }
 
@@ -56,187 +64,177 @@ fn counted<T>(method: &'static str, result: Result<T, Status>) -> Result<Respons
     result.map(Response::new)
 }
 
+// Each call states who may make it: `trusted()` (a node or an operator), the handler's own
+// checks (forwarded requests, a node acting for itself), or anyone (enrolment).
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, r: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
-        let result = match self.trusted(&r) {
-            Ok(_) => Ok(status::status(&self.node, r.into_inner()).await),
-            Err(e) => Err(e),
-        };
-        counted("status", result)
+        self.call("status", r, |node, caller, req| async move {
+            caller.trusted()?;
+            Ok(status::status(&node, req).await)
+        })
+        .await
     }
 
     async fn node_info(&self, r: Request<NodeInfoRequest>) -> Result<Response<Member>, Status> {
-        counted(
-            "node_info",
-            self.trusted(&r).map(|_| status::me(&self.node)),
-        )
+        self.call("node_info", r, |node, caller, _| async move {
+            caller.trusted().map(|()| status::me(&node))
+        })
+        .await
     }
 
     async fn init(&self, r: Request<InitRequest>) -> Result<Response<InitReply>, Status> {
-        let result = match self.trusted(&r) {
-            Ok(_) => members::init(&self.node).await,
-            Err(e) => Err(e),
-        };
-        counted("init", result)
+        self.call("init", r, |node, caller, _| async move {
+            caller.trusted()?;
+            members::init(&node).await
+        })
+        .await
     }
 
     async fn join(&self, r: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
-        let result = match self.trusted(&r) {
-            Ok(_) => join::join(&self.node, r.into_inner()).await,
-            Err(e) => Err(e),
-        };
-        counted("join", result)
+        self.call("join", r, |node, caller, req| async move {
+            caller.trusted()?;
+            join::join(&node, req).await
+        })
+        .await
     }
 
     async fn add_member(
         &self,
         r: Request<AddMemberRequest>,
     ) -> Result<Response<AddMemberReply>, Status> {
-        let result = match self.caller(&r) {
-            Ok(caller) => members::add(&self.node, &caller, r.into_inner()).await,
-            Err(e) => Err(e),
-        };
-        counted("add_member", result)
+        self.call("add_member", r, |node, caller, req| async move {
+            members::add(&node, &caller, req).await
+        })
+        .await
     }
 
     async fn remove_member(
         &self,
         r: Request<RemoveMemberRequest>,
     ) -> Result<Response<RemoveMemberReply>, Status> {
-        let result = match self.caller(&r) {
-            Ok(caller) => members::remove(&self.node, &caller, r.into_inner()).await,
-            Err(e) => Err(e),
-        };
-        counted("remove_member", result)
+        self.call("remove_member", r, |node, caller, req| async move {
+            members::remove(&node, &caller, req).await
+        })
+        .await
     }
 
     async fn retire(&self, r: Request<RetireRequest>) -> Result<Response<RetireReply>, Status> {
-        let result = self
-            .caller(&r)
-            .and_then(|caller| members::retire(&self.node, &caller, r.into_inner()));
-        counted("retire", result)
+        self.call("retire", r, |node, caller, req| async move {
+            members::retire(&node, &caller, req)
+        })
+        .await
     }
 
     async fn config_apply(
         &self,
         r: Request<ConfigApplyRequest>,
     ) -> Result<Response<ConfigApplyReply>, Status> {
-        let result = match self.caller(&r) {
-            Ok(caller) => match caller.may_send(r.get_ref().forwarded) {
-                Ok(()) => site_config::apply(&self.node, r.into_inner()).await,
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        counted("config_apply", result)
+        self.call("config_apply", r, |node, caller, req| async move {
+            caller.may_send(req.forwarded)?;
+            site_config::apply(&node, req).await
+        })
+        .await
     }
 
     async fn config_show(
         &self,
         r: Request<ConfigShowRequest>,
     ) -> Result<Response<ConfigShowReply>, Status> {
-        counted(
-            "config_show",
-            self.trusted(&r).map(|_| site_config::show(&self.node)),
-        )
+        self.call("config_show", r, |node, caller, _| async move {
+            caller.trusted().map(|()| site_config::show(&node))
+        })
+        .await
     }
 
     async fn config_history(
         &self,
         r: Request<ConfigHistoryRequest>,
     ) -> Result<Response<ConfigHistoryReply>, Status> {
-        counted(
-            "config_history",
-            self.trusted(&r).map(|_| site_config::history(&self.node)),
-        )
+        self.call("config_history", r, |node, caller, _| async move {
+            caller.trusted().map(|()| site_config::history(&node))
+        })
+        .await
     }
 
     async fn token_create(
         &self,
         r: Request<TokenCreateRequest>,
     ) -> Result<Response<TokenCreateReply>, Status> {
-        let result = match self.caller(&r) {
-            Ok(caller) => trust::token_create(&self.node, &caller, r.into_inner()).await,
-            Err(e) => Err(e),
-        };
-        counted("token_create", result)
+        self.call("token_create", r, |node, caller, req| async move {
+            trust::token_create(&node, &caller, req).await
+        })
+        .await
     }
 
     async fn enrol(&self, r: Request<EnrolRequest>) -> Result<Response<EnrolReply>, Status> {
-        let result = match self.caller(&r) {
-            Ok(caller) => trust::enrol(&self.node, &caller, r.into_inner()).await,
-            Err(e) => Err(e),
-        };
-        counted("enrol", result)
+        self.call("enrol", r, |node, caller, req| async move {
+            trust::enrol(&node, &caller, req).await
+        })
+        .await
     }
 
     async fn enrol_status(
         &self,
         r: Request<EnrolStatusRequest>,
     ) -> Result<Response<EnrolReply>, Status> {
-        let result = self
-            .caller(&r)
-            .and_then(|_| trust::enrol_status(&self.node, r.into_inner()));
-        counted("enrol_status", result)
+        self.call("enrol_status", r, |node, _, req| async move {
+            trust::enrol_status(&node, req)
+        })
+        .await
     }
 
     async fn cert_list(
         &self,
         r: Request<CertListRequest>,
     ) -> Result<Response<CertListReply>, Status> {
-        counted(
-            "cert_list",
-            self.trusted(&r).map(|_| trust::list(&self.node)),
-        )
+        self.call("cert_list", r, |node, caller, _| async move {
+            caller.trusted().map(|()| trust::list(&node))
+        })
+        .await
     }
 
     async fn cert_allow(
         &self,
         r: Request<CertAllowRequest>,
     ) -> Result<Response<CertAllowReply>, Status> {
-        let result = match self.caller(&r) {
-            Ok(caller) => trust::allow(&self.node, &caller, r.into_inner()).await,
-            Err(e) => Err(e),
-        };
-        counted("cert_allow", result)
+        self.call("cert_allow", r, |node, caller, req| async move {
+            trust::allow(&node, &caller, req).await
+        })
+        .await
     }
 
     async fn cert_revoke(
         &self,
         r: Request<CertRevokeRequest>,
     ) -> Result<Response<CertRevokeReply>, Status> {
-        let result = match self.caller(&r) {
-            Ok(caller) => trust::revoke(&self.node, &caller, r.into_inner()).await,
-            Err(e) => Err(e),
-        };
-        counted("cert_revoke", result)
-    }
-
-    async fn renew(&self, r: Request<RenewRequest>) -> Result<Response<RenewReply>, Status> {
-        let result = match self.caller(&r) {
-            Ok(caller) => leases::renew(&self.node, &caller, r.into_inner()).await,
-            Err(e) => Err(e),
-        };
-        counted("renew", result)
-    }
-
-    async fn rtu_list(&self, r: Request<RtuListRequest>) -> Result<Response<RtuListReply>, Status> {
-        let result = match self.caller(&r) {
-            Ok(caller) => leases::rtu_list(&self.node, &caller, r.into_inner()).await,
-            Err(e) => Err(e),
-        };
-        counted("rtu_list", result)
+        self.call("cert_revoke", r, |node, caller, req| async move {
+            trust::revoke(&node, &caller, req).await
+        })
+        .await
     }
 
     async fn cert_trust(
         &self,
         r: Request<CertTrustRequest>,
     ) -> Result<Response<CertTrustReply>, Status> {
-        let result = match self.caller(&r) {
-            Ok(caller) => trust::trust_operator(&self.node, &caller, r.into_inner()).await,
-            Err(e) => Err(e),
-        };
-        counted("cert_trust", result)
+        self.call("cert_trust", r, |node, caller, req| async move {
+            trust::trust_operator(&node, &caller, req).await
+        })
+        .await
+    }
+
+    async fn renew(&self, r: Request<RenewRequest>) -> Result<Response<RenewReply>, Status> {
+        self.call("renew", r, |node, caller, req| async move {
+            leases::renew(&node, &caller, req).await
+        })
+        .await
+    }
+
+    async fn rtu_list(&self, r: Request<RtuListRequest>) -> Result<Response<RtuListReply>, Status> {
+        self.call("rtu_list", r, |node, caller, req| async move {
+            leases::rtu_list(&node, &caller, req).await
+        })
+        .await
     }
 }
