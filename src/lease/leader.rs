@@ -65,6 +65,9 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
         let Some(current) = applied_site(&node, &mut site) else {
             continue;
         };
+        let config_applied_at_ms = node
+            .state
+            .read(|s| s.config.as_ref().map_or(0, |c| c.applied_at_ms));
         let members: BTreeMap<NodeId, Role> = m
             .membership_config
             .membership()
@@ -90,6 +93,7 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
             leader_since_ms: 0,
             now_ms: ms_since(since, Instant::now()),
             wall_ms: crate::admin::now_ms(),
+            config_applied_at_ms,
             ttl_ms: *t.session_ttl_ms.get_ref(),
             backoff_ms: *t.handover_backoff_ms.get_ref(),
             backoff_max_ms: *t.handover_backoff_max_ms.get_ref(),

@@ -25,6 +25,8 @@ pub struct View<'a> {
     pub now_ms: u64,
     /// Wall-clock time now, recorded in the grants (and compared with back-offs).
     pub wall_ms: u64,
+    /// When the applied site configuration was applied (leader's wall clock).
+    pub config_applied_at_ms: u64,
     pub ttl_ms: u64,
     pub backoff_ms: u64,
     pub backoff_max_ms: u64,
@@ -70,7 +72,17 @@ pub fn plan(v: &View<'_>) -> Vec<OwnershipCommand> {
         }
     }
 
+    // An RTU that has never had an owner waits until every voter has a session (a node that
+    // joined a moment ago has not renewed yet), or one TTL after the configuration came:
+    // otherwise the first nodes would get everything and, as nothing is taken back, keep it.
+    let voters = v.members.values().filter(|r| **r == Role::Voter).count();
+    let first_grants_now =
+        live.len() >= voters || v.wall_ms >= v.config_applied_at_ms.saturating_add(v.ttl_ms);
+
     for rtu in v.rtus {
+        if !first_grants_now && !o.epochs.contains_key(rtu) {
+            continue;
+        }
         let reach = o.reach.get(rtu);
         let says = |node: NodeId| reach.and_then(|r| r.get(&node)).copied();
         let lease = o.leases.get(rtu).filter(|l| live.contains(&l.owner));

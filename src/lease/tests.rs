@@ -17,6 +17,7 @@ struct World {
     heard: BTreeMap<NodeId, u64>,
     leader_since: u64,
     now: u64,
+    config_applied_at: u64,
 }
 
 impl World {
@@ -29,6 +30,7 @@ impl World {
             heard: BTreeMap::new(),
             leader_since: 0,
             now: 10_000,
+            config_applied_at: 0,
         };
         for node in [A, B, W] {
             w.renew(node, 1, Reach::Reachable);
@@ -61,6 +63,7 @@ impl World {
             leader_since_ms: self.leader_since,
             now_ms: self.now,
             wall_ms: self.now,
+            config_applied_at_ms: self.config_applied_at,
             ttl_ms: TTL,
             backoff_ms: 500,
             backoff_max_ms: 4000,
@@ -196,4 +199,38 @@ fn rtus_gone_from_the_configuration_are_dropped() {
         }]
     );
     assert!(w.o.leases.contains_key("r2") && !w.o.leases.contains_key("r1"));
+}
+
+#[test]
+fn first_grants_wait_for_every_voter_to_have_a_session_or_one_ttl() {
+    let mut w = World::new(&["r1", "r2"]);
+    // B joined a moment ago and has not renewed yet; the configuration is brand new.
+    assert_eq!(
+        w.o.apply(&OwnershipCommand::Expire { node: B, number: 1 }),
+        Ok(())
+    );
+    w.heard.remove(&B);
+    w.config_applied_at = w.now;
+    assert!(w.plan().is_empty(), "A must not get everything");
+    // B renews: the RTUs are spread.
+    w.renew(B, 1, Reach::Reachable);
+    w.step();
+    assert_eq!((w.owner("r1"), w.owner("r2")), (Some(A), Some(B)));
+}
+
+#[test]
+fn first_grants_go_ahead_after_one_ttl_without_a_silent_voter() {
+    let mut w = World::new(&["r1"]);
+    assert_eq!(
+        w.o.apply(&OwnershipCommand::Expire { node: B, number: 1 }),
+        Ok(())
+    );
+    w.heard.remove(&B);
+    w.config_applied_at = w.now;
+    assert!(w.plan().is_empty());
+    w.now += TTL;
+    w.renew(A, 1, Reach::Reachable);
+    w.renew(W, 1, Reach::Reachable);
+    w.step();
+    assert_eq!(w.owner("r1"), Some(A));
 }
