@@ -213,17 +213,7 @@ pub async fn plaintext_channel(addr: &str) -> Result<Channel, String> {
 /// An error with every cause below it: tonic hides a refused certificate under "transport
 /// error" or "operation was canceled".
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
+    fepha::admin::client::source_chain(e)
 }
 
 #[cfg(test)]

@@ -62,11 +62,15 @@ fn endpoint(
 /// tonic's transport error says only "transport error"; the cause (a refused certificate,
 /// a refused connection) is further down.
 pub fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
+    with_causes(e.to_string(), e.source())
+}
+
+/// `first`, then each cause below it that does not repeat what is already said.
+pub fn with_causes(first: String, mut source: Option<&dyn std::error::Error>) -> String {
+    let mut text = first;
     while let Some(s) = source {
         let next = s.to_string();
-        if !text.ends_with(&next) {
+        if !text.contains(&next) {
             text.push_str(": ");
             text.push_str(&next);
         }

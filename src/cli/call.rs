@@ -145,16 +145,7 @@ where
 /// (a refused certificate, a reset connection).
 pub fn status_error(s: Status) -> anyhow::Error {
     use std::error::Error;
-    let mut text = s.message().to_owned();
-    let mut source = s.source();
-    while let Some(e) = source {
-        let next = e.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = e.source();
-    }
+    let mut text = crate::admin::client::with_causes(s.message().to_owned(), s.source());
     if matches!(s.code(), Code::Unknown | Code::Cancelled) && text.contains("AccessDenied") {
         text.push_str(" (this certificate is not trusted by the cluster)");
     }
