@@ -1,7 +1,7 @@
 //! The node configuration file (node.toml): who this node is and where it listens.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -87,6 +87,8 @@ struct RawNodeConfig {
     metrics_addr: String,
     role: Role,
     #[serde(default)]
+    field_source_ip: Option<String>,
+    #[serde(default)]
     raft: RaftSettings,
 }
 
@@ -99,6 +101,9 @@ pub struct NodeConfig {
     pub admin_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub role: Role,
+    /// The local address field connections (Modbus, 104 acquisition) are made from, for a box
+    /// with several interfaces; the kernel chooses when unset.
+    pub field_source_ip: Option<IpAddr>,
     pub raft: RaftSettings,
 }
 
@@ -142,6 +147,14 @@ impl NodeConfig {
         let raft_addr = parse_addr(&raw.raft_addr).map_err(|r| bad("raft_addr", r))?;
         let admin_addr = parse_addr(&raw.admin_addr).map_err(|r| bad("admin_addr", r))?;
         let metrics_addr = parse_addr(&raw.metrics_addr).map_err(|r| bad("metrics_addr", r))?;
+        let field_source_ip = raw
+            .field_source_ip
+            .as_deref()
+            .map(|t| {
+                t.parse::<IpAddr>()
+                    .map_err(|_| bad("field_source_ip", format!("{t:?} is not an IP address")))
+            })
+            .transpose()?;
         let t = &raw.raft;
         if t.heartbeat_ms == 0 {
             return Err(bad("raft.heartbeat_ms", "must be above 0".into()));
@@ -168,6 +181,7 @@ impl NodeConfig {
             admin_addr,
             metrics_addr,
             role: raw.role,
+            field_source_ip,
             raft: raw.raft,
         })
     }

@@ -3,6 +3,7 @@
 //! A few `fepha run` nodes form a Raft group (openraft over gRPC, stored in sled) that holds
 //! the site configuration and the membership; see DESIGN.md for the whole picture.
 
+pub mod acquisition;
 pub mod admin;
 pub mod cli;
 pub mod config;

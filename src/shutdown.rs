@@ -25,6 +25,10 @@ impl ShutdownTrigger {
 }
 
 impl Shutdown {
+    pub fn is_triggered(&self) -> bool {
+        *self.rx.borrow()
+    }
+
     pub async fn wait(mut self) {
         // An error means the trigger is gone, which also means the node is stopping.
         let _ = self.rx.wait_for(|stop| *stop).await;

@@ -8,7 +8,7 @@ use super::access::Caller;
 use super::route::{now_ms, on_leader, write_error};
 use crate::node::Node;
 use crate::proto::admin::*;
-use crate::state::ownership::{OwnershipCommand, Reach};
+use crate::state::ownership::{Link, OwnershipCommand, Reach};
 use crate::state::{Request, Response};
 
 /// A node renews its own session: its certificate must be the one the membership records.
@@ -51,11 +51,29 @@ pub async fn renew_own(node: &Node, req: RenewRequest) -> Result<(), Status> {
                     (r.rtu.clone(), reach)
                 })
                 .collect();
+            let links = req
+                .links
+                .iter()
+                .map(|r| {
+                    let links = r
+                        .links
+                        .iter()
+                        .map(|l| Link {
+                            channel: l.channel.clone(),
+                            endpoint: l.endpoint.clone(),
+                            up: l.up,
+                        })
+                        .collect();
+                    (r.rtu.clone(), links)
+                })
+                .collect();
             let command = OwnershipCommand::Renew {
                 node: req.node_id,
                 number: req.session,
                 now_ms: now_ms(),
                 reach,
+                applied: req.applied_index,
+                links,
             };
             let written = node
                 .raft
@@ -118,7 +136,22 @@ pub async fn rtu_list(
                             .map(|(n, _)| name(n))
                             .collect()
                     };
+                    let links = ownership
+                        .links
+                        .get(id)
+                        .iter()
+                        .flat_map(|by_node| by_node.iter())
+                        .flat_map(|(n, links)| {
+                            links.iter().map(move |l| NodeLink {
+                                node: name(n),
+                                channel: l.channel.clone(),
+                                endpoint: l.endpoint.clone(),
+                                up: l.up,
+                            })
+                        })
+                        .collect();
                     RtuLease {
+                        links,
                         rtu: id.clone(),
                         owner: lease.map(|l| name(&l.owner)).unwrap_or_default(),
                         epoch: lease.map_or(0, |l| l.epoch),
@@ -129,6 +162,110 @@ pub async fn rtu_list(
                 })
                 .collect();
             Ok(RtuListReply { rtus })
+        },
+    )
+    .await
+}
+
+/// How long `rtu move` waits for the old owner to let go and the target to get the lease.
+const MOVE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Releases the RTU for the named node; the leader's lease loop grants it once the old owner
+/// has seen the release. Waits for that grant.
+pub async fn rtu_move(
+    node: &Node,
+    caller: &Caller,
+    req: RtuMoveRequest,
+) -> Result<RtuMoveReply, Status> {
+    caller.may_send(req.forwarded)?;
+    on_leader(
+        node,
+        req,
+        |mut leader, req| async move { leader.rtu_move(req).await },
+        |req| async move {
+            let m = node.metrics();
+            let membership = m.membership_config.membership();
+            let (to, info) = membership
+                .nodes()
+                .find(|(_, n)| n.name == req.to)
+                .ok_or_else(|| Status::not_found(format!("no member named {:?}", req.to)))?;
+            let to = *to;
+            if info.role != crate::config::Role::Voter {
+                return Err(Status::failed_precondition(format!(
+                    "{} is a {}; only voters own RTUs",
+                    req.to, info.role
+                )));
+            }
+            let ownership = node.state.read(|s| s.ownership.clone());
+            let lease = ownership.leases.get(&req.rtu).ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "RTU {:?} has no owner now (unknown, or being handed over)",
+                    req.rtu
+                ))
+            })?;
+            if lease.owner == to {
+                return Ok(RtuMoveReply { epoch: lease.epoch });
+            }
+            if !ownership.sessions.contains_key(&to) {
+                return Err(Status::failed_precondition(format!(
+                    "{} has no live session",
+                    req.to
+                )));
+            }
+            let reach = ownership.reach.get(&req.rtu).and_then(|r| r.get(&to));
+            if !req.force && reach != Some(&Reach::Reachable) {
+                return Err(Status::failed_precondition(format!(
+                    "{} does not report RTU {} reachable ({}); use --force to move it anyway",
+                    req.to,
+                    req.rtu,
+                    match reach {
+                        Some(_) => "it reports it unreachable",
+                        None => "it reports nothing",
+                    }
+                )));
+            }
+            let release = OwnershipCommand::Release {
+                rtu: req.rtu.clone(),
+                epoch: lease.epoch,
+                to: Some(to),
+                deliberate: true,
+            };
+            let written = node
+                .raft
+                .client_write(Request::Ownership(release))
+                .await
+                .map_err(write_error)?;
+            if let Response::Ownership(Err(refusal)) = written.data {
+                return Err(Status::aborted(refusal.to_string()));
+            }
+            let deadline = Instant::now() + MOVE_WAIT;
+            let mut changes = node.raft.metrics();
+            loop {
+                let now = node.state.read(|s| {
+                    s.ownership
+                        .leases
+                        .get(&req.rtu)
+                        .map(|l| (l.owner, l.epoch))
+                });
+                match now {
+                    Some((owner, epoch)) if owner == to => return Ok(RtuMoveReply { epoch }),
+                    Some(_) => {
+                        return Err(Status::aborted(
+                            "the RTU went to another node (the target lost its session)",
+                        ));
+                    }
+                    None => {}
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, changes.changed()).await {
+                    Ok(Ok(())) => {}
+                    _ => {
+                        return Err(Status::deadline_exceeded(
+                            "released, but the old owner has not let go yet; it will be granted when it does",
+                        ));
+                    }
+                }
+            }
         },
     )
     .await

@@ -6,6 +6,7 @@ pub mod client;
 mod join;
 mod leases;
 mod members;
+mod points;
 mod route;
 mod site_config;
 mod status;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use access::Caller;
 pub use leases::renew_own;
+pub use points::write_own;
 pub use route::{NO_LEADER, now_ms};
 pub use status::leader_seen_by;
 use tonic::{Request, Response, Status};
@@ -234,6 +236,44 @@ impl Admin for AdminService {
     async fn rtu_list(&self, r: Request<RtuListRequest>) -> Result<Response<RtuListReply>, Status> {
         self.call("rtu_list", r, |node, caller, req| async move {
             leases::rtu_list(&node, &caller, req).await
+        })
+        .await
+    }
+
+    async fn rtu_move(&self, r: Request<RtuMoveRequest>) -> Result<Response<RtuMoveReply>, Status> {
+        self.call("rtu_move", r, |node, caller, req| async move {
+            leases::rtu_move(&node, &caller, req).await
+        })
+        .await
+    }
+
+    async fn node_write(
+        &self,
+        r: Request<NodeWriteRequest>,
+    ) -> Result<Response<NodeWriteReply>, Status> {
+        self.call("node_write", r, |node, caller, req| async move {
+            points::node_write(&node, &caller, req).await
+        })
+        .await
+    }
+
+    async fn point_list(
+        &self,
+        r: Request<PointListRequest>,
+    ) -> Result<Response<PointListReply>, Status> {
+        self.call("point_list", r, |node, caller, req| async move {
+            caller.trusted()?;
+            Ok(points::point_list(&node, req))
+        })
+        .await
+    }
+
+    async fn point_write(
+        &self,
+        r: Request<PointWriteRequest>,
+    ) -> Result<Response<PointWriteReply>, Status> {
+        self.call("point_write", r, |node, caller, req| async move {
+            points::point_write(&node, &caller, req).await
         })
         .await
     }

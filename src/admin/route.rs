@@ -43,6 +43,9 @@ forwardable!(
     CertTrustRequest,
     RenewRequest,
     RtuListRequest,
+    RtuMoveRequest,
+    NodeWriteRequest,
+    PointWriteRequest,
 );
 
 /// Runs `local` if this node leads; otherwise sends the request to the leader with `send`.

@@ -19,6 +19,9 @@ use crate::proto::admin::*;
 
 const NODES: [&str; 3] = ["fep1", "fep2", "fep3"];
 const SITE: &str = include_str!("../../examples/demo-site.toml");
+const PROFILE: &str = include_str!("../../examples/sim-profile.toml");
+/// Where the simulated device listens; examples/demo-site.toml polls it there.
+const DEVICE: &str = "127.0.0.1:5020";
 
 struct DemoNode {
     config: NodeConfig,
@@ -38,6 +41,8 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
             (t.path().to_owned(), Some(t))
         }
     };
+    let (stop_device, device_stopped) = tokio::sync::oneshot::channel::<()>();
+    let device = start_device(stop_device_future(device_stopped)).await?;
     let mut nodes = Vec::new();
     let started = start_all(&dir, &mut nodes).await;
     if let Err(e) = started {
@@ -63,7 +68,25 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         }
     }
     stop_all(&mut nodes).await;
+    let _ = stop_device.send(());
+    let _ = device.await;
     Ok(())
+}
+
+async fn stop_device_future(rx: tokio::sync::oneshot::Receiver<()>) {
+    let _ = rx.await;
+}
+
+/// The simulated Modbus device the demo site polls, served in this process.
+async fn start_device(
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let profile = crate::sim::Profile::parse(Path::new("examples/sim-profile.toml"), PROFILE)?;
+    let addr = DEVICE.parse()?;
+    let sim = crate::sim::bind(addr, &profile, None)
+        .await
+        .with_context(|| format!("cannot start the simulated device (is {DEVICE} free?)"))?;
+    Ok(tokio::spawn(sim.serve(stop)))
 }
 
 /// What the demo tells the user while it runs: leader changes, nodes that died, and their
@@ -72,6 +95,10 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
 struct Watch {
     leader: Option<(String, u64)>,
     restarts: Vec<(usize, Instant)>,
+    /// RTU id → (owner, epoch) last shown.
+    owners: std::collections::BTreeMap<String, (String, u64)>,
+    /// The point values last shown.
+    points: String,
 }
 
 const RESTART_AFTER: Duration = Duration::from_secs(5);
@@ -123,10 +150,50 @@ impl Watch {
                     outln!("leader: {leader} (term {})", s.term);
                     self.leader = seen;
                 }
+                self.show_site(&mut client).await;
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Ownership moves and point values, as one live node sees them.
+    async fn show_site(
+        &mut self,
+        client: &mut crate::proto::admin::admin_client::AdminClient<tonic::transport::Channel>,
+    ) {
+        if let Ok(reply) = client.rtu_list(RtuListRequest { forwarded: false }).await {
+            for r in reply.into_inner().rtus {
+                let seen = (r.owner.clone(), r.epoch);
+                if self.owners.get(&r.rtu) != Some(&seen) && !r.owner.is_empty() {
+                    outln!(
+                        "RTU {}: polled by {} (lease epoch {})",
+                        r.rtu,
+                        r.owner,
+                        r.epoch
+                    );
+                    self.owners.insert(r.rtu, seen);
+                }
+            }
+        }
+        let Ok(reply) = client.point_list(PointListRequest::default()).await else {
+            return;
+        };
+        let line = reply
+            .into_inner()
+            .points
+            .iter()
+            .filter(|p| p.has_value)
+            .map(|p| {
+                let quality = if p.invalid { " (invalid)" } else { "" };
+                format!("{}={}{quality}", p.id, p.value)
+            })
+            .collect::<Vec<_>>()
+            .join("  ");
+        if !line.is_empty() && line != self.points {
+            outln!("points: {line}");
+            self.points = line;
+        }
     }
 }
 
@@ -257,6 +324,9 @@ async fn print_intro(dir: &Path, nodes: &[DemoNode]) {
     outln!("\nTry, from another terminal:");
     outln!("  {exe} -c {first} status");
     outln!("  {exe} -c {first} config show");
+    outln!("  {exe} -c {first} rtu list");
+    outln!("  {exe} -c {first} point list");
+    outln!("  {exe} -c {first} point write sim.breaker-cmd off");
     for n in nodes {
         let pid = n.child.id().map_or_else(|| "?".into(), |p| p.to_string());
         outln!(

@@ -7,6 +7,7 @@ mod config_cmd;
 mod demo;
 mod members;
 mod output;
+mod point;
 mod rtu;
 mod status;
 
@@ -90,6 +91,9 @@ pub enum Command {
     /// RTU ownership.
     #[command(subcommand)]
     Rtu(RtuCommand),
+    /// Point values, and commands.
+    #[command(subcommand)]
+    Point(PointCommand),
     /// The certificates the cluster trusts.
     #[command(subcommand)]
     Cert(CertCommand),
@@ -150,6 +154,31 @@ pub enum RtuCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Hand an RTU to another node on purpose (the old owner lets go first).
+    Move {
+        rtu: String,
+        /// The node name.
+        #[arg(long)]
+        to: String,
+        /// Move it even if that node does not report the RTU reachable.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PointCommand {
+    /// Every point's value, quality, time and the node that read it, as this node has them.
+    List {
+        /// Only this RTU's points.
+        #[arg(long)]
+        rtu: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a command (single/double command: on/off; setpoint: a number) and wait for its
+    /// outcome from the RTU's owner.
+    Write { point: String, value: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,7 +214,9 @@ pub enum CertCommand {
 /// Runs one command; errors are reported by the caller.
 pub fn main(cli: Cli) -> anyhow::Result<()> {
     let level = match cli.command {
-        Command::Run | Command::Demo { .. } | Command::Sim(_) => "info",
+        // The demo's own device would fill its screen with every standby's probe.
+        Command::Demo { .. } => "info,fepha::sim=warn",
+        Command::Run | Command::Sim(_) => "info",
         _ => "warn",
     };
     init_tracing(level);
@@ -281,6 +312,13 @@ async fn run_command(command: Command, t: &call::Target, timeout: Duration) -> a
         Command::Config(ConfigCommand::Show { json }) => config_cmd::show(t, json).await,
         Command::Config(ConfigCommand::History { json }) => config_cmd::history(t, json).await,
         Command::Rtu(RtuCommand::List { json }) => rtu::list(t, json, timeout).await,
+        Command::Rtu(RtuCommand::Move { rtu, to, force }) => {
+            rtu::move_to(t, &rtu, &to, force, timeout).await
+        }
+        Command::Point(PointCommand::List { rtu, json }) => point::list(t, rtu, json).await,
+        Command::Point(PointCommand::Write { point, value }) => {
+            point::write(t, &point, &value, timeout).await
+        }
         Command::Token(TokenCommand::Create { ttl }) => certs::token_create(t, ttl, timeout).await,
         Command::Cert(CertCommand::List { json }) => certs::list(t, json).await,
         Command::Cert(CertCommand::Allow { fingerprint }) => {

@@ -1,4 +1,4 @@
-//! `fepha rtu list`.
+//! `fepha rtu list` and `fepha rtu move`.
 
 use std::time::Duration;
 
@@ -23,7 +23,9 @@ pub async fn list(target: &Target, as_json: bool, timeout: Duration) -> anyhow::
             .map(|r| {
                 json!({"rtu": r.rtu, "owner": (!r.owner.is_empty()).then_some(&r.owner),
                        "epoch": r.epoch, "lease_left_ms": r.lease_left_ms,
-                       "reachable_from": r.reachable_from, "unreachable_from": r.unreachable_from})
+                       "reachable_from": r.reachable_from, "unreachable_from": r.unreachable_from,
+                       "links": r.links.iter().map(|l| json!({"node": l.node, "channel": l.channel,
+                           "endpoint": l.endpoint, "up": l.up})).collect::<Vec<_>>()})
             })
             .collect();
         outln!("{:#}", json!(rtus));
@@ -46,6 +48,39 @@ pub async fn list(target: &Target, as_json: bool, timeout: Duration) -> anyhow::
             r.lease_left_ms,
             r.reachable_from.join(",")
         );
+        for l in &r.links {
+            outln!(
+                "    {:<12} {:<12} {:<24} {}",
+                l.node,
+                l.channel,
+                l.endpoint,
+                if l.up { "up" } else { "down" }
+            );
+        }
     }
+    Ok(())
+}
+
+pub async fn move_to(
+    target: &Target,
+    rtu: &str,
+    to: &str,
+    force: bool,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let client = target.connect().await?;
+    let reply = retrying(timeout, || {
+        let mut c = client.clone();
+        let request = RtuMoveRequest {
+            rtu: rtu.to_owned(),
+            to: to.to_owned(),
+            force,
+            forwarded: false,
+        };
+        async move { c.rtu_move(request).await }
+    })
+    .await?
+    .into_inner();
+    outln!("{rtu} is now owned by {to} (epoch {})", reply.epoch);
     Ok(())
 }

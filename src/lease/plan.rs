@@ -86,26 +86,51 @@ pub fn plan(v: &View<'_>) -> Vec<OwnershipCommand> {
         let reach = o.reach.get(rtu);
         let says = |node: NodeId| reach.and_then(|r| r.get(&node)).copied();
         let lease = o.leases.get(rtu).filter(|l| live.contains(&l.owner));
-        let wanted = match lease {
+        if let Some(l) = lease {
             // The owner is alive and reaches the RTU (or has not said otherwise): keep it.
-            Some(l) if says(l.owner) != Some(Reach::Unreachable) => continue,
-            // The owner failed every channel: hand over to a node that reaches the RTU, but
-            // not before the back-off of the last hand-over has passed.
-            Some(l) => {
-                if v.wall_ms < l.backoff_until_ms {
-                    continue;
-                }
-                candidate(&load, |n| n != l.owner && says(n) == Some(Reach::Reachable))
+            if says(l.owner) != Some(Reach::Unreachable) || v.wall_ms < l.backoff_until_ms {
+                continue;
             }
-            // Nobody owns it: the least-loaded node that reaches it; failing that, one that
-            // has not said it cannot (a cold standby reports nothing).
-            None => candidate(&load, |n| says(n) == Some(Reach::Reachable))
-                .or_else(|| candidate(&load, |n| says(n).is_none())),
-        };
+            // The owner failed every channel: take the RTU from it, for a node that reaches
+            // it. The grant waits until the owner has seen the release (see below).
+            let to = candidate(&load, |n| n != l.owner && says(n) == Some(Reach::Reachable));
+            if let Some(to) = to {
+                commands.push(OwnershipCommand::Release {
+                    rtu: rtu.clone(),
+                    epoch: l.epoch,
+                    to: Some(to),
+                    deliberate: false,
+                });
+            }
+            continue;
+        }
+        // Taken from a live owner: nobody gets it before that owner has seen it go, so two
+        // nodes never drive the device at once.
+        let released = o.released.get(rtu);
+        let expiring = released.is_some_and(|r| !live.contains(&r.from));
+        if released.is_some() && !o.release_seen(rtu) && !expiring {
+            continue;
+        }
+        let chosen = released
+            .and_then(|r| r.to)
+            .filter(|to| live.contains(to))
+            .filter(|to| {
+                released.is_some_and(|r| r.deliberate) || says(*to) != Some(Reach::Unreachable)
+            });
+        // Nobody owns it: the least-loaded node that reaches it; failing that, one that has
+        // not said it cannot (a cold standby reports nothing).
+        let wanted = chosen.or_else(|| {
+            candidate(&load, |n| says(n) == Some(Reach::Reachable))
+                .or_else(|| candidate(&load, |n| says(n).is_none()))
+        });
         let Some(node) = wanted else { continue };
-        let previous = o.leases.get(rtu);
-        let handovers = handovers(v, previous, o.epochs.contains_key(rtu));
-        let backoff_ms = backoff(v, handovers);
+        let previous = o.leases.get(rtu).or(released.map(|r| &r.lease));
+        let (handovers, backoff_ms) = if released.is_some_and(|r| r.deliberate) {
+            (0, 0)
+        } else {
+            let h = handovers(v, previous, o.epochs.contains_key(rtu));
+            (h, backoff(v, h))
+        };
         commands.push(OwnershipCommand::Grant {
             rtu: rtu.clone(),
             node,

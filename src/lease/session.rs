@@ -48,6 +48,8 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
         let period = Duration::from_millis((ttl / 3).max(10));
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
+            // A changed reach goes to the leader at once: it may decide a hand-over.
+            _ = node.acquisition.changed.notified() => {}
             _ = &mut stop => return,
         }
         let member = node
@@ -60,11 +62,18 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
             continue;
         }
         let sent_at = Instant::now();
+        // RTU tasks check the applied state before every request, so once this index is
+        // applied no request starts under a lease it released (one already on the wire may
+        // still finish). The leader grants a released RTU only after such a renewal.
+        let applied_index = node.state.last_applied().map_or(0, |l| l.index);
+        let (reach, links) = node.acquisition.renewal();
         let request = RenewRequest {
             node_id: node.id,
             session: number,
-            reach: Vec::new(),
+            reach,
             forwarded: false,
+            applied_index,
+            links,
         };
         let renewed = tokio::time::timeout(period, crate::admin::renew_own(&node, request)).await;
         let mut clock = node

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use super::plan::{View, plan};
 use crate::config::Role;
 use crate::raft::NodeId;
-use crate::state::ownership::{Ownership, OwnershipCommand, Reach};
+use crate::state::ownership::{Ownership, OwnershipCommand, OwnershipRefusal, Reach};
 
 const A: NodeId = 1;
 const B: NodeId = 3;
@@ -18,6 +18,8 @@ struct World {
     leader_since: u64,
     now: u64,
     config_applied_at: u64,
+    /// The log index of the last command applied.
+    index: u64,
 }
 
 impl World {
@@ -31,6 +33,7 @@ impl World {
             leader_since: 0,
             now: 10_000,
             config_applied_at: 0,
+            index: 0,
         };
         for node in [A, B, W] {
             w.renew(node, 1, Reach::Reachable);
@@ -49,9 +52,16 @@ impl World {
             number,
             now_ms: self.now,
             reach,
+            applied: self.index,
+            links: Vec::new(),
         };
-        assert_eq!(self.o.apply(&renew), Ok(()));
+        assert_eq!(self.apply(&renew), Ok(()));
         self.heard.insert(node, self.now);
+    }
+
+    fn apply(&mut self, c: &OwnershipCommand) -> Result<(), OwnershipRefusal> {
+        self.index += 1;
+        self.o.apply(self.index, c)
     }
 
     fn plan(&self) -> Vec<OwnershipCommand> {
@@ -74,7 +84,7 @@ impl World {
     fn step(&mut self) -> Vec<OwnershipCommand> {
         let commands = self.plan();
         for c in &commands {
-            assert_eq!(self.o.apply(c), Ok(()), "{c:?}");
+            assert_eq!(self.apply(c), Ok(()), "{c:?}");
         }
         commands
     }
@@ -141,6 +151,11 @@ fn an_owner_that_fails_every_channel_hands_over_with_a_growing_back_off() {
     assert_eq!(w.owner("r1"), Some(A));
     w.renew(A, 1, Reach::Unreachable);
     w.step();
+    // Released, but not granted before A has seen the release.
+    assert_eq!(w.owner("r1"), None);
+    assert!(w.step().is_empty(), "A has not applied the release yet");
+    w.renew(A, 1, Reach::Unreachable);
+    w.step();
     assert_eq!(w.owner("r1"), Some(B));
     let first = w.o.leases["r1"].clone();
     assert_eq!((first.epoch, first.handovers), (2, 1));
@@ -150,6 +165,8 @@ fn an_owner_that_fails_every_channel_hands_over_with_a_growing_back_off() {
     w.renew(B, 1, Reach::Unreachable);
     assert!(w.step().is_empty(), "within the back-off nothing moves");
     w.now += 500;
+    w.step();
+    w.renew(B, 1, Reach::Unreachable);
     w.step();
     assert_eq!(w.owner("r1"), Some(A));
     assert_eq!(w.o.leases["r1"].backoff_until_ms, w.now + 1000);
@@ -206,7 +223,7 @@ fn first_grants_wait_for_every_voter_to_have_a_session_or_one_ttl() {
     let mut w = World::new(&["r1", "r2"]);
     // B joined a moment ago and has not renewed yet; the configuration is brand new.
     assert_eq!(
-        w.o.apply(&OwnershipCommand::Expire { node: B, number: 1 }),
+        w.apply(&OwnershipCommand::Expire { node: B, number: 1 }),
         Ok(())
     );
     w.heard.remove(&B);
@@ -222,7 +239,7 @@ fn first_grants_wait_for_every_voter_to_have_a_session_or_one_ttl() {
 fn first_grants_go_ahead_after_one_ttl_without_a_silent_voter() {
     let mut w = World::new(&["r1"]);
     assert_eq!(
-        w.o.apply(&OwnershipCommand::Expire { node: B, number: 1 }),
+        w.apply(&OwnershipCommand::Expire { node: B, number: 1 }),
         Ok(())
     );
     w.heard.remove(&B);
@@ -233,4 +250,39 @@ fn first_grants_go_ahead_after_one_ttl_without_a_silent_voter() {
     w.renew(W, 1, Reach::Reachable);
     w.step();
     assert_eq!(w.owner("r1"), Some(A));
+}
+
+#[test]
+fn a_released_rtu_goes_at_once_when_its_old_owner_dies() {
+    let mut w = World::new(&["r1"]);
+    w.step();
+    w.renew(A, 1, Reach::Unreachable);
+    w.step();
+    assert_eq!(w.owner("r1"), None);
+    // A never renews again: its session expires and B gets the RTU.
+    w.now += TTL + 1;
+    w.renew(B, 1, Reach::Reachable);
+    w.renew(W, 1, Reach::Reachable);
+    w.step();
+    assert_eq!(w.owner("r1"), Some(B));
+}
+
+#[test]
+fn a_deliberate_move_waits_for_the_release_and_does_not_count_as_a_hand_over() {
+    let mut w = World::new(&["r1"]);
+    w.step();
+    assert_eq!(w.owner("r1"), Some(A));
+    let release = OwnershipCommand::Release {
+        rtu: "r1".into(),
+        epoch: 1,
+        to: Some(B),
+        deliberate: true,
+    };
+    assert_eq!(w.apply(&release), Ok(()));
+    assert!(w.step().is_empty());
+    w.renew(A, 1, Reach::Reachable);
+    w.step();
+    let lease = w.o.leases["r1"].clone();
+    assert_eq!((lease.owner, lease.epoch, lease.handovers), (B, 2, 0));
+    assert_eq!(lease.backoff_until_ms, w.now);
 }

@@ -71,6 +71,8 @@ pub struct Node {
     pub heard: crate::lease::leader::Heard,
     /// This node's own lease.
     pub own: crate::lease::session::Own,
+    /// What this node's RTU tasks report about their RTUs.
+    pub acquisition: Arc<crate::acquisition::Reports>,
 }
 
 impl Node {
@@ -131,6 +133,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         connections: Default::default(),
         heard: Default::default(),
         own: Default::default(),
+        acquisition: Default::default(),
     });
 
     if node.is_retired() {
@@ -152,6 +155,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     tokio::spawn(cut_revoked(node.clone(), shutdown.clone()));
     tokio::spawn(crate::lease::leader::run(node.clone(), shutdown.clone()));
     tokio::spawn(crate::lease::session::run(node.clone(), shutdown.clone()));
+    tokio::spawn(crate::acquisition::run(node.clone(), shutdown.clone()));
     tokio::spawn(crate::raft::step_down_without_quorum(
         node.clone(),
         shutdown.clone(),

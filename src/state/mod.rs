@@ -3,7 +3,9 @@
 //! It holds the site configuration document (as text, with a version and a bounded history)
 //! and the trust list; openraft itself keeps the membership beside them.
 
+pub mod commands;
 pub mod ownership;
+pub mod points;
 pub mod trust;
 
 use std::collections::VecDeque;
@@ -28,6 +30,9 @@ pub enum Request {
     },
     Trust(trust::TrustCommand),
     Ownership(ownership::OwnershipCommand),
+    /// Point changes from RTU owners, each batch fenced by its epoch.
+    Points(Vec<points::Batch>),
+    Command(commands::CommandOp),
 }
 
 /// What applying a command returned.
@@ -41,6 +46,19 @@ pub enum Response {
     },
     Trust(Result<(), trust::TrustRefusal>),
     Ownership(Result<(), ownership::OwnershipRefusal>),
+    /// Per batch, how many events it appended.
+    Points(Vec<Result<u64, ownership::OwnershipRefusal>>),
+    /// The command's id.
+    Command(Result<u64, CommandRefusal>),
+}
+
+/// Why a command operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CommandRefusal {
+    #[error(transparent)]
+    Fenced(#[from] ownership::OwnershipRefusal),
+    #[error(transparent)]
+    State(#[from] commands::CommandRefusal),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +89,10 @@ pub struct SiteState {
     pub trust: trust::Trust,
     #[serde(default)]
     pub ownership: ownership::Ownership,
+    #[serde(default)]
+    pub points: points::Points,
+    #[serde(default)]
+    pub commands: commands::Commands,
 }
 
 impl SiteState {
@@ -102,6 +124,16 @@ impl fepha_storage::AppState<TypeConfig> for SiteState {
                 while self.history.len() > CONFIG_HISTORY_LEN {
                     self.history.pop_front();
                 }
+                // Points that the new configuration no longer has go with it. (It was
+                // validated before it was proposed; should it not parse, nothing is dropped.)
+                if let Ok(site) = crate::site::parse(text) {
+                    let ids: std::collections::BTreeSet<&str> = site
+                        .points
+                        .iter()
+                        .map(|p| p.id.get_ref().as_str())
+                        .collect();
+                    self.points.retain(|id| ids.contains(id));
+                }
                 self.config = Some(ConfigDoc {
                     version,
                     text: text.clone(),
@@ -112,8 +144,75 @@ impl fepha_storage::AppState<TypeConfig> for SiteState {
                 Response::ConfigApplied { version, sha256 }
             }
             Request::Trust(command) => Response::Trust(self.trust.apply(command)),
-            Request::Ownership(command) => Response::Ownership(self.ownership.apply(command)),
+            Request::Ownership(command) => {
+                let before = self.ownership.epochs_owned();
+                let result = self.ownership.apply(log_id.index, command);
+                // A command that was executing under a lease that has just ended will never
+                // be finished by that owner: its outcome is unknown, and it must not run again.
+                let after = self.ownership.epochs_owned();
+                for (rtu, epoch) in &before {
+                    if after.get(rtu) != Some(epoch) {
+                        self.commands.abandon(rtu);
+                    }
+                }
+                Response::Ownership(result)
+            }
+            Request::Points(batches) => Response::Points(
+                batches
+                    .iter()
+                    .map(|batch| {
+                        self.ownership
+                            .fence(&batch.rtu, batch.epoch)
+                            .map(|()| self.points.apply(batch))
+                    })
+                    .collect(),
+            ),
+            Request::Command(op) => Response::Command(self.apply_command(op)),
         }
+    }
+}
+
+impl SiteState {
+    fn apply_command(&mut self, op: &commands::CommandOp) -> Result<u64, CommandRefusal> {
+        use commands::CommandOp;
+        match op {
+            CommandOp::Submit {
+                point,
+                rtu,
+                value,
+                origin,
+                now_ms,
+            } => {
+                let owned = self.ownership.leases.contains_key(rtu);
+                Ok(self
+                    .commands
+                    .submit(point, rtu, *value, origin, *now_ms, owned))
+            }
+            CommandOp::Start { id, node, epoch } => {
+                let rtu = self.command_rtu(*id)?;
+                self.ownership.fence(&rtu, *epoch)?;
+                self.commands.start(*id, *node, *epoch)?;
+                Ok(*id)
+            }
+            CommandOp::Finish { id, epoch, outcome } => {
+                let rtu = self.command_rtu(*id)?;
+                self.ownership.fence(&rtu, *epoch)?;
+                self.commands.finish(*id, *epoch, outcome)?;
+                Ok(*id)
+            }
+            CommandOp::Cancel { id, reason } => {
+                self.commands.cancel(*id, reason)?;
+                Ok(*id)
+            }
+        }
+    }
+
+    fn command_rtu(&self, id: u64) -> Result<String, CommandRefusal> {
+        self.commands
+            .commands
+            .get(&id)
+            .map(|c| c.rtu.clone())
+            .ok_or(CommandRefusal::State(commands::CommandRefusal::Unknown(id)))
     }
 }
 

@@ -17,6 +17,34 @@ pub struct Session {
     /// The leader's clock when it last took a renewal; informational (a new leader does not
     /// trust an old leader's clock, see `lease::plan`).
     pub renewed_at_ms: u64,
+    /// The log index the node had applied when it sent its last renewal: once that is past a
+    /// release, the node has seen that it lost the RTU.
+    #[serde(default)]
+    pub applied: u64,
+}
+
+/// An RTU taken from a live owner (a hand-over or a move): nobody may have it until the old
+/// owner has seen the release, or its session has ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Released {
+    pub from: NodeId,
+    pub session: u64,
+    /// The log index of the release.
+    pub index: u64,
+    /// Who gets it next, if the leader chose already.
+    pub to: Option<NodeId>,
+    /// The lease it ended, for the hand-over count and back-off.
+    pub lease: Lease,
+    /// An operator's move: it does not count as a hand-over.
+    pub deliberate: bool,
+}
+
+/// One node's link state with one endpoint of one RTU channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub channel: String,
+    pub endpoint: String,
+    pub up: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +79,12 @@ pub struct Ownership {
     pub reach: BTreeMap<String, BTreeMap<NodeId, Reach>>,
     /// The last epoch granted per RTU, kept when the lease is gone, so epochs never repeat.
     pub epochs: BTreeMap<String, u64>,
+    /// By RTU id: released from a live owner, not yet granted again.
+    #[serde(default)]
+    pub released: BTreeMap<String, Released>,
+    /// By RTU id, then node: each node's link state per channel and endpoint.
+    #[serde(default)]
+    pub links: BTreeMap<String, BTreeMap<NodeId, Vec<Link>>>,
     /// Writes refused because their epoch was not the RTU's current one.
     pub stale_writes: u64,
 }
@@ -63,6 +97,18 @@ pub enum OwnershipCommand {
         number: u64,
         now_ms: u64,
         reach: Vec<(String, Reach)>,
+        #[serde(default)]
+        applied: u64,
+        /// By RTU: the node's links, replacing what it said before.
+        #[serde(default)]
+        links: Vec<(String, Vec<Link>)>,
+    },
+    /// Take `rtu` from its live owner; `to` gets it once the owner has seen this.
+    Release {
+        rtu: String,
+        epoch: u64,
+        to: Option<NodeId>,
+        deliberate: bool,
     },
     /// The leader saw no renewal for a TTL: the session and its leases end.
     Expire { node: NodeId, number: u64 },
@@ -97,13 +143,20 @@ pub enum OwnershipRefusal {
 }
 
 impl Ownership {
-    pub fn apply(&mut self, command: &OwnershipCommand) -> Result<(), OwnershipRefusal> {
+    /// Applies `command`, found at log `index`.
+    pub fn apply(
+        &mut self,
+        index: u64,
+        command: &OwnershipCommand,
+    ) -> Result<(), OwnershipRefusal> {
         match command {
             OwnershipCommand::Renew {
                 node,
                 number,
                 now_ms,
                 reach,
+                applied,
+                links,
             } => {
                 match self.sessions.get(node) {
                     Some(s) if s.number > *number => {
@@ -120,10 +173,46 @@ impl Ownership {
                     Session {
                         number: *number,
                         renewed_at_ms: *now_ms,
+                        applied: *applied,
                     },
                 );
                 for (rtu, r) in reach {
                     self.reach.entry(rtu.clone()).or_default().insert(*node, *r);
+                }
+                for (rtu, l) in links {
+                    self.links
+                        .entry(rtu.clone())
+                        .or_default()
+                        .insert(*node, l.clone());
+                }
+                Ok(())
+            }
+            OwnershipCommand::Release {
+                rtu,
+                epoch,
+                to,
+                deliberate,
+            } => {
+                let current = self.leases.get(rtu).map(|l| l.epoch);
+                if current != Some(*epoch) {
+                    return Err(OwnershipRefusal::StaleEpoch {
+                        rtu: rtu.clone(),
+                        given: *epoch,
+                        current,
+                    });
+                }
+                if let Some(lease) = self.leases.remove(rtu) {
+                    self.released.insert(
+                        rtu.clone(),
+                        Released {
+                            from: lease.owner,
+                            session: lease.session,
+                            index,
+                            to: *to,
+                            lease,
+                            deliberate: *deliberate,
+                        },
+                    );
                 }
                 Ok(())
             }
@@ -159,6 +248,7 @@ impl Ownership {
                     });
                 }
                 self.epochs.insert(rtu.clone(), *epoch);
+                self.released.remove(rtu);
                 self.leases.insert(
                     rtu.clone(),
                     Lease {
@@ -176,6 +266,8 @@ impl Ownership {
                 for rtu in rtus {
                     self.leases.remove(rtu);
                     self.reach.remove(rtu);
+                    self.released.remove(rtu);
+                    self.links.remove(rtu);
                 }
                 Ok(())
             }
@@ -198,6 +290,24 @@ impl Ownership {
         }
     }
 
+    /// The epoch of every RTU that has an owner now.
+    pub fn epochs_owned(&self) -> BTreeMap<String, u64> {
+        self.leases
+            .iter()
+            .map(|(rtu, l)| (rtu.clone(), l.epoch))
+            .collect()
+    }
+
+    /// Whether a released RTU may be granted again: its old owner has applied the release,
+    /// or its session is over.
+    pub fn release_seen(&self, rtu: &str) -> bool {
+        self.released.get(rtu).is_none_or(|r| {
+            self.sessions
+                .get(&r.from)
+                .is_none_or(|s| s.number != r.session || s.applied >= r.index)
+        })
+    }
+
     /// RTUs owned by `node` now.
     pub fn owned_by(&self, node: NodeId) -> impl Iterator<Item = (&String, &Lease)> {
         self.leases.iter().filter(move |(_, l)| l.owner == node)
@@ -208,6 +318,9 @@ impl Ownership {
         // The leases go, the epochs stay: the next grant of each RTU fences the old owner out.
         self.leases.retain(|_, l| l.owner != node);
         for by_node in self.reach.values_mut() {
+            by_node.remove(&node);
+        }
+        for by_node in self.links.values_mut() {
             by_node.remove(&node);
         }
     }
@@ -223,6 +336,8 @@ mod tests {
             number,
             now_ms: 0,
             reach: reach.iter().map(|(r, x)| (r.to_string(), *x)).collect(),
+            applied: 0,
+            links: Vec::new(),
         }
     }
 
@@ -240,21 +355,24 @@ mod tests {
     #[test]
     fn epochs_grow_with_every_grant_and_fence_old_owners() {
         let mut o = Ownership::default();
-        assert_eq!(o.apply(&renew(1, 1, &[("rtu", Reach::Reachable)])), Ok(()));
-        assert_eq!(o.apply(&renew(3, 1, &[])), Ok(()));
-        assert_eq!(o.apply(&grant("rtu", 1, 1)), Ok(()));
+        assert_eq!(
+            o.apply(1, &renew(1, 1, &[("rtu", Reach::Reachable)])),
+            Ok(())
+        );
+        assert_eq!(o.apply(1, &renew(3, 1, &[])), Ok(()));
+        assert_eq!(o.apply(1, &grant("rtu", 1, 1)), Ok(()));
         assert_eq!(o.fence("rtu", 1), Ok(()));
         // Node 1's session expires; node 3 gets the RTU under epoch 2.
         assert_eq!(
-            o.apply(&OwnershipCommand::Expire { node: 1, number: 1 }),
+            o.apply(1, &OwnershipCommand::Expire { node: 1, number: 1 }),
             Ok(())
         );
         assert!(o.leases.is_empty());
         assert!(matches!(
-            o.apply(&grant("rtu", 3, 1)),
+            o.apply(1, &grant("rtu", 3, 1)),
             Err(OwnershipRefusal::BadEpoch { .. })
         ));
-        assert_eq!(o.apply(&grant("rtu", 3, 2)), Ok(()));
+        assert_eq!(o.apply(1, &grant("rtu", 3, 2)), Ok(()));
         assert_eq!(o.leases["rtu"].handovers, 1);
         // The deposed owner's late write is refused and counted.
         assert!(o.fence("rtu", 1).is_err());
@@ -265,21 +383,21 @@ mod tests {
     #[test]
     fn a_new_session_ends_the_old_one_and_an_old_renewal_is_refused() {
         let mut o = Ownership::default();
-        assert_eq!(o.apply(&renew(1, 1, &[])), Ok(()));
-        assert_eq!(o.apply(&grant("rtu", 1, 1)), Ok(()));
+        assert_eq!(o.apply(1, &renew(1, 1, &[])), Ok(()));
+        assert_eq!(o.apply(1, &grant("rtu", 1, 1)), Ok(()));
         // The node restarted: its new session does not inherit the old leases.
-        assert_eq!(o.apply(&renew(1, 2, &[])), Ok(()));
+        assert_eq!(o.apply(1, &renew(1, 2, &[])), Ok(()));
         assert!(o.leases.is_empty());
         assert!(matches!(
-            o.apply(&renew(1, 1, &[])),
+            o.apply(1, &renew(1, 1, &[])),
             Err(OwnershipRefusal::OldSession { .. })
         ));
         assert!(matches!(
-            o.apply(&OwnershipCommand::Expire { node: 1, number: 1 }),
+            o.apply(1, &OwnershipCommand::Expire { node: 1, number: 1 }),
             Err(OwnershipRefusal::OldSession { .. })
         ));
         assert!(matches!(
-            o.apply(&grant("rtu", 9, 2)),
+            o.apply(1, &grant("rtu", 9, 2)),
             Err(OwnershipRefusal::NoSession(9))
         ));
     }

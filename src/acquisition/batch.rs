@@ -1,0 +1,121 @@
+//! Owners' point changes on their way to the log: gathered for a few milliseconds (or until
+//! there are enough of them) into one entry, one write in flight at a time so that the
+//! changes of one RTU are applied in the order they were read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::node::Node;
+use crate::shutdown::Shutdown;
+use crate::state::points::Batch;
+use crate::state::{Request, Response};
+
+/// Batches waiting for the writer; when full, owners wait (and so poll more slowly) rather
+/// than lose changes.
+const QUEUE: usize = 1024;
+
+#[derive(Clone)]
+pub struct Batcher {
+    tx: mpsc::Sender<Batch>,
+}
+
+impl Batcher {
+    /// Queues one poll round's changes of one RTU. Returns false once the node is stopping.
+    pub async fn send(&self, batch: Batch) -> bool {
+        self.tx.send(batch).await.is_ok()
+    }
+}
+
+pub fn start(node: Arc<Node>, shutdown: Shutdown) -> Batcher {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    tokio::spawn(run(node, rx, shutdown));
+    Batcher { tx }
+}
+
+async fn run(node: Arc<Node>, mut rx: mpsc::Receiver<Batch>, shutdown: Shutdown) {
+    let stop = shutdown.clone().wait();
+    tokio::pin!(stop);
+    let mut site = None;
+    loop {
+        // Wait for the first change of the next entry.
+        let first = tokio::select! {
+            b = rx.recv() => b,
+            _ = &mut stop => return,
+        };
+        let Some(first) = first else { return };
+        let (window, max_changes) = crate::lease::leader::applied_site(&node, &mut site).map_or(
+            (Duration::from_millis(5), 1000),
+            |s| {
+                (
+                    Duration::from_millis(*s.timers.batch_ms.get_ref()),
+                    *s.timers.batch_max_changes.get_ref() as usize,
+                )
+            },
+        );
+        let mut changes = first.changes.len();
+        let mut batches = vec![first];
+        let until = Instant::now() + window;
+        while changes < max_changes {
+            let next = tokio::select! {
+                b = rx.recv() => b,
+                _ = tokio::time::sleep_until(until) => None,
+            };
+            let Some(b) = next else { break };
+            changes += b.changes.len();
+            merge(&mut batches, b);
+        }
+        write(&node, batches, changes, &shutdown).await;
+    }
+}
+
+/// Consecutive rounds of one RTU under one epoch share one batch.
+fn merge(batches: &mut Vec<Batch>, b: Batch) {
+    match batches
+        .iter_mut()
+        .find(|x| x.rtu == b.rtu && x.epoch == b.epoch && x.node == b.node)
+    {
+        Some(x) => x.changes.extend(b.changes),
+        None => batches.push(b),
+    }
+}
+
+/// Writes the entry, retrying while the cluster has no leader: the changes (events among
+/// them) are kept until they are in the log or the state machine refuses them.
+async fn write(node: &Node, batches: Vec<Batch>, changes: usize, shutdown: &Shutdown) {
+    let request = Request::Points(batches);
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match crate::admin::write_own(node, request.clone()).await {
+            Ok(Response::Points(results)) => {
+                metrics::counter!("fepha_point_batches_total").increment(1);
+                metrics::counter!("fepha_point_changes_total").increment(changes as u64);
+                let Request::Points(batches) = &request else {
+                    return;
+                };
+                for (b, r) in batches.iter().zip(results) {
+                    if let Err(refusal) = r {
+                        metrics::counter!("fepha_point_batches_refused_total").increment(1);
+                        tracing::warn!(rtu = %b.rtu, "point changes refused: {refusal}");
+                    }
+                }
+                return;
+            }
+            Ok(other) => {
+                tracing::error!("unexpected reply to a point batch: {other:?}");
+                return;
+            }
+            Err(e) => {
+                metrics::counter!("fepha_point_write_retries_total").increment(1);
+                tracing::debug!("point batch not written yet: {}", e.message());
+            }
+        }
+        if shutdown.is_triggered() {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}

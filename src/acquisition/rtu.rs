@@ -1,0 +1,504 @@
+//! One RTU on one node. As its owner (a lease in the applied state and a live lease clock)
+//! the node polls it and executes its commands; otherwise it stands by as the RTU's standby
+//! mode says. Either way it keeps a link state per channel and endpoint, which goes to the
+//! leader with every session renewal.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::batch::Batcher;
+use super::link::{self, LinkError, Session};
+use super::reads::{self, Image, Read};
+use super::{Report, decode};
+use crate::node::Node;
+use crate::site::{Point, Rtu, Standby};
+use crate::state::CommandRefusal;
+use crate::state::commands::CommandOp;
+use crate::state::ownership::{Link, Reach};
+use crate::state::points::{Batch, Change, Quality, Value};
+use crate::state::{Request, Response};
+
+/// An endpoint by channel and position.
+type Endpoint = (usize, usize);
+
+pub struct RtuTask {
+    node: Arc<Node>,
+    rtu: Rtu,
+    /// Points that are read, and points that are commanded.
+    monitored: Vec<Point>,
+    commanded: Vec<Point>,
+    reads: Vec<Read>,
+    batcher: Batcher,
+    reports: Arc<super::Reports>,
+    source: Option<IpAddr>,
+    session: Option<(Endpoint, Session)>,
+    probes: BTreeMap<Endpoint, TcpStream>,
+    up: BTreeMap<Endpoint, bool>,
+    reach: Option<Reach>,
+    /// The last value and quality reported per point, as the owner.
+    last: HashMap<String, (Value, Quality)>,
+    /// The epoch this node is polling under, if it owns the RTU.
+    owned: Option<u64>,
+}
+
+impl RtuTask {
+    pub fn new(
+        node: Arc<Node>,
+        rtu: Rtu,
+        points: Vec<Point>,
+        batcher: Batcher,
+        reports: Arc<super::Reports>,
+    ) -> RtuTask {
+        let (commanded, monitored): (Vec<Point>, Vec<Point>) = points
+            .into_iter()
+            .partition(|p| p.kind.get_ref().is_command());
+        let reads = reads::plan(&monitored.iter().collect::<Vec<_>>());
+        let source = node.config.field_source_ip;
+        RtuTask {
+            node,
+            rtu,
+            monitored,
+            commanded,
+            reads,
+            batcher,
+            reports,
+            source,
+            session: None,
+            probes: BTreeMap::new(),
+            up: BTreeMap::new(),
+            reach: None,
+            last: HashMap::new(),
+            owned: None,
+        }
+    }
+
+    fn id(&self) -> &str {
+        self.rtu.id.get_ref()
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(*self.rtu.timeout_ms.get_ref())
+    }
+
+    pub async fn run(mut self) {
+        let poll = Duration::from_millis((*self.rtu.poll_interval_ms.get_ref()).max(10));
+        let mut changes = self.node.raft.metrics();
+        let mut next_poll = Instant::now();
+        loop {
+            let epoch = self.lease();
+            if epoch != self.owned {
+                self.switch(epoch);
+            }
+            if let Some(epoch) = epoch {
+                self.run_commands(epoch).await;
+            }
+            if Instant::now() >= next_poll {
+                // A round that overran its interval starts the next one at once, not in a
+                // burst of catch-up rounds.
+                next_poll = (next_poll + poll).max(Instant::now());
+                self.round(epoch).await;
+                metrics::counter!("fepha_acquisition_rounds_total", "rtu" => self.id().to_owned())
+                    .increment(1);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(next_poll) => {}
+                r = changes.changed() => if r.is_err() { return },
+            }
+        }
+    }
+
+    /// The epoch under which this node may do field I/O with the RTU now, if any: the applied
+    /// state names it owner, and its own lease clock has not run out.
+    fn lease(&self) -> Option<u64> {
+        let me = self.node.id;
+        let epoch = self.node.state.read(|s| {
+            s.ownership
+                .leases
+                .get(self.id())
+                .filter(|l| l.owner == me)
+                .map(|l| l.epoch)
+        })?;
+        self.node.own.valid().then_some(epoch)
+    }
+
+    fn may_io(&self, epoch: Option<u64>) -> bool {
+        match epoch {
+            Some(e) => self.lease() == Some(e),
+            // A hot standby reads only.
+            None => self.rtu.standby == Standby::Hot,
+        }
+    }
+
+    fn switch(&mut self, epoch: Option<u64>) {
+        tracing::info!(rtu = %self.id(), ?epoch, "ownership changed");
+        self.owned = epoch;
+        self.last.clear();
+        if epoch.is_none() {
+            if self.rtu.standby != Standby::Hot {
+                self.session = None;
+            }
+            return;
+        }
+        // Start from what the cluster has, so that a take-over reports only real changes.
+        let ids: Vec<String> = self
+            .monitored
+            .iter()
+            .map(|p| p.id.get_ref().clone())
+            .collect();
+        self.last = self.node.state.read(|s| {
+            ids.iter()
+                .filter_map(|id| {
+                    s.points
+                        .points
+                        .get(id)
+                        .map(|p| (id.clone(), (p.value, p.quality)))
+                })
+                .collect()
+        });
+    }
+
+    async fn round(&mut self, epoch: Option<u64>) {
+        let polls = epoch.is_some() || self.rtu.standby == Standby::Hot;
+        let reach = if polls {
+            self.poll(epoch).await
+        } else {
+            self.session = None;
+            None
+        };
+        if epoch.is_some() || self.rtu.standby != Standby::Cold {
+            self.probe().await;
+        } else {
+            self.probes.clear();
+            self.up.clear();
+        }
+        self.reach = match reach {
+            // The owner's word is its poll; a standby's is whether anything answers.
+            Some(r) if epoch.is_some() => Some(r),
+            _ if self.rtu.standby == Standby::Cold && epoch.is_none() => None,
+            _ => Some(if self.up.values().any(|u| *u) {
+                Reach::Reachable
+            } else {
+                Reach::Unreachable
+            }),
+        };
+        self.report();
+    }
+
+    /// One poll round: the open session first, then every endpoint of every channel in
+    /// order; a failed endpoint moves on at once. Returns whether any endpoint answered.
+    async fn poll(&mut self, epoch: Option<u64>) -> Option<Reach> {
+        let mut order: Vec<Endpoint> = self
+            .rtu
+            .channels
+            .iter()
+            .enumerate()
+            .flat_map(|(c, ch)| (0..ch.endpoints.len()).map(move |e| (c, e)))
+            .collect();
+        if let Some((at, _)) = &self.session {
+            let at = *at;
+            order.retain(|e| *e != at);
+            order.insert(0, at);
+        }
+        for at in order {
+            if !self.may_io(epoch) {
+                return None;
+            }
+            match self.read_all(at, epoch).await {
+                Ok(image) => {
+                    self.up.insert(at, true);
+                    if let Some(epoch) = epoch {
+                        self.changes(&image, epoch).await;
+                    }
+                    return Some(Reach::Reachable);
+                }
+                Err(e) => {
+                    tracing::debug!(rtu = %self.id(), endpoint = %self.endpoint(at), "poll failed: {e}");
+                    metrics::counter!("fepha_acquisition_failures_total", "rtu" => self.id().to_owned())
+                        .increment(1);
+                    self.up.insert(at, false);
+                    self.session = None;
+                }
+            }
+        }
+        if let Some(epoch) = epoch {
+            self.link_down(epoch).await;
+        }
+        Some(Reach::Unreachable)
+    }
+
+    fn endpoint(&self, (c, e): Endpoint) -> String {
+        self.rtu
+            .channels
+            .get(c)
+            .and_then(|ch| ch.endpoints.get(e))
+            .map(|e| e.get_ref().clone())
+            .unwrap_or_default()
+    }
+
+    async fn open(&mut self, at: Endpoint) -> Result<(), LinkError> {
+        if self.session.as_ref().is_some_and(|(a, _)| *a == at) {
+            return Ok(());
+        }
+        self.session = None;
+        // The standby's idle connection to this endpoint makes way for the real one.
+        self.probes.remove(&at);
+        let endpoint = self.endpoint(at);
+        let session =
+            Session::open(&endpoint, self.source, self.rtu.unit_id, self.timeout()).await?;
+        self.session = Some((at, session));
+        Ok(())
+    }
+
+    async fn read_all(&mut self, at: Endpoint, epoch: Option<u64>) -> Result<Image, LinkError> {
+        self.open(at).await?;
+        let mut image = Image::default();
+        for read in self.reads.clone() {
+            if !self.may_io(epoch) {
+                return Err(LinkError::Timeout("lease"));
+            }
+            let Some((_, session)) = self.session.as_mut() else {
+                return Err(LinkError::Timeout("session"));
+            };
+            match session.read(read).await {
+                Ok(data) => image.insert(read, data),
+                // The link works; these addresses do not. Their points go invalid below.
+                Err(LinkError::Exception(code)) => {
+                    tracing::warn!(rtu = %self.id(), ?read, "the device refused a read: {code}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(image)
+    }
+
+    async fn changes(&mut self, image: &Image, epoch: u64) {
+        let now = crate::admin::now_ms();
+        let mut changes = Vec::new();
+        for p in &self.monitored {
+            let id = p.id.get_ref();
+            let last = self.last.get(id).copied();
+            let (value, quality) = match decode::decode(p, image) {
+                Ok(v) => (v, Quality::GOOD),
+                Err(e) => {
+                    let Some((v, _)) = last else { continue };
+                    tracing::debug!(point = %id, "cannot decode: {e}");
+                    let invalid = Quality {
+                        invalid: true,
+                        not_topical: false,
+                    };
+                    (v, invalid)
+                }
+            };
+            let event = match last {
+                Some((_, q)) if q != quality => Some(p.kind.get_ref().is_indication()),
+                _ => decode::change(p, last.as_ref().map(|(v, _)| v), &value),
+            };
+            let Some(event) = event else { continue };
+            self.last.insert(id.clone(), (value, quality));
+            changes.push(Change {
+                point: id.clone(),
+                value,
+                quality,
+                time_ms: now,
+                event,
+            });
+        }
+        self.send(epoch, changes).await;
+    }
+
+    /// Every channel failed: the points keep their values, marked invalid and not topical.
+    async fn link_down(&mut self, epoch: u64) {
+        let now = crate::admin::now_ms();
+        let mut changes = Vec::new();
+        for p in &self.monitored {
+            let id = p.id.get_ref();
+            let Some((value, quality)) = self.last.get(id).copied() else {
+                continue;
+            };
+            if quality == Quality::LINK_DOWN {
+                continue;
+            }
+            self.last.insert(id.clone(), (value, Quality::LINK_DOWN));
+            changes.push(Change {
+                point: id.clone(),
+                value,
+                quality: Quality::LINK_DOWN,
+                time_ms: now,
+                event: p.kind.get_ref().is_indication(),
+            });
+        }
+        self.send(epoch, changes).await;
+    }
+
+    // `&mut self` only because a shared borrow held across an await would need the Modbus
+    // context to be Sync, which it is not.
+    async fn send(&mut self, epoch: u64, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        let batch = Batch {
+            rtu: self.id().to_owned(),
+            epoch,
+            node: self.node.id,
+            changes,
+        };
+        self.batcher.send(batch).await;
+    }
+
+    /// Connections that send nothing, to every endpoint the session does not use: a standby
+    /// learns what it could reach, and the owner what its other channels would give it.
+    async fn probe(&mut self) {
+        let active = self.session.as_ref().map(|(at, _)| *at);
+        let all: Vec<Endpoint> = self
+            .rtu
+            .channels
+            .iter()
+            .enumerate()
+            .flat_map(|(c, ch)| (0..ch.endpoints.len()).map(move |e| (c, e)))
+            .filter(|at| Some(*at) != active)
+            .collect();
+        self.probes
+            .retain(|at, stream| link::still_open(stream) && all.contains(at));
+        let missing: Vec<Endpoint> = all
+            .iter()
+            .filter(|at| !self.probes.contains_key(at))
+            .copied()
+            .collect();
+        let timeout = self.timeout();
+        let attempts = missing.iter().map(|at| {
+            let endpoint = self.endpoint(*at);
+            let source = self.source;
+            async move { link::connect(&endpoint, source, timeout).await }
+        });
+        let results = futures::future::join_all(attempts).await;
+        for (at, result) in missing.into_iter().zip(results) {
+            if let Ok(stream) = result {
+                self.probes.insert(at, stream);
+            }
+        }
+        for at in all {
+            self.up.insert(at, self.probes.contains_key(&at));
+        }
+    }
+
+    fn report(&self) {
+        let links = self
+            .up
+            .iter()
+            .map(|((c, e), up)| Link {
+                channel: self
+                    .rtu
+                    .channels
+                    .get(*c)
+                    .map(|ch| ch.name.get_ref().clone())
+                    .unwrap_or_default(),
+                endpoint: self.endpoint((*c, *e)),
+                up: *up,
+            })
+            .collect();
+        self.reports.set(
+            self.id(),
+            Report {
+                reach: self.reach,
+                links,
+            },
+        );
+    }
+
+    /// Starts, executes and finishes this RTU's pending commands, each at most once.
+    async fn run_commands(&mut self, epoch: u64) {
+        let id = self.id().to_owned();
+        let pending: Vec<(u64, String, Value)> = self.node.state.read(|s| {
+            s.commands
+                .pending_for(&id)
+                .map(|c| (c.id, c.point.clone(), c.value))
+                .collect()
+        });
+        for (command, point, value) in pending {
+            let start = CommandOp::Start {
+                id: command,
+                node: self.node.id,
+                epoch,
+            };
+            match self.command_write(start).await {
+                Some(Ok(_)) => {}
+                // Cancelled, or started by someone else: not ours to run.
+                _ => continue,
+            }
+            let outcome = self.execute(epoch, &point, &value).await;
+            tracing::info!(rtu = %id, %point, %value, ?outcome, "command executed");
+            metrics::counter!("fepha_commands_total", "outcome" => if outcome.is_ok() { "done" } else { "failed" })
+                .increment(1);
+            let finish = CommandOp::Finish {
+                id: command,
+                epoch,
+                outcome,
+            };
+            // The outcome must reach the log; a failed write is retried a few times.
+            for _ in 0..5 {
+                if self.command_write(finish.clone()).await.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    async fn execute(&mut self, epoch: u64, point: &str, value: &Value) -> Result<(), String> {
+        let p = self
+            .commanded
+            .iter()
+            .find(|p| p.id.get_ref() == point)
+            .ok_or_else(|| format!("{point} is not a command point of this RTU"))?;
+        let write = super::command::encode(p, value).map_err(|e| e.to_string())?;
+        let order: Vec<Endpoint> = match &self.session {
+            Some((at, _)) => vec![*at],
+            None => self
+                .rtu
+                .channels
+                .iter()
+                .enumerate()
+                .flat_map(|(c, ch)| (0..ch.endpoints.len()).map(move |e| (c, e)))
+                .collect(),
+        };
+        let mut last_error = String::from("the RTU has no endpoint");
+        for at in order {
+            if !self.may_io(Some(epoch)) {
+                return Err("the lease ran out before the command was sent".into());
+            }
+            if let Err(e) = self.open(at).await {
+                last_error = e.to_string();
+                continue;
+            }
+            let Some((_, session)) = self.session.as_mut() else {
+                continue;
+            };
+            // Sent once: a write that fails after it may have reached the device is not
+            // repeated on another channel.
+            return match session.write(&write).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    self.session = None;
+                    Err(e.to_string())
+                }
+            };
+        }
+        Err(last_error)
+    }
+
+    async fn command_write(&mut self, op: CommandOp) -> Option<Result<u64, CommandRefusal>> {
+        match crate::admin::write_own(&self.node, Request::Command(op)).await {
+            Ok(Response::Command(r)) => Some(r),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!("command progress not written: {}", e.message());
+                None
+            }
+        }
+    }
+}
