@@ -11,8 +11,11 @@
 mod binary;
 mod client;
 mod cluster;
+pub mod field;
 mod net;
 mod node;
+mod proxy;
+mod pydevice;
 mod stats;
 mod status;
 mod trust;
@@ -23,6 +26,8 @@ pub use client::{admin_client, apply_rpc, raw_channel, raw_unary, rpc_status, se
 pub use cluster::{CliOutput, Cluster, Options, WAIT, site_config};
 pub use net::{LoopbackBlock, Namespaces};
 pub use node::NodeProc;
+pub use proxy::Proxy;
+pub use pydevice::{DeviceLayout, PyDevice};
 pub use stats::percentile;
 pub use status::{Applied, ConfigShow, HistoryEntry, Member, Status};
 pub use trust::{

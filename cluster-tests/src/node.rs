@@ -52,8 +52,11 @@ impl NodeProc {
         let text = format!(
             "name = \"{name}\"\ndata_dir = \"{}\"\nraft_addr = \"{raft_addr}\"\n\
              admin_addr = \"{admin_addr}\"\nmetrics_addr = \"{metrics_addr}\"\nrole = \"{role}\"\n\
-             {raft_toml}",
-            data_dir.display()
+             field_source_ip = \"{}\"\n{raft_toml}",
+            data_dir.display(),
+            // Field connections leave from the node's own IP, so a proxy in front of a device
+            // can tell the nodes apart and fail one node's channel alone.
+            raft_addr.ip()
         );
         std::fs::write(&config_path, text).expect("write node.toml");
         NodeProc {

@@ -37,7 +37,8 @@ pub struct RtuTask {
     reports: Arc<super::Reports>,
     source: Option<IpAddr>,
     session: Option<(Endpoint, Session)>,
-    probes: BTreeMap<Endpoint, TcpStream>,
+    /// Idle connections of the probes, and whether each has stayed open for a whole round.
+    probes: BTreeMap<Endpoint, (TcpStream, bool)>,
     up: BTreeMap<Endpoint, bool>,
     reach: Option<Reach>,
     /// The last value and quality reported per point, as the owner.
@@ -180,11 +181,16 @@ impl RtuTask {
             // The owner's word is its poll; a standby's is whether anything answers.
             Some(r) if epoch.is_some() => Some(r),
             _ if self.rtu.standby == Standby::Cold && epoch.is_none() => None,
-            _ => Some(if self.up.values().any(|u| *u) {
-                Reach::Reachable
-            } else {
-                Reach::Unreachable
-            }),
+            _ => {
+                let endpoints: usize = self.rtu.channels.iter().map(|c| c.endpoints.len()).sum();
+                if self.up.values().any(|u| *u) {
+                    Some(Reach::Reachable)
+                } else if self.up.len() == endpoints {
+                    Some(Reach::Unreachable)
+                } else {
+                    self.reach
+                }
+            }
         };
         self.report();
     }
@@ -217,7 +223,10 @@ impl RtuTask {
                     return Some(Reach::Reachable);
                 }
                 Err(e) => {
-                    tracing::debug!(rtu = %self.id(), endpoint = %self.endpoint(at), "poll failed: {e}");
+                    // Said once per endpoint going down, not every round.
+                    if self.up.get(&at) != Some(&false) {
+                        tracing::warn!(rtu = %self.id(), endpoint = %self.endpoint(at), owner = epoch.is_some(), "poll failed: {e}");
+                    }
                     metrics::counter!("fepha_acquisition_failures_total", "rtu" => self.id().to_owned())
                         .increment(1);
                     self.up.insert(at, false);
@@ -362,8 +371,12 @@ impl RtuTask {
             .flat_map(|(c, ch)| (0..ch.endpoints.len()).map(move |e| (c, e)))
             .filter(|at| Some(*at) != active)
             .collect();
-        self.probes
-            .retain(|at, stream| link::still_open(stream) && all.contains(at));
+        // A device that accepts and at once closes (full, or behind a failed gateway) is not
+        // reachable: a connection counts only once it has stayed open for a round.
+        self.probes.retain(|at, (stream, proven)| {
+            *proven = link::still_open(stream);
+            *proven && all.contains(at)
+        });
         let missing: Vec<Endpoint> = all
             .iter()
             .filter(|at| !self.probes.contains_key(at))
@@ -378,11 +391,16 @@ impl RtuTask {
         let results = futures::future::join_all(attempts).await;
         for (at, result) in missing.into_iter().zip(results) {
             if let Ok(stream) = result {
-                self.probes.insert(at, stream);
+                self.probes.insert(at, (stream, false));
             }
         }
         for at in all {
-            self.up.insert(at, self.probes.contains_key(&at));
+            match self.probes.get(&at) {
+                Some((_, true)) => self.up.insert(at, true),
+                // Connected this round: not known yet either way.
+                Some((_, false)) => self.up.remove(&at),
+                None => self.up.insert(at, false),
+            };
         }
     }
 

@@ -27,11 +27,13 @@ pub async fn renew(node: &Node, caller: &Caller, req: RenewRequest) -> Result<Re
             ));
         }
     }
-    renew_own(node, req).await.map(|()| RenewReply {})
+    renew_own(node, req)
+        .await
+        .map(|log_index| RenewReply { log_index })
 }
 
-/// This node's own renewal, routed to the leader.
-pub async fn renew_own(node: &Node, req: RenewRequest) -> Result<(), Status> {
+/// This node's own renewal, routed to the leader. Returns its log index.
+pub async fn renew_own(node: &Node, req: RenewRequest) -> Result<u64, Status> {
     on_leader(
         node,
         req,
@@ -81,7 +83,9 @@ pub async fn renew_own(node: &Node, req: RenewRequest) -> Result<(), Status> {
                 .await
                 .map_err(write_error)?;
             match written.data {
-                Response::Ownership(Ok(())) => Ok(RenewReply {}),
+                Response::Ownership(Ok(())) => Ok(RenewReply {
+                    log_index: written.log_id.index,
+                }),
                 Response::Ownership(Err(refusal)) => {
                     Err(Status::failed_precondition(refusal.to_string()))
                 }
@@ -90,7 +94,7 @@ pub async fn renew_own(node: &Node, req: RenewRequest) -> Result<(), Status> {
         },
     )
     .await
-    .map(|_| ())
+    .map(|r| r.log_index)
 }
 
 pub async fn rtu_list(

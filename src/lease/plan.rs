@@ -92,8 +92,13 @@ pub fn plan(v: &View<'_>) -> Vec<OwnershipCommand> {
                 continue;
             }
             // The owner failed every channel: take the RTU from it, for a node that reaches
-            // it. The grant waits until the owner has seen the release (see below).
-            let to = candidate(&load, |n| n != l.owner && says(n) == Some(Reach::Reachable));
+            // it. The grant waits until the owner has seen the release (see below). The other
+            // node's word must be newer than the owner's: when the device itself goes down,
+            // the others' last word may still be from before.
+            let said_at = |n: NodeId| o.sessions.get(&n).map_or(0, |s| s.renewed_index);
+            let to = candidate(&load, |n| {
+                n != l.owner && says(n) == Some(Reach::Reachable) && said_at(n) > said_at(l.owner)
+            });
             if let Some(to) = to {
                 commands.push(OwnershipCommand::Release {
                     rtu: rtu.clone(),
@@ -119,9 +124,15 @@ pub fn plan(v: &View<'_>) -> Vec<OwnershipCommand> {
             });
         // Nobody owns it: the least-loaded node that reaches it; failing that, one that has
         // not said it cannot (a cold standby reports nothing).
+        // A released RTU that nobody reaches any more goes back to its old owner (or, if that
+        // died, to anyone): an RTU without an owner would not even have its points marked
+        // invalid.
+        let fallback = released.map(|r| r.from).filter(|n| live.contains(n));
         let wanted = chosen.or_else(|| {
             candidate(&load, |n| says(n) == Some(Reach::Reachable))
                 .or_else(|| candidate(&load, |n| says(n).is_none()))
+                .or(fallback)
+                .or_else(|| released.and_then(|_| candidate(&load, |_| true)))
         });
         let Some(node) = wanted else { continue };
         let previous = o.leases.get(rtu).or(released.map(|r| &r.lease));

@@ -75,28 +75,49 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
             applied_index,
             links,
         };
-        let renewed = tokio::time::timeout(period, crate::admin::renew_own(&node, request)).await;
+        let renewed = tokio::time::timeout(period, async {
+            let index = crate::admin::renew_own(&node, request).await?;
+            // The renewal counts only once this node has applied it, and so every hand-over
+            // decided before it: a node that was stopped must not poll under a lease the
+            // cluster has already given to another node.
+            Ok::<bool, tonic::Status>(applied(&node, index, sent_at + period).await)
+        })
+        .await;
         let mut clock = node
             .own
             .clock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         *clock = clock.with_timers(Duration::from_millis(ttl), Duration::from_millis(drift));
-        match renewed {
-            Ok(Ok(())) => {
+        let outcome = match renewed {
+            Ok(Ok(true)) => {
                 clock.acknowledged(sent_at);
-                metrics::counter!("fepha_lease_renewals_total", "outcome" => "ok").increment(1);
+                "ok"
             }
+            Ok(Ok(false)) => "lagging",
             Ok(Err(e)) => {
                 tracing::debug!("session renewal failed: {}", e.message());
-                metrics::counter!("fepha_lease_renewals_total", "outcome" => "failed").increment(1);
+                "failed"
             }
-            Err(_) => {
-                metrics::counter!("fepha_lease_renewals_total", "outcome" => "timeout")
-                    .increment(1);
-            }
-        }
+            Err(_) => "timeout",
+        };
+        metrics::counter!("fepha_lease_renewals_total", "outcome" => outcome).increment(1);
         let valid = clock.valid_at(Instant::now());
         metrics::gauge!("fepha_lease_valid").set(if valid { 1.0 } else { 0.0 });
+    }
+}
+
+/// Waits until the local state machine has applied `index`, until `deadline`.
+async fn applied(node: &Node, index: u64, deadline: Instant) -> bool {
+    let mut changes = node.raft.metrics();
+    loop {
+        if node.state.last_applied().is_some_and(|l| l.index >= index) {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, changes.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return false,
+        }
     }
 }

@@ -150,6 +150,9 @@ fn an_owner_that_fails_every_channel_hands_over_with_a_growing_back_off() {
     w.step();
     assert_eq!(w.owner("r1"), Some(A));
     w.renew(A, 1, Reach::Unreachable);
+    // B's word is older than A's: it may not reach the RTU either any more.
+    assert!(w.step().is_empty());
+    w.renew(B, 1, Reach::Reachable);
     w.step();
     // Released, but not granted before A has seen the release.
     assert_eq!(w.owner("r1"), None);
@@ -161,8 +164,8 @@ fn an_owner_that_fails_every_channel_hands_over_with_a_growing_back_off() {
     assert_eq!((first.epoch, first.handovers), (2, 1));
     assert_eq!(first.backoff_until_ms, w.now + 500);
     // B fails too while A is back: not before the back-off, then doubled.
-    w.renew(A, 1, Reach::Reachable);
     w.renew(B, 1, Reach::Unreachable);
+    w.renew(A, 1, Reach::Reachable);
     assert!(w.step().is_empty(), "within the back-off nothing moves");
     w.now += 500;
     w.step();
@@ -257,6 +260,7 @@ fn a_released_rtu_goes_at_once_when_its_old_owner_dies() {
     let mut w = World::new(&["r1"]);
     w.step();
     w.renew(A, 1, Reach::Unreachable);
+    w.renew(B, 1, Reach::Reachable);
     w.step();
     assert_eq!(w.owner("r1"), None);
     // A never renews again: its session expires and B gets the RTU.
@@ -285,4 +289,19 @@ fn a_deliberate_move_waits_for_the_release_and_does_not_count_as_a_hand_over() {
     let lease = w.o.leases["r1"].clone();
     assert_eq!((lease.owner, lease.epoch, lease.handovers), (B, 2, 0));
     assert_eq!(lease.backoff_until_ms, w.now);
+}
+
+#[test]
+fn a_released_rtu_that_nobody_reaches_goes_back_to_its_owner() {
+    let mut w = World::new(&["r1"]);
+    w.step();
+    w.renew(A, 1, Reach::Unreachable);
+    w.renew(B, 1, Reach::Reachable);
+    w.step();
+    assert_eq!(w.owner("r1"), None);
+    // B loses the device too before the grant; A has seen the release.
+    w.renew(B, 1, Reach::Unreachable);
+    w.renew(A, 1, Reach::Unreachable);
+    w.step();
+    assert_eq!(w.owner("r1"), Some(A));
 }

@@ -21,6 +21,9 @@ pub struct Session {
     /// release, the node has seen that it lost the RTU.
     #[serde(default)]
     pub applied: u64,
+    /// The log index of its last renewal: what it says about its RTUs is as of then.
+    #[serde(default)]
+    pub renewed_index: u64,
 }
 
 /// An RTU taken from a live owner (a hand-over or a move): nobody may have it until the old
@@ -174,6 +177,7 @@ impl Ownership {
                         number: *number,
                         renewed_at_ms: *now_ms,
                         applied: *applied,
+                        renewed_index: index,
                     },
                 );
                 for (rtu, r) in reach {

@@ -1,0 +1,223 @@
+//! The field side of a test cluster: device addresses in the cluster's loopback block,
+//! `fepha sim modbus` as a process with its request log, and what the nodes say about RTUs
+//! and points.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::Cluster;
+
+/// Device `k` of the cluster: 127.X.Y.(200+k), in the cluster's own block, so tests that run
+/// side by side never share a device.
+pub fn device_addr(c: &Cluster, k: u8, port: u16) -> SocketAddr {
+    let IpAddr::V4(node) = c.ip(0) else {
+        panic!("loopback clusters are IPv4");
+    };
+    let [a, x, y, _] = node.octets();
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(a, x, y, 200 + k)), port)
+}
+
+/// `fepha sim modbus` with a request log, killed when dropped.
+pub struct SimDevice {
+    child: Child,
+    pub addr: SocketAddr,
+    log: PathBuf,
+    stderr: PathBuf,
+}
+
+/// One request in the sim's log.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub time_ms: u64,
+    pub ip: IpAddr,
+    pub function: String,
+}
+
+impl SimDevice {
+    pub fn start(c: &Cluster, addr: SocketAddr, profile: &str) -> SimDevice {
+        let n = c.dir().read_dir().map_or(0, |d| d.count());
+        let profile_path = c.dir().join(format!("sim-{n}.toml"));
+        std::fs::write(&profile_path, profile).expect("write the sim profile");
+        let log = c.dir().join(format!("sim-{n}.jsonl"));
+        let stderr = c.dir().join(format!("sim-{n}.log"));
+        let child = Command::new(c.binary())
+            .args(["sim", "modbus", "--listen", &addr.to_string(), "--profile"])
+            .arg(&profile_path)
+            .arg("--log")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&stderr).expect("sim stderr file"))
+            .spawn()
+            .expect("start fepha sim modbus");
+        let mut sim = SimDevice {
+            child,
+            addr,
+            log,
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Ok(Some(status)) = sim.child.try_wait() {
+                panic!("the sim exited with {status}: {}", sim.stderr_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sim does not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sim
+    }
+
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Every request logged so far, oldest first.
+    pub fn requests(&self) -> Vec<Request> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter_map(|v| {
+                let client: SocketAddr = v["client"].as_str()?.parse().ok()?;
+                Some(Request {
+                    time_ms: v["time_ms"].as_u64()?,
+                    ip: client.ip(),
+                    function: v["function"].as_str().unwrap_or_default().to_owned(),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for SimDevice {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One RTU as `rtu list --json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtuView {
+    pub owner: String,
+    pub epoch: u64,
+    pub reachable_from: Vec<String>,
+    pub unreachable_from: Vec<String>,
+}
+
+/// RTU id → what node `i` reports (the leader's view).
+pub fn rtus(c: &Cluster, i: usize) -> Result<BTreeMap<String, RtuView>, String> {
+    let out = c.cli(i, &["rtu", "list", "--json", "--timeout", "3s"]);
+    if !out.success() {
+        return Err(format!("rtu list: {}", out.stderr.trim()));
+    }
+    let list: Vec<Value> =
+        serde_json::from_str(&out.stdout).map_err(|e| format!("rtu list --json: {e}"))?;
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| n.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Ok(list
+        .iter()
+        .map(|r| {
+            (
+                r["rtu"].as_str().unwrap_or_default().to_owned(),
+                RtuView {
+                    owner: r["owner"].as_str().unwrap_or_default().to_owned(),
+                    epoch: r["epoch"].as_u64().unwrap_or(0),
+                    reachable_from: names(&r["reachable_from"]),
+                    unreachable_from: names(&r["unreachable_from"]),
+                },
+            )
+        })
+        .collect())
+}
+
+/// One point as `point list --json` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointView {
+    pub number: Option<f64>,
+    pub invalid: bool,
+    pub not_topical: bool,
+    pub source: String,
+    pub epoch: u64,
+}
+
+/// Point id → what node `i` has applied.
+pub fn points(c: &Cluster, i: usize) -> Result<BTreeMap<String, PointView>, String> {
+    let out = c.cli(i, &["point", "list", "--json"]);
+    if !out.success() {
+        return Err(format!("point list: {}", out.stderr.trim()));
+    }
+    let list: Vec<Value> =
+        serde_json::from_str(&out.stdout).map_err(|e| format!("point list --json: {e}"))?;
+    Ok(list
+        .iter()
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap_or_default().to_owned(),
+                PointView {
+                    number: p["number"].as_f64(),
+                    invalid: p["invalid"].as_bool().unwrap_or(false),
+                    not_topical: p["not_topical"].as_bool().unwrap_or(false),
+                    source: p["source"].as_str().unwrap_or_default().to_owned(),
+                    epoch: p["epoch"].as_u64().unwrap_or(0),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Waits until every node in `among` has `want` (point id → number) with good quality.
+pub fn wait_points(c: &Cluster, among: &[usize], want: &[(&str, f64)]) {
+    c.wait_until(&format!("every node has the points {want:?}"), || {
+        for &i in among {
+            let have = points(c, i)?;
+            for (id, number) in want {
+                let p = have
+                    .get(*id)
+                    .ok_or(format!("{} has no point {id}", c.name(i)))?;
+                let close = p.number.is_some_and(|n| (n - number).abs() < 1e-6);
+                if !close || p.invalid || p.not_topical {
+                    return Err(format!("{} has {id} = {p:?}, want {number}", c.name(i)));
+                }
+            }
+        }
+        Ok(())
+    });
+}
+
+/// The node index whose name is `name`.
+pub fn index_named(c: &Cluster, name: &str) -> usize {
+    c.index_of(name)
+        .unwrap_or_else(|| panic!("{name:?} is not a node of this cluster"))
+}
+
+/// A counter or gauge from node `i`'s /metrics, summed over its labels.
+pub fn metric(c: &Cluster, i: usize, name: &str) -> Option<f64> {
+    let text = c.metrics(i).ok()?;
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| {
+            l.as_bytes()
+                .get(name.len())
+                .is_some_and(|b| *b == b' ' || *b == b'{')
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
