@@ -60,6 +60,14 @@ pub const GAUGES: &[(&str, &str)] = &[
     ),
     ("fepha_raft_has_leader", "1 while this node knows a leader"),
     ("fepha_raft_voters", "Voters in the membership"),
+    (
+        "fepha_lease_valid",
+        "1 while this node's own lease clock allows field I/O",
+    ),
+    (
+        "fepha_acquisition_rtus",
+        "RTU tasks running on this node (owned or standing by)",
+    ),
 ];
 
 /// Every counter a node exports, with its help text.
@@ -89,6 +97,65 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "fepha_admin_requests_total",
         "Admin API calls, by method and result code",
     ),
+    ("fepha_tls_handshakes_total", "TLS handshakes, by listener"),
+    (
+        "fepha_tls_refused_total",
+        "TLS handshakes refused, by listener",
+    ),
+    (
+        "fepha_tls_revocation_checks_total",
+        "Runs of the loop that cuts connections of revoked certificates",
+    ),
+    (
+        "fepha_tls_connections_cut_total",
+        "Open connections cut because their certificate was revoked",
+    ),
+    ("fepha_lease_plans_total", "Runs of the leader's lease plan"),
+    (
+        "fepha_lease_commands_total",
+        "Lease decisions the leader proposed (grants, releases, expiries)",
+    ),
+    (
+        "fepha_lease_renewals_total",
+        "This node's session renewals, by outcome",
+    ),
+    (
+        "fepha_acquisition_rounds_total",
+        "Poll or probe rounds of RTU tasks, by RTU",
+    ),
+    (
+        "fepha_acquisition_failures_total",
+        "Failed polls of an endpoint, by RTU",
+    ),
+    (
+        "fepha_point_batches_total",
+        "Log entries of point changes this node wrote",
+    ),
+    (
+        "fepha_point_changes_total",
+        "Point changes this node wrote to the log",
+    ),
+    (
+        "fepha_point_batches_refused_total",
+        "Batches of this node's point changes refused for a stale epoch",
+    ),
+    (
+        "fepha_point_write_retries_total",
+        "Point batches retried because the cluster had no leader",
+    ),
+    ("fepha_commands_total", "Commands executed, by outcome"),
+    (
+        "fepha_points_applied_total",
+        "Point changes applied to this node's state machine",
+    ),
+    (
+        "fepha_events_applied_total",
+        "Events appended to this node's state machine",
+    ),
+    (
+        "fepha_stale_writes_total",
+        "Writes this node's state machine refused for a stale epoch",
+    ),
 ];
 
 /// Describes every metric and registers the label-less counters at zero, so that a dashboard
@@ -104,6 +171,10 @@ fn describe() {
         "fepha_raft_quorum_lost_total",
         "fepha_raft_metrics_updates_total",
         "fepha_raft_quorum_checks_total",
+        "fepha_points_applied_total",
+        "fepha_events_applied_total",
+        "fepha_stale_writes_total",
+        "fepha_point_batches_refused_total",
     ] {
         metrics::counter!(name).increment(0);
     }

@@ -365,6 +365,14 @@ fn an_owner_that_loses_its_link_hands_over_and_nothing_flaps() {
     assert_eq!(second.epoch, first.epoch + 1, "one hand-over: {second:?}");
     device.set("discrete_input", 0, &[0]);
     wait_points(&c, &[0, 1, 2], &[("d.alarm", 0.0)]);
+    // The link points say who lost what: the first owner's link is down, the RTU's is up.
+    let first_link = format!("d.link.{}.lan.0", first.owner);
+    let second_link = format!("d.link.{}.lan.0", second.owner);
+    wait_points(
+        &c,
+        &[0, 1, 2],
+        &[("d.link", 1.0), (&first_link, 0.0), (&second_link, 1.0)],
+    );
 
     // The first owner gets its link back: it does not take the RTU back.
     proxy.allow(c.ip(first_owner));
@@ -397,6 +405,7 @@ fn an_owner_that_loses_its_link_hands_over_and_nothing_flaps() {
             .then_some(())
             .ok_or(format!("{alarm:?}"))
     });
+    wait_points(&c, &[0, 1, 2], &[("d.link", 0.0), (&second_link, 0.0)]);
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
         let v = owner(&c, 0).expect("rtu list");

@@ -77,6 +77,7 @@ impl Reports {
                         channel: l.channel.clone(),
                         endpoint: l.endpoint.clone(),
                         up: l.up,
+                        index: l.index,
                     })
                     .collect(),
             })

@@ -417,6 +417,7 @@ impl RtuTask {
                     .unwrap_or_default(),
                 endpoint: self.endpoint((*c, *e)),
                 up: *up,
+                index: u32::try_from(*e).unwrap_or(u32::MAX),
             })
             .collect();
         self.reports.set(

@@ -64,6 +64,7 @@ pub async fn renew_own(node: &Node, req: RenewRequest) -> Result<u64, Status> {
                             channel: l.channel.clone(),
                             endpoint: l.endpoint.clone(),
                             up: l.up,
+                            index: l.index,
                         })
                         .collect();
                     (r.rtu.clone(), links)
@@ -76,6 +77,13 @@ pub async fn renew_own(node: &Node, req: RenewRequest) -> Result<u64, Status> {
                 reach,
                 applied: req.applied_index,
                 links,
+                name: node
+                    .metrics()
+                    .membership_config
+                    .membership()
+                    .get_node(&req.node_id)
+                    .map(|n| n.name.clone())
+                    .unwrap_or_default(),
             };
             let written = node
                 .raft

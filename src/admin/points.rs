@@ -81,27 +81,54 @@ pub fn point_list(node: &Node, req: PointListRequest) -> PointListReply {
             .get_node(&id)
             .map_or_else(|| id.to_string(), |n| n.name.clone())
     };
-    let (states, last_event_seq) = node.state.read(|s| {
+    let (states, link_ids, last_event_seq) = node.state.read(|s| {
         (
             s.points.points.clone(),
+            s.points.link_ids.clone(),
             s.points.events.back().map_or(0, |e| e.seq),
         )
     });
-    let points = site
+    let configured = site
         .points
         .iter()
         .filter(|p| req.rtu.is_empty() || *p.rtu.get_ref() == req.rtu)
         .filter(|p| !p.kind.get_ref().is_command())
         .map(|p| {
-            let id = p.id.get_ref();
+            let kind = format!("{:?}", p.kind.get_ref()).to_lowercase();
+            (p.id.get_ref().clone(), p.rtu.get_ref().clone(), kind)
+        });
+    let links = site
+        .rtus
+        .iter()
+        .map(|r| r.id.get_ref())
+        .filter(|rtu| req.rtu.is_empty() || **rtu == req.rtu)
+        .flat_map(|rtu| {
+            let prefix = crate::state::links::combined_id(rtu);
+            link_ids
+                .iter()
+                .filter(move |id| {
+                    id.strip_prefix(prefix.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+                })
+                .map(move |id| (id.clone(), rtu.clone(), "link".to_owned()))
+        })
+        .collect::<Vec<_>>();
+    let points = configured
+        .chain(links)
+        .map(|(id, rtu, kind)| {
             let mut info = PointInfo {
                 id: id.clone(),
-                rtu: p.rtu.get_ref().clone(),
-                kind: format!("{:?}", p.kind.get_ref()).to_lowercase(),
+                rtu,
+                kind,
                 ..Default::default()
             };
-            if let Some(s) = states.get(id) {
-                info.value = s.value.to_string();
+            if let Some(s) = states.get(&id) {
+                info.value = match (info.kind.as_str(), s.value) {
+                    ("link", crate::state::points::Value::Single(up)) => {
+                        if up { "up" } else { "down" }.to_owned()
+                    }
+                    _ => s.value.to_string(),
+                };
                 info.number = number(&s.value);
                 info.has_value = true;
                 info.invalid = s.quality.invalid;

@@ -124,15 +124,15 @@ pub fn plan(v: &View<'_>) -> Vec<OwnershipCommand> {
             });
         // Nobody owns it: the least-loaded node that reaches it; failing that, one that has
         // not said it cannot (a cold standby reports nothing).
-        // A released RTU that nobody reaches any more goes back to its old owner (or, if that
-        // died, to anyone): an RTU without an owner would not even have its points marked
-        // invalid.
+        // Nobody reaches it: it still gets an owner (a released one goes back to its old
+        // owner), which keeps trying and marks its points invalid; without one they would
+        // keep their last values as if they were good.
         let fallback = released.map(|r| r.from).filter(|n| live.contains(n));
         let wanted = chosen.or_else(|| {
             candidate(&load, |n| says(n) == Some(Reach::Reachable))
                 .or_else(|| candidate(&load, |n| says(n).is_none()))
                 .or(fallback)
-                .or_else(|| released.and_then(|_| candidate(&load, |_| true)))
+                .or_else(|| candidate(&load, |_| true))
         });
         let Some(node) = wanted else { continue };
         let previous = o.leases.get(rtu).or(released.map(|r| &r.lease));

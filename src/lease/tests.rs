@@ -54,6 +54,7 @@ impl World {
             reach,
             applied: self.index,
             links: Vec::new(),
+            name: String::new(),
         };
         assert_eq!(self.apply(&renew), Ok(()));
         self.heard.insert(node, self.now);

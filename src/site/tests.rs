@@ -24,7 +24,7 @@ fn the_examples_are_valid() {
     let site = parse(EXAMPLE).unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(site.rtus.len(), 3);
     assert_eq!(site.points.len(), 14);
-    assert_eq!(site.forwarders[0].maps.len(), 14);
+    assert_eq!(site.forwarders[0].maps.len(), 16);
     parse(DEMO).unwrap_or_else(|e| panic!("{e:?}"));
 }
 
@@ -162,4 +162,29 @@ fn diff_names_what_changed() {
         ]
     );
     assert!(diff(&old, &old).is_empty());
+}
+
+#[test]
+fn link_status_points_can_be_mapped_for_channels_and_endpoints_that_exist() {
+    let map = |point: &str| {
+        example_with(
+            "point = \"feeder-a.energy\"",
+            &format!("point = \"{point}\""),
+        )
+    };
+    for ok in ["feeder-a.link", "feeder-a.link.fep1.station-lan.0"] {
+        parse(&map(ok)).unwrap_or_else(|e| panic!("{ok}: {e:?}"));
+    }
+    for bad in [
+        "feeder-a.link.fep1.nowhere.0",
+        "feeder-a.link.fep1.station-lan.1",
+        "feeder-a.link.fep1",
+        "feeder-z.link",
+    ] {
+        let found = issues(&map(bad));
+        assert!(
+            has(&found, "forwarder[0].map[9].point", "no point is called"),
+            "{bad}: {found:?}"
+        );
+    }
 }

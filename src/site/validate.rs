@@ -284,7 +284,9 @@ impl Checker<'_> {
             let mut ioas = Unique::default();
             for (m, map) in fwd.maps.iter().enumerate() {
                 let mpath = format!("{path}.map[{m}]");
-                if !points.contains(map.point.get_ref()) {
+                if !points.contains(map.point.get_ref())
+                    && !is_link_point(site, map.point.get_ref())
+                {
                     self.issue(
                         format!("{mpath}.point"),
                         map.point.span(),
@@ -323,6 +325,31 @@ impl Checker<'_> {
 #[derive(Default)]
 struct Unique {
     seen: BTreeMap<String, String>,
+}
+
+/// A link-status point (see `state::links`): `<rtu>.link`, or
+/// `<rtu>.link.<node>.<channel>.<endpoint index>` for a channel and endpoint the RTU has (the
+/// node is any node name: nodes are not part of the site configuration).
+fn is_link_point(site: &Site, id: &str) -> bool {
+    site.rtus.iter().any(|rtu| {
+        let Some(rest) = id.strip_prefix(&format!("{}.link", rtu.id.get_ref())) else {
+            return false;
+        };
+        if rest.is_empty() {
+            return true;
+        }
+        let Some((node, rest)) = rest.strip_prefix('.').and_then(|r| r.split_once('.')) else {
+            return false;
+        };
+        let Some((channel, index)) = rest.rsplit_once('.') else {
+            return false;
+        };
+        let index: Option<usize> = index.parse().ok();
+        !node.is_empty()
+            && rtu.channels.iter().any(|c| {
+                *c.name.get_ref() == channel && index.is_some_and(|i| i < c.endpoints.len())
+            })
+    })
 }
 
 /// `host:port`, where host is an IP address or a DNS name.

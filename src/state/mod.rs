@@ -4,6 +4,7 @@
 //! and the trust list; openraft itself keeps the membership beside them.
 
 pub mod commands;
+pub mod links;
 pub mod ownership;
 pub mod points;
 pub mod trust;
@@ -93,6 +94,9 @@ pub struct SiteState {
     pub points: points::Points,
     #[serde(default)]
     pub commands: commands::Commands,
+    /// The newest leader time carried by an ownership command, for the link points' times.
+    #[serde(default)]
+    pub ownership_ms: u64,
 }
 
 impl SiteState {
@@ -147,6 +151,13 @@ impl fepha_storage::AppState<TypeConfig> for SiteState {
             Request::Ownership(command) => {
                 let before = self.ownership.epochs_owned();
                 let result = self.ownership.apply(log_id.index, command);
+                // Renewals carry the leader's clock; other commands reuse the last time seen.
+                if let ownership::OwnershipCommand::Renew { now_ms, .. } = command {
+                    self.ownership_ms = self.ownership_ms.max(*now_ms);
+                }
+                if result.is_ok() {
+                    self.points.sync_links(&self.ownership, self.ownership_ms);
+                }
                 // A command that was executing under a lease that has just ended will never
                 // be finished by that owner: its outcome is unknown, and it must not run again.
                 let after = self.ownership.epochs_owned();
@@ -161,9 +172,17 @@ impl fepha_storage::AppState<TypeConfig> for SiteState {
                 batches
                     .iter()
                     .map(|batch| {
-                        self.ownership
-                            .fence(&batch.rtu, batch.epoch)
-                            .map(|()| self.points.apply(batch))
+                        let fenced = self.ownership.fence(&batch.rtu, batch.epoch);
+                        if fenced.is_err() {
+                            metrics::counter!("fepha_stale_writes_total").increment(1);
+                        }
+                        fenced.map(|()| {
+                            let events = self.points.apply(batch);
+                            metrics::counter!("fepha_points_applied_total")
+                                .increment(batch.changes.len() as u64);
+                            metrics::counter!("fepha_events_applied_total").increment(events);
+                            events
+                        })
                     })
                     .collect(),
             ),

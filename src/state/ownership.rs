@@ -48,6 +48,9 @@ pub struct Link {
     pub channel: String,
     pub endpoint: String,
     pub up: bool,
+    /// The endpoint's position in its channel, from 0.
+    #[serde(default)]
+    pub index: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +91,9 @@ pub struct Ownership {
     /// By RTU id, then node: each node's link state per channel and endpoint.
     #[serde(default)]
     pub links: BTreeMap<String, BTreeMap<NodeId, Vec<Link>>>,
+    /// Node names as their renewals gave them.
+    #[serde(default)]
+    pub names: BTreeMap<NodeId, String>,
     /// Writes refused because their epoch was not the RTU's current one.
     pub stale_writes: u64,
 }
@@ -105,6 +111,9 @@ pub enum OwnershipCommand {
         /// By RTU: the node's links, replacing what it said before.
         #[serde(default)]
         links: Vec<(String, Vec<Link>)>,
+        /// The node's name, for the ids of its link points.
+        #[serde(default)]
+        name: String,
     },
     /// Take `rtu` from its live owner; `to` gets it once the owner has seen this.
     Release {
@@ -160,6 +169,7 @@ impl Ownership {
                 reach,
                 applied,
                 links,
+                name,
             } => {
                 match self.sessions.get(node) {
                     Some(s) if s.number > *number => {
@@ -182,6 +192,9 @@ impl Ownership {
                 );
                 for (rtu, r) in reach {
                     self.reach.entry(rtu.clone()).or_default().insert(*node, *r);
+                }
+                if !name.is_empty() {
+                    self.names.insert(*node, name.clone());
                 }
                 for (rtu, l) in links {
                     self.links
@@ -342,6 +355,7 @@ mod tests {
             reach: reach.iter().map(|(r, x)| (r.to_string(), *x)).collect(),
             applied: 0,
             links: Vec::new(),
+            name: String::new(),
         }
     }
 

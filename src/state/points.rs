@@ -110,6 +110,9 @@ pub struct Points {
     pub events: VecDeque<Event>,
     /// The sequence number the next event gets (the first is 1).
     pub next_seq: u64,
+    /// The ids of the link-status points (see `links`).
+    #[serde(default)]
+    pub link_ids: std::collections::BTreeSet<String>,
 }
 
 impl Points {
@@ -146,9 +149,12 @@ impl Points {
         added
     }
 
-    /// Forgets points that the site configuration no longer has.
+    /// Forgets points that the site configuration no longer has (link points go with their
+    /// RTU's leases, see `links`).
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        self.points.retain(|id, _| keep(id));
+        let links = &self.link_ids;
+        self.points
+            .retain(|id, _| keep(id) || links.contains(id.as_str()));
     }
 
     /// Events after `seq`, at most `limit`.
