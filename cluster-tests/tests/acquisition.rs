@@ -356,6 +356,7 @@ fn an_owner_that_loses_its_link_hands_over_and_nothing_flaps() {
 
     // Only the owner's connections fail: the RTU goes to a node that reaches the device.
     proxy.deny(c.ip(first_owner));
+
     let second = c.wait_until("the RTU moves to a node that reaches it", || {
         let v = owner(&c, 0)?;
         (v.owner != first.owner && !v.owner.is_empty())
@@ -363,6 +364,18 @@ fn an_owner_that_loses_its_link_hands_over_and_nothing_flaps() {
             .ok_or(format!("{v:?}"))
     });
     assert_eq!(second.epoch, first.epoch + 1, "one hand-over: {second:?}");
+    c.wait_until("the owner reports the device unreachable", || {
+        let v = owner(&c, 0)?;
+        v.unreachable_from
+            .contains(&first.owner)
+            .then_some(())
+            .ok_or(format!("{v:?}"))
+    });
+    let out = c.cli(0, &["rtu", "move", "d", "--to", &first.owner]);
+    assert!(
+        !out.success() && out.stderr.contains("does not report RTU d reachable"),
+        "a move to a node that cannot reach the RTU: {out:?}"
+    );
     device.set("discrete_input", 0, &[0]);
     wait_points(&c, &[0, 1, 2], &[("d.alarm", 0.0)]);
     // The link points say who lost what: the first owner's link is down, the RTU's is up.
@@ -423,4 +436,51 @@ fn an_owner_that_loses_its_link_hands_over_and_nothing_flaps() {
     wait_points(&c, &[0, 1, 2], &[("d.alarm", 1.0)]);
     let v = owner(&c, 0).expect("rtu list");
     assert_eq!((v.owner, v.epoch), (settled.owner, settled.epoch));
+}
+
+#[test]
+fn a_hot_standby_polls_read_only_and_only_the_owner_writes() {
+    let mut c = Cluster::new();
+    c.bootstrap(&["voter", "voter", "voter"]);
+    let sim = SimDevice::start(&c, device_addr(&c, 0, 5020), PROFILE);
+    c.apply_ok(0, &site(sim.addr, 100, "hot"));
+    let view = c.wait_until("RTU d has an owner", || owner(&c, 0));
+    let all: BTreeSet<String> = (0..3).map(|i| c.name(i).to_owned()).collect();
+    c.wait_until("every node polls the device", || {
+        let p = pollers_since(&c, &sim, now_ms() - 1000);
+        (p == all).then_some(()).ok_or(format!("polled by {p:?}"))
+    });
+    // Only reads from the standbys; only the owner's values in the cluster.
+    let owner_ip = c.ip(index_named(&c, &view.owner));
+    let writes: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.ip != owner_ip && r.function.starts_with("write"))
+        .collect();
+    assert!(writes.is_empty(), "a standby wrote: {writes:?}");
+    c.wait_until("the owner's values are everywhere", || {
+        let p = points(&c, 1)?;
+        let alarm = p.get("d.alarm").ok_or("no d.alarm")?;
+        (alarm.source == view.owner && alarm.number.is_some())
+            .then_some(())
+            .ok_or(format!("{alarm:?}"))
+    });
+    // A move needs a target that reports the RTU reachable; a hot standby does.
+    let to = (0..3)
+        .map(|i| c.name(i).to_owned())
+        .find(|n| *n != view.owner)
+        .expect("another node");
+    c.wait_until("the target reaches the device", || {
+        let v = owner(&c, 0)?;
+        v.reachable_from
+            .contains(&to)
+            .then_some(())
+            .ok_or(format!("{v:?}"))
+    });
+    let out = c.cli(0, &["rtu", "move", "d", "--to", &to]);
+    assert!(out.success(), "rtu move: {}", out.stderr);
+    let moved = owner(&c, 0).expect("rtu list");
+    assert_eq!((moved.owner.as_str(), moved.epoch), (to.as_str(), view.epoch + 1));
+    let out = c.cli(0, &["rtu", "move", "d", "--to", "nobody"]);
+    assert!(!out.success() && out.stderr.contains("no member"), "{out:?}");
 }
