@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use fepha_cluster_tests::field::{
     RtuView, SimDevice, device_addr, index_named, metric, points, rtus, wait_points,
 };
-use fepha_cluster_tests::{Cluster, Proxy, PyDevice};
+use fepha_cluster_tests::{Cluster, Proxy, PyDevice, admin_client};
 
 /// One RTU with a point of every monitored kind and two commands.
 fn site(endpoint: SocketAddr, poll_ms: u64, standby: &str) -> String {
@@ -337,9 +337,67 @@ fn a_stopped_owner_never_polls_again_and_its_late_writes_are_refused() {
     assert_eq!(alarm.source, new_owner, "{alarm:?}");
     assert!(alarm.epoch >= new.epoch);
     // Batches it had read before the stop may reach the log after it; the state machine
-    // refuses them. Whether there were any depends on where the stop caught it.
+    // refuses them. Whether there were any depends on where the stop caught it, so one more
+    // is sent here, through the node's own API and key, under the old epoch.
     let refused = metric(&c, victim, "fepha_point_batches_refused_total").unwrap_or(0.0);
     eprintln!("stale batches refused after the stop: {refused}");
+    let before = metric(&c, observer, "fepha_stale_writes_total").unwrap_or(0.0);
+    let victim_id = c.status(victim).expect("status").node_id;
+    let late = stale_write(&c, victim, victim_id, old.epoch);
+    assert!(
+        late.contains("StaleEpoch"),
+        "a write under the old epoch was not refused: {late}"
+    );
+    c.wait_until("the refusal is counted", || {
+        let now = metric(&c, observer, "fepha_stale_writes_total").unwrap_or(0.0);
+        (now > before).then_some(()).ok_or(format!("{now}"))
+    });
+    let points_after = points(&c, observer).expect("point list");
+    assert_eq!(points_after["d.alarm"].source, new_owner);
+    // Nor can a node write in another's name.
+    let forged = stale_write(
+        &c,
+        victim,
+        c.status(observer).expect("status").node_id,
+        new.epoch,
+    );
+    assert!(forged.contains("own name"), "{forged}");
+}
+
+/// Node `i` writes a point change for RTU d as `node` under `epoch`, through its admin API;
+/// returns the reply, or the error.
+fn stale_write(c: &Cluster, i: usize, node: u64, epoch: u64) -> String {
+    use fepha::state::points::{Batch, Change, Quality, Value};
+    let request = fepha::state::Request::Points(vec![Batch {
+        rtu: "d".into(),
+        epoch,
+        node,
+        changes: vec![Change {
+            point: "d.alarm".into(),
+            value: Value::Single(true),
+            quality: Quality::GOOD,
+            time_ms: now_ms(),
+            event: true,
+        }],
+    }]);
+    let credentials = fepha::admin::client::Credentials {
+        identity: Some(c.identity(i).expect("identity")),
+        trust: c.credentials().trust,
+    };
+    let addr = c.admin_addr(i);
+    c.block_on(async {
+        let mut client = admin_client(&credentials, &addr)
+            .await
+            .expect("admin client");
+        let request = fepha::proto::admin::NodeWriteRequest {
+            request: serde_json::to_vec(&request).expect("encode"),
+            forwarded: false,
+        };
+        match client.node_write(request).await {
+            Ok(r) => String::from_utf8_lossy(&r.into_inner().response).into_owned(),
+            Err(s) => s.message().to_owned(),
+        }
+    })
 }
 
 #[test]
@@ -480,7 +538,13 @@ fn a_hot_standby_polls_read_only_and_only_the_owner_writes() {
     let out = c.cli(0, &["rtu", "move", "d", "--to", &to]);
     assert!(out.success(), "rtu move: {}", out.stderr);
     let moved = owner(&c, 0).expect("rtu list");
-    assert_eq!((moved.owner.as_str(), moved.epoch), (to.as_str(), view.epoch + 1));
+    assert_eq!(
+        (moved.owner.as_str(), moved.epoch),
+        (to.as_str(), view.epoch + 1)
+    );
     let out = c.cli(0, &["rtu", "move", "d", "--to", "nobody"]);
-    assert!(!out.success() && out.stderr.contains("no member"), "{out:?}");
+    assert!(
+        !out.success() && out.stderr.contains("no member"),
+        "{out:?}"
+    );
 }

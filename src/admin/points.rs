@@ -28,12 +28,31 @@ pub async fn node_write(
     caller: &Caller,
     req: NodeWriteRequest,
 ) -> Result<NodeWriteReply, Status> {
-    caller.node()?;
+    let fingerprint = caller.node()?;
     let request: Request = serde_json::from_slice(&req.request)
         .map_err(|e| Status::invalid_argument(format!("not a log request: {e}")))?;
     if !node_may_write(&request) {
         return Err(Status::permission_denied(
             "a node writes only point batches and command progress",
+        ));
+    }
+    // A node writes in its own name only. A forwarded write comes from the node that made it
+    // (nodes forward only their own writes), so the same check holds on the leader.
+    let m = node.metrics();
+    let writer = m
+        .membership_config
+        .membership()
+        .nodes()
+        .find(|(_, n)| n.fingerprint == fingerprint.as_str())
+        .map(|(id, _)| *id);
+    let claims: Vec<u64> = match &request {
+        Request::Points(batches) => batches.iter().map(|b| b.node).collect(),
+        Request::Command(CommandOp::Start { node, .. }) => vec![*node],
+        _ => Vec::new(),
+    };
+    if claims.iter().any(|n| Some(*n) != writer) {
+        return Err(Status::permission_denied(
+            "a node writes point changes and commands in its own name only",
         ));
     }
     let response = propose(node, request, req.forwarded).await?;
