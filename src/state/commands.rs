@@ -1,7 +1,7 @@
 //! Controls waiting for, or done by, an RTU's owner. A command is executed at most once: the
 //! owner marks it executing in the log, under its epoch, before it touches the device.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +78,10 @@ pub enum CommandRefusal {
 pub struct Commands {
     pub commands: BTreeMap<u64, Command>,
     pub next_id: u64,
+    /// The ids of pending commands: every owner looks for its own at every applied entry, so
+    /// this must not mean a walk over the finished ones.
+    #[serde(default)]
+    pending: BTreeSet<u64>,
 }
 
 impl Commands {
@@ -93,6 +97,7 @@ impl Commands {
         self.next_id += 1;
         let id = self.next_id;
         let state = if owned {
+            self.pending.insert(id);
             CommandState::Pending
         } else {
             CommandState::Failed(format!("RTU {rtu} has no owner"))
@@ -122,6 +127,7 @@ impl Commands {
             return Err(CommandRefusal::NotPending(id));
         }
         c.state = CommandState::Executing { node, epoch };
+        self.pending.remove(&id);
         Ok(())
     }
 
@@ -156,13 +162,15 @@ impl Commands {
             return Err(CommandRefusal::NotPending(id));
         }
         c.state = CommandState::Failed(reason.into());
+        self.pending.remove(&id);
         Ok(())
     }
 
     /// Commands of `rtu` that its owner should start.
     pub fn pending_for<'a>(&'a self, rtu: &'a str) -> impl Iterator<Item = &'a Command> + 'a {
-        self.commands
-            .values()
+        self.pending
+            .iter()
+            .filter_map(|id| self.commands.get(id))
             .filter(move |c| c.rtu == rtu && c.state == CommandState::Pending)
     }
 
