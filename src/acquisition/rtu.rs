@@ -3,12 +3,13 @@
 //! mode says. Either way it keeps a link state per channel and endpoint, which goes to the
 //! leader with every session renewal.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::batch::Batcher;
@@ -39,6 +40,9 @@ pub struct RtuTask {
     session: Option<(Endpoint, Session)>,
     /// Idle connections of the probes, and whether each has stayed open for a whole round.
     probes: BTreeMap<Endpoint, (TcpStream, bool)>,
+    /// Probe connections being made, and to where.
+    connecting: JoinSet<(Endpoint, Result<TcpStream, LinkError>)>,
+    pending: BTreeSet<Endpoint>,
     up: BTreeMap<Endpoint, bool>,
     reach: Option<Reach>,
     /// The last value and quality reported per point, as the owner.
@@ -71,6 +75,8 @@ impl RtuTask {
             source,
             session: None,
             probes: BTreeMap::new(),
+            connecting: JoinSet::new(),
+            pending: BTreeSet::new(),
             up: BTreeMap::new(),
             reach: None,
             last: HashMap::new(),
@@ -171,11 +177,15 @@ impl RtuTask {
             self.session = None;
             None
         };
-        if epoch.is_some() || self.rtu.standby != Standby::Cold {
-            self.probe().await;
+        if self.rtu.standby != Standby::Cold {
+            self.probe();
         } else {
             self.probes.clear();
-            self.up.clear();
+            self.connecting.abort_all();
+            self.pending.clear();
+            if epoch.is_none() {
+                self.up.clear();
+            }
         }
         self.reach = match reach {
             // The owner's word is its poll; a standby's is whether anything answers.
@@ -360,8 +370,9 @@ impl RtuTask {
     }
 
     /// Connections that send nothing, to every endpoint the session does not use: a standby
-    /// learns what it could reach, and the owner what its other channels would give it.
-    async fn probe(&mut self) {
+    /// learns what it could reach, and the owner what its other channels would give it (for a
+    /// `cold` RTU neither: such a device may take one connection only).
+    fn probe(&mut self) {
         let active = self.session.as_ref().map(|(at, _)| *at);
         let all: Vec<Endpoint> = self
             .rtu
@@ -371,36 +382,48 @@ impl RtuTask {
             .flat_map(|(c, ch)| (0..ch.endpoints.len()).map(move |e| (c, e)))
             .filter(|at| Some(*at) != active)
             .collect();
+        // Attempts run beside the rounds: an endpoint that swallows SYNs must not slow the
+        // owner's polls down to its connect timeout.
+        while let Some(done) = self.connecting.try_join_next() {
+            let Ok((at, result)) = done else { continue };
+            self.pending.remove(&at);
+            match result {
+                Ok(stream) => {
+                    self.probes.insert(at, (stream, false));
+                }
+                Err(_) => {
+                    self.up.insert(at, false);
+                }
+            }
+        }
         // A device that accepts and at once closes (full, or behind a failed gateway) is not
         // reachable: a connection counts only once it has stayed open for a round.
         self.probes.retain(|at, (stream, proven)| {
             *proven = link::still_open(stream);
             *proven && all.contains(at)
         });
-        let missing: Vec<Endpoint> = all
-            .iter()
-            .filter(|at| !self.probes.contains_key(at))
-            .copied()
-            .collect();
         let timeout = self.timeout();
-        let attempts = missing.iter().map(|at| {
-            let endpoint = self.endpoint(*at);
-            let source = self.source;
-            async move { link::connect(&endpoint, source, timeout).await }
-        });
-        let results = futures::future::join_all(attempts).await;
-        for (at, result) in missing.into_iter().zip(results) {
-            if let Ok(stream) = result {
-                self.probes.insert(at, (stream, false));
+        for at in &all {
+            match self.probes.get(at) {
+                Some((_, true)) => {
+                    self.up.insert(*at, true);
+                }
+                // Connected a moment ago: not known yet either way.
+                Some((_, false)) => {
+                    self.up.remove(at);
+                }
+                // Being retried: the last word stands.
+                None if self.pending.contains(at) => {}
+                None => {
+                    let endpoint = self.endpoint(*at);
+                    let source = self.source;
+                    let at = *at;
+                    self.pending.insert(at);
+                    self.connecting.spawn(async move {
+                        (at, link::connect(&endpoint, source, timeout).await)
+                    });
+                }
             }
-        }
-        for at in all {
-            match self.probes.get(&at) {
-                Some((_, true)) => self.up.insert(at, true),
-                // Connected this round: not known yet either way.
-                Some((_, false)) => self.up.remove(&at),
-                None => self.up.insert(at, false),
-            };
         }
     }
 
