@@ -153,7 +153,10 @@ pub fn point_list(node: &Node, req: PointListRequest) -> PointListReply {
                 info.invalid = s.quality.invalid;
                 info.not_topical = s.quality.not_topical;
                 info.time_ms = s.time_ms;
-                info.source = name(s.source);
+                // The RTU's combined link point is the cluster's, not one node's.
+                if s.source != 0 {
+                    info.source = name(s.source);
+                }
                 info.epoch = s.epoch;
             }
             info
