@@ -1,24 +1,5 @@
-//! Benchmark of a three-node fepha cluster on loopback, with the release binary:
-//!
-//! ```text
-//! cargo build --release --bin fepha && cargo run --release -p fepha-cluster-tests --bin fepha-bench
-//! cargo run --release -p fepha-cluster-tests --bin fepha-bench -- --rounds 50 --seconds 10
-//! ```
-//!
-//! Prints one `name: value unit` line per figure:
-//! - `commit_latency_us_p50_wN`, `commit_latency_us_p99_wN`, `commits_per_s_wN`: `config apply`
-//!   through the leader's admin API by N = 1 and N = 64 concurrent writers, for `--seconds`
-//!   (default 5) each.
-//! - `leader_failover_ms_p50`, `leader_failover_ms_p99`: per round (`--rounds`, default 20),
-//!   SIGKILL the leader while writers hit the other two nodes continuously; the time from
-//!   the kill to the first commit of a write sent after it. The killed node is restarted and
-//!   caught up before the next round.
-//! - `tls_handshake_status_ms_p50`, `tls_handshake_status_ms_p99`: [`HANDSHAKES`] times, a
-//!   fresh connection to the leader's admin API (TCP, mutual TLS handshake, HTTP/2) and one
-//!   `status` call (`local_only`) on it. Every connection is a full handshake: fepha has no
-//!   TLS session resumption.
-//!
-//! `FEPHA_BIN` overrides the binary (default `<target>/release/fepha`).
+//! The Raft group: commit latency and throughput of `config apply`, leader failover, and TLS
+//! handshakes on the admin API (see the figures in `main.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,22 +9,25 @@ use fepha::proto::admin::{ConfigApplyRequest, StatusRequest};
 use fepha_cluster_tests::{Cluster, Options, Profile, admin_client, percentile, site_config};
 use nix::sys::signal::Signal;
 
-fn main() {
-    let (rounds, seconds) = parse_args();
+use crate::Args;
+
+pub fn run(args: &Args) {
     let mut c = Cluster::with(Options {
         profile: Profile::Release,
         ..Options::default()
     });
     eprintln!(
-        "fepha-bench: {} in {}",
+        "fepha-bench raft: {} in {}",
         c.binary().display(),
         c.dir().display()
     );
+    crate::remove_on_signal(c.dir());
     c.bootstrap(&["voter", "voter", "voter"]);
 
     for writers in [1, 64] {
         let leader = c.wait_for_leader(&[0, 1, 2]);
-        let (latencies, per_s) = commit_latency(&c, leader, writers, Duration::from_secs(seconds));
+        let (latencies, per_s) =
+            commit_latency(&c, leader, writers, Duration::from_secs(args.seconds));
         println!(
             "commit_latency_us_p50_w{writers}: {} us",
             percentile(&latencies, 50.0)
@@ -55,7 +39,7 @@ fn main() {
         println!("commits_per_s_w{writers}: {per_s:.0} commits/s");
     }
 
-    let failovers: Vec<u64> = (0..rounds).map(|_| failover_round(&c)).collect();
+    let failovers: Vec<u64> = (0..args.rounds).map(|_| failover_round(&c)).collect();
     println!(
         "leader_failover_ms_p50: {} ms",
         percentile(&failovers, 50.0)
@@ -96,32 +80,6 @@ fn handshake_and_status(c: &Cluster, node: usize) -> Vec<u64> {
         }
         took
     })
-}
-
-fn parse_args() -> (usize, u64) {
-    let (mut rounds, mut seconds) = (20, 5);
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = || -> u64 {
-            args.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| usage(&format!("{a} needs a number")))
-        };
-        match a.as_str() {
-            "--rounds" => rounds = usize::try_from(value()).unwrap_or(20),
-            "--seconds" => seconds = value(),
-            other => usage(&format!("unknown argument {other}")),
-        }
-    }
-    if rounds < 20 {
-        usage("at least 20 rounds, for a meaningful p99");
-    }
-    (rounds, seconds)
-}
-
-fn usage(msg: &str) -> ! {
-    eprintln!("fepha-bench: {msg}\nusage: fepha-bench [--rounds N (>= 20)] [--seconds S]");
-    std::process::exit(2);
 }
 
 /// Latencies (µs) of every commit by `writers` concurrent writers over `duration`, and

@@ -1,0 +1,258 @@
+//! Benchmark of a three-node fepha cluster on loopback, with the release binary:
+//!
+//! ```text
+//! cargo build --release --bin fepha && cargo run --release -p fepha-cluster-tests --bin fepha-bench
+//! cargo run --release -p fepha-cluster-tests --bin fepha-bench -- --only acquisition --rounds 10
+//! cargo run --release -p fepha-cluster-tests --bin fepha-bench -- --rounds 50 --seconds 10
+//! ```
+//!
+//! `--only raft|acquisition` runs one group (default: both, each on a fresh cluster);
+//! `--rounds N` (default 20) is the number of failover rounds of the raft group and of
+//! take-over rounds of the acquisition group; `--seconds S` (default 5) how long each
+//! throughput figure is measured. With the defaults a run takes two to four minutes on two
+//! cores. Prints one `name: value unit` line per figure; progress and per-node details go to
+//! stderr.
+//!
+//! The raft group ([`raft`]):
+//! - `commit_latency_us_p50_wN`, `commit_latency_us_p99_wN`, `commits_per_s_wN`: `config apply`
+//!   through the leader's admin API by N = 1 and N = 64 concurrent writers, for `--seconds`
+//!   each.
+//! - `leader_failover_ms_p50`, `leader_failover_ms_p99`: per round, SIGKILL the leader while
+//!   writers hit the other two nodes continuously; the time from the kill to the first commit
+//!   of a write sent after it. The killed node is restarted and caught up before the next
+//!   round.
+//! - `tls_handshake_status_ms_p50`, `tls_handshake_status_ms_p99`: 200 times, a fresh
+//!   connection to the leader's admin API (TCP, mutual TLS handshake, HTTP/2) and one `status`
+//!   call (`local_only`) on it. Every connection is a full handshake: fepha has no TLS session
+//!   resumption.
+//!
+//! The acquisition group ([`acquisition`]), against `fepha sim modbus` devices; each node opens
+//! its field connections from its own loopback IP, so a device's request log tells the nodes
+//! apart:
+//! - `rtu_takeover_ms_p50`, `rtu_takeover_ms_p99`: one RTU polled every 100 ms (standby
+//!   `probe`). Per round, SIGKILL the RTU's owner; the time from the kill (wall clock) to the
+//!   first request from another node in the device's log (its `time_ms`, same clock). Even
+//!   rounds first `rtu move` the RTU off the Raft leader, odd rounds onto it, so half the
+//!   kills are the leader's: those include an election and the new leader's wait of one
+//!   session TTL. The killed node is restarted and caught up before the next round.
+//! - `rtu_takeover_ms_p50_owner_not_leader`, `rtu_takeover_ms_p50_owner_leader`: the same,
+//!   over the rounds whose killed owner was not (was) the leader at the kill.
+//! - `device_to_cluster_latency_ms_p50`, `device_to_cluster_latency_ms_p99`: the same RTU;
+//!   50 times, write a new value into a holding register of the device (Modbus, unit 1) and
+//!   poll `PointList` on all three nodes' admin APIs until each shows it; from the device's
+//!   acknowledgement of the write until the last node shows the value. Samples start at a
+//!   random phase of the poll interval.
+//! - `site_apply_ms_10000_points`: `config apply` (through the leader, CLI) of 50 RTUs × 200
+//!   measured points, about 1 MiB of TOML, until it is committed.
+//! - `point_updates_per_s`: with that configuration (u16 holding registers, no deadband) on
+//!   5 devices × 10 unit ids, every register ramping by 1 every 20 ms so that every 100 ms
+//!   poll changes every point (100 000 changes/s offered): once every RTU has been polled in
+//!   the last second (by the devices' logs), every node applies changes (or 20 s have
+//!   passed: a node that never catches up is measured as it is) and 3 s more, the growth of
+//!   `fepha_points_applied_total` on each node's /metrics over `--seconds`; the slowest
+//!   node's rate. Stderr also gives each node's rate and CPU, the RTUs each node polls, the
+//!   changes the owners wrote (`fepha_point_changes_total`), elections meanwhile and each
+//!   node's applied and last log index.
+//! - `node_rss_mib_10000_points`: the largest VmRSS (/proc/PID/status) of the three nodes,
+//!   sampled every second of that window and once after.
+//!
+//! Nothing in the 10 000-point part asks the nodes for RTUs or points: every `RtuList` and
+//! `PointList` parses the whole site configuration again, which takes seconds at that size.
+//!
+//! `FEPHA_BIN` overrides the binary (default `<target>/release/fepha`).
+//!
+//! A benchmark killed by a signal the harness cannot catch leaves its `fepha run` children
+//! behind; this one kills its children on SIGINT, SIGTERM and SIGHUP, and warns when it finds
+//! `fepha run` processes it did not start, since they compete for the CPU.
+
+mod acquisition;
+mod raft;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+/// The command line.
+pub struct Args {
+    pub rounds: usize,
+    pub seconds: u64,
+    pub only: Option<Group>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    Raft,
+    Acquisition,
+}
+
+fn main() {
+    let args = parse_args();
+    kill_children_on_signal();
+    warn_about_strays();
+    if args.only.is_none_or(|g| g == Group::Raft) {
+        raft::run(&args);
+    }
+    if args.only.is_none_or(|g| g == Group::Acquisition) {
+        acquisition::run(&args);
+    }
+}
+
+fn parse_args() -> Args {
+    let mut parsed = Args {
+        rounds: 20,
+        seconds: 5,
+        only: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || -> String {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{a} needs a value")))
+        };
+        let number = |v: String| -> u64 {
+            v.parse()
+                .unwrap_or_else(|_| usage(&format!("{a} needs a number, not {v:?}")))
+        };
+        match a.as_str() {
+            "--rounds" => parsed.rounds = usize::try_from(number(value())).unwrap_or(20),
+            "--seconds" => parsed.seconds = number(value()),
+            "--only" => {
+                parsed.only = match value().as_str() {
+                    "raft" => Some(Group::Raft),
+                    "acquisition" => Some(Group::Acquisition),
+                    "all" => None,
+                    other => usage(&format!("unknown group {other:?}")),
+                }
+            }
+            "-h" | "--help" => usage("benchmarks of a three-node cluster"),
+            other => usage(&format!("unknown argument {other}")),
+        }
+    }
+    if parsed.rounds == 0 || parsed.seconds == 0 {
+        usage("--rounds and --seconds must be at least 1");
+    }
+    if parsed.rounds < 20 {
+        eprintln!(
+            "fepha-bench: {} rounds: the p99 figures are the largest sample",
+            parsed.rounds
+        );
+    }
+    parsed
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!(
+        "fepha-bench: {msg}\nusage: fepha-bench [--only raft|acquisition] [--rounds N] [--seconds S]"
+    );
+    std::process::exit(2);
+}
+
+/// The directories of the clusters running now, removed on a signal.
+static CLUSTER_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes `dir` when a signal ends the benchmark (the harness does when the cluster drops).
+pub fn remove_on_signal(dir: &Path) {
+    CLUSTER_DIRS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(dir.to_owned());
+}
+
+/// The harness kills its processes when the cluster is dropped, which a signal skips: on
+/// SIGINT, SIGTERM or SIGHUP, SIGKILL every child process of this one (nodes, devices, CLI
+/// calls), remove the clusters' directories, then exit.
+fn kill_children_on_signal() {
+    std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("signal runtime");
+        rt.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut streams = [
+                (SignalKind::interrupt(), 2),
+                (SignalKind::terminate(), 15),
+                (SignalKind::hangup(), 1),
+            ]
+            .map(|(kind, n)| (signal(kind).expect("install a signal handler"), n));
+            let [(int, i), (term, t), (hup, h)] = &mut streams;
+            let n = tokio::select! {
+                _ = int.recv() => *i,
+                _ = term.recv() => *t,
+                _ = hup.recv() => *h,
+            };
+            let me = std::process::id();
+            let children: Vec<u32> = processes()
+                .filter(|p| p.ppid == me)
+                .map(|p| p.pid)
+                .collect();
+            for &pid in &children {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            for &pid in &children {
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+            }
+            let dirs =
+                std::mem::take(&mut *CLUSTER_DIRS.lock().unwrap_or_else(PoisonError::into_inner));
+            for dir in &dirs {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            eprintln!(
+                "fepha-bench: signal {n}: killed {} child processes, removed {dirs:?}",
+                children.len()
+            );
+            std::process::exit(128 + n);
+        });
+    });
+}
+
+/// Warns about `fepha run` processes that are not this benchmark's (an earlier run that was
+/// killed): they take CPU from the nodes measured. They are not killed here: they may be
+/// someone else's.
+fn warn_about_strays() {
+    let strays: Vec<u32> = processes()
+        .filter(|p| p.is_fepha_run())
+        .map(|p| p.pid)
+        .collect();
+    if !strays.is_empty() {
+        eprintln!(
+            "fepha-bench: WARNING: {} `fepha run` processes are already running (pids {strays:?}); \
+             they compete for the CPU and lower every figure. Stop them first.",
+            strays.len()
+        );
+    }
+}
+
+pub struct Process {
+    pub pid: u32,
+    pub ppid: u32,
+    pub argv: Vec<String>,
+}
+
+impl Process {
+    fn is_fepha_run(&self) -> bool {
+        let bin = self.argv.first().map(|a| a.rsplit('/').next().unwrap_or(a));
+        bin == Some("fepha") && self.argv.get(1).map(String::as_str) == Some("run")
+    }
+}
+
+/// Every process /proc shows, with its parent and command line.
+pub fn processes() -> impl Iterator<Item = Process> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            let after = &stat[stat.rfind(')')? + 1..];
+            let ppid = after.split_whitespace().nth(1)?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let argv = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            Some(Process { pid, ppid, argv })
+        })
+}
