@@ -38,7 +38,6 @@ pub fn start(node: Arc<Node>, shutdown: Shutdown) -> Batcher {
 async fn run(node: Arc<Node>, mut rx: mpsc::Receiver<Batch>, shutdown: Shutdown) {
     let stop = shutdown.clone().wait();
     tokio::pin!(stop);
-    let mut site = None;
     loop {
         // Wait for the first change of the next entry.
         let first = tokio::select! {
@@ -46,15 +45,12 @@ async fn run(node: Arc<Node>, mut rx: mpsc::Receiver<Batch>, shutdown: Shutdown)
             _ = &mut stop => return,
         };
         let Some(first) = first else { return };
-        let (window, max_changes) = crate::lease::leader::applied_site(&node, &mut site).map_or(
-            (Duration::from_millis(5), 1000),
-            |s| {
-                (
-                    Duration::from_millis(*s.timers.batch_ms.get_ref()),
-                    *s.timers.batch_max_changes.get_ref() as usize,
-                )
-            },
-        );
+        let (window, max_changes) = node.site().map_or((Duration::from_millis(5), 1000), |s| {
+            (
+                Duration::from_millis(*s.timers.batch_ms.get_ref()),
+                *s.timers.batch_max_changes.get_ref() as usize,
+            )
+        });
         let mut changes = first.changes.len();
         let mut batches = vec![first];
         let until = Instant::now() + window;

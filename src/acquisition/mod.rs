@@ -102,14 +102,13 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
     let stop = shutdown.wait();
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
-    let mut site = None;
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = &mut stop => break,
         }
-        let Some(current) = crate::lease::leader::applied_site(&node, &mut site) else {
+        let Some(current) = node.site() else {
             continue;
         };
         let mut wanted: BTreeMap<String, (Rtu, Vec<Point>)> = current

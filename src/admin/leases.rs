@@ -116,8 +116,7 @@ pub async fn rtu_list(
         req,
         |mut leader, req| async move { leader.rtu_list(req).await },
         |_| async move {
-            let mut cache = None;
-            let site = crate::lease::leader::applied_site(node, &mut cache);
+            let site = node.site();
             let ttl = site
                 .as_ref()
                 .map_or(1000, |s| *s.timers.session_ttl_ms.get_ref());

@@ -90,8 +90,7 @@ async fn propose(node: &Node, request: Request, forwarded: bool) -> Result<Respo
 }
 
 pub fn point_list(node: &Node, req: PointListRequest) -> PointListReply {
-    let mut cache = None;
-    let Some(site) = crate::lease::leader::applied_site(node, &mut cache) else {
+    let Some(site) = node.site() else {
         return PointListReply::default();
     };
     let membership = node.metrics().membership_config.membership().clone();
@@ -192,8 +191,8 @@ pub async fn point_write(
         req,
         |mut leader, req| async move { leader.point_write(req).await },
         |req| async move {
-            let mut cache = None;
-            let site = crate::lease::leader::applied_site(node, &mut cache)
+            let site = node
+                .site()
                 .ok_or_else(|| Status::failed_precondition("no site configuration applied"))?;
             let point = site
                 .points

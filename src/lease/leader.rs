@@ -12,7 +12,6 @@ use crate::config::Role;
 use crate::node::Node;
 use crate::raft::NodeId;
 use crate::shutdown::Shutdown;
-use crate::site::Site;
 use crate::state::{Request, Response};
 
 /// When this node, as leader, took each node's last renewal. Forgotten when leadership ends:
@@ -51,7 +50,6 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut site: Option<(u64, Arc<Site>)> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -62,7 +60,7 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
             continue;
         };
         metrics::counter!("fepha_lease_plans_total").increment(1);
-        let Some(current) = applied_site(&node, &mut site) else {
+        let Some(current) = node.site() else {
             continue;
         };
         let config_applied_at_ms = node
@@ -115,19 +113,4 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
             }
         }
     }
-}
-
-/// The applied site configuration, parsed once per version.
-pub fn applied_site(node: &Node, cache: &mut Option<(u64, Arc<Site>)>) -> Option<Arc<Site>> {
-    let (version, text) = node
-        .state
-        .read(|s| s.config.as_ref().map(|c| (c.version, c.text.clone())))?;
-    if let Some((v, site)) = cache
-        && *v == version
-    {
-        return Some(site.clone());
-    }
-    let site = Arc::new(crate::site::parse(&text).ok()?);
-    *cache = Some((version, site.clone()));
-    Some(site)
 }

@@ -76,15 +76,19 @@ pub fn plan(v: &View<'_>) -> Vec<OwnershipCommand> {
     // joined a moment ago has not renewed yet), or one TTL after the configuration came:
     // otherwise the first nodes would get everything and, as nothing is taken back, keep it.
     let voters = v.members.values().filter(|r| **r == Role::Voter).count();
-    let first_grants_now =
-        live.len() >= voters || v.wall_ms >= v.config_applied_at_ms.saturating_add(v.ttl_ms);
+    let config_old = v.wall_ms >= v.config_applied_at_ms.saturating_add(v.ttl_ms);
+    let every_voter = live.len() >= voters;
 
     for rtu in v.rtus {
-        if !first_grants_now && !o.epochs.contains_key(rtu) {
-            continue;
-        }
         let reach = o.reach.get(rtu);
         let says = |node: NodeId| reach.and_then(|r| r.get(&node)).copied();
+        // ...and until each of them has said whether it reaches the RTU: the first to prove
+        // its probes would otherwise get every RTU of a new configuration.
+        let all_said = live.iter().all(|n| says(*n).is_some());
+        let ready = o.epochs.contains_key(rtu) || config_old || (every_voter && all_said);
+        if !ready {
+            continue;
+        }
         let lease = o.leases.get(rtu).filter(|l| live.contains(&l.owner));
         if let Some(l) = lease {
             // The owner is alive and reaches the RTU (or has not said otherwise): keep it.
@@ -135,12 +139,14 @@ pub fn plan(v: &View<'_>) -> Vec<OwnershipCommand> {
                 .or_else(|| candidate(&load, |_| true))
         });
         let Some(node) = wanted else { continue };
-        let previous = o.leases.get(rtu).or(released.map(|r| &r.lease));
-        let (handovers, backoff_ms) = if released.is_some_and(|r| r.deliberate) {
-            (0, 0)
-        } else {
-            let h = handovers(v, previous, o.epochs.contains_key(rtu));
-            (h, backoff(v, h))
+        // Only a hand-over from a live owner that failed counts towards the back-off: taking
+        // over from a dead node, or an operator's move, is not flapping.
+        let (handovers, backoff_ms) = match released {
+            Some(r) if !r.deliberate => {
+                let h = handovers(v, &r.lease);
+                (h, backoff(v, h))
+            }
+            _ => (0, 0),
         };
         commands.push(OwnershipCommand::Grant {
             rtu: rtu.clone(),
@@ -168,12 +174,11 @@ fn candidate(load: &BTreeMap<NodeId, usize>, fits: impl Fn(NodeId) -> bool) -> O
 
 /// Hand-overs in a row. A lease that was held longer than the longest back-off was stable:
 /// the count starts again.
-fn handovers(v: &View<'_>, previous: Option<&Lease>, granted_before: bool) -> u32 {
-    match previous {
-        Some(l) if v.wall_ms.saturating_sub(l.granted_at_ms) > v.backoff_max_ms => 1,
-        Some(l) => l.handovers + 1,
-        None if granted_before => 1,
-        None => 0,
+fn handovers(v: &View<'_>, previous: &Lease) -> u32 {
+    if v.wall_ms.saturating_sub(previous.granted_at_ms) > v.backoff_max_ms {
+        1
+    } else {
+        previous.handovers + 1
     }
 }
 

@@ -39,9 +39,8 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
     tokio::pin!(stop);
     // A new number per process: a restarted node never continues its old session.
     let number = crate::admin::now_ms();
-    let mut site = None;
     loop {
-        let timers = super::leader::applied_site(&node, &mut site).map(|s| s.timers.clone());
+        let timers = node.site().map(|s| s.timers.clone());
         let (ttl, drift) = timers.map_or((1000, 100), |t| {
             (*t.session_ttl_ms.get_ref(), *t.drift_margin_ms.get_ref())
         });

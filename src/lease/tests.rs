@@ -306,3 +306,38 @@ fn a_released_rtu_that_nobody_reaches_goes_back_to_its_owner() {
     w.step();
     assert_eq!(w.owner("r1"), Some(A));
 }
+
+#[test]
+fn first_grants_wait_until_every_voter_has_said_whether_it_reaches_the_rtu() {
+    let mut w = World::new(&[]);
+    w.rtus = vec!["r1".into(), "r2".into()];
+    w.config_applied_at = w.now;
+    // A has proved its probes; B has not said anything about the new RTUs yet.
+    w.renew(A, 1, Reach::Reachable);
+    assert!(w.plan().is_empty(), "A must not get every RTU");
+    w.renew(B, 1, Reach::Reachable);
+    w.step();
+    assert_eq!((w.owner("r1"), w.owner("r2")), (Some(A), Some(B)));
+}
+
+#[test]
+fn taking_over_from_a_dead_owner_starts_no_back_off() {
+    let mut w = World::new(&["r1"]);
+    w.step();
+    let mut sessions = BTreeMap::from([(A, 1), (B, 1)]);
+    for _ in 0..5 {
+        let owner = w.owner("r1").expect("an owner");
+        let other = if owner == A { B } else { A };
+        w.now += TTL + 1;
+        w.renew(other, sessions[&other], Reach::Reachable);
+        w.renew(W, 1, Reach::Reachable);
+        w.step();
+        // The dead one comes back with a new session.
+        let number = sessions[&owner] + 1;
+        sessions.insert(owner, number);
+        w.renew(owner, number, Reach::Reachable);
+        let lease = w.o.leases["r1"].clone();
+        assert_eq!((lease.owner, lease.handovers), (other, 0));
+        assert_eq!(lease.backoff_until_ms, w.now);
+    }
+}

@@ -73,6 +73,8 @@ pub struct Node {
     pub own: crate::lease::session::Own,
     /// What this node's RTU tasks report about their RTUs.
     pub acquisition: Arc<crate::acquisition::Reports>,
+    /// The applied site configuration, parsed once per version (see `site`).
+    site: std::sync::Mutex<Option<(u64, Arc<crate::site::Site>)>>,
 }
 
 impl Node {
@@ -84,6 +86,28 @@ impl Node {
 
     pub fn is_retired(&self) -> bool {
         self.retired_marker().exists()
+    }
+
+    /// The applied site configuration, parsed once per version for every task and call that
+    /// needs it. None before the first `config apply`.
+    pub fn site(&self) -> Option<Arc<crate::site::Site>> {
+        let version = self.state.read(|s| s.config.as_ref().map(|c| c.version))?;
+        let mut cache = self
+            .site
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((v, site)) = cache.as_ref()
+            && *v == version
+        {
+            return Some(site.clone());
+        }
+        // Read again with the text: the version may have moved on meanwhile.
+        let (version, text) = self
+            .state
+            .read(|s| s.config.as_ref().map(|c| (c.version, c.text.clone())))?;
+        let site = Arc::new(crate::site::parse(&text).ok()?);
+        *cache = Some((version, site.clone()));
+        Some(site)
     }
 
     /// openraft's current metrics, copied out so that no borrow is held across an await.
@@ -134,6 +158,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         heard: Default::default(),
         own: Default::default(),
         acquisition: Default::default(),
+        site: Default::default(),
     });
 
     if node.is_retired() {

@@ -64,6 +64,11 @@ pub fn openraft_config(
         max_in_snapshot_log_to_keep: t.keep_entries_after_snapshot,
         // A follower cut off for a while is brought back with a snapshot in 1 MiB pieces.
         snapshot_max_chunk_size: 1024 * 1024,
+        // openraft 0.9 gives each AppendEntries one heartbeat interval (50 ms) to complete. A
+        // point batch is up to ~100 KiB of JSON, so its default of 300 entries per request
+        // can never arrive in time, and a follower that fell behind under load never caught
+        // up. 16 entries keep a request near 1.5 MiB at worst.
+        max_payload_entries: 16,
         ..Default::default()
     };
     Ok(Arc::new(config.validate()?))
