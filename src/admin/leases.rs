@@ -249,33 +249,24 @@ pub async fn rtu_move(
             if let Response::Ownership(Err(refusal)) = written.data {
                 return Err(Status::aborted(refusal.to_string()));
             }
-            let deadline = Instant::now() + MOVE_WAIT;
-            let mut changes = node.raft.metrics();
-            loop {
-                let now = node.state.read(|s| {
-                    s.ownership
-                        .leases
-                        .get(&req.rtu)
-                        .map(|l| (l.owner, l.epoch))
-                });
-                match now {
-                    Some((owner, epoch)) if owner == to => return Ok(RtuMoveReply { epoch }),
-                    Some(_) => {
-                        return Err(Status::aborted(
-                            "the RTU went to another node (the target lost its session)",
-                        ));
-                    }
-                    None => {}
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, changes.changed()).await {
-                    Ok(Ok(())) => {}
-                    _ => {
-                        return Err(Status::deadline_exceeded(
-                            "released, but the old owner has not let go yet; it will be granted when it does",
-                        ));
-                    }
-                }
+            let granted = node
+                .wait_for(Instant::now() + MOVE_WAIT, |n| {
+                    n.state.read(|s| {
+                        s.ownership
+                            .leases
+                            .get(&req.rtu)
+                            .map(|l| (l.owner, l.epoch))
+                    })
+                })
+                .await;
+            match granted {
+                Some((owner, epoch)) if owner == to => Ok(RtuMoveReply { epoch }),
+                Some(_) => Err(Status::aborted(
+                    "the RTU went to another node (the target lost its session)",
+                )),
+                None => Err(Status::deadline_exceeded(
+                    "released, but the old owner has not let go yet; it will be granted when it does",
+                )),
             }
         },
     )

@@ -282,25 +282,15 @@ async fn command_write(
 
 /// The command's final state once it has one, or None after `timeout`.
 async fn wait_outcome(node: &Node, id: u64, timeout: Duration) -> Option<CommandState> {
-    let deadline = Instant::now() + timeout;
-    let mut applied = node.raft.metrics();
-    loop {
-        let state = node
+    node.wait_for(Instant::now() + timeout, |n| {
+        let state = n
             .state
             .read(|s| s.commands.commands.get(&id).map(|c| c.state.clone()));
         match state {
-            Some(s) if s.is_finished() => return Some(s),
-            None => return Some(CommandState::Failed("the command was forgotten".into())),
-            Some(_) => {}
+            Some(s) if s.is_finished() => Some(s),
+            None => Some(CommandState::Failed("the command was forgotten".into())),
+            Some(_) => None,
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        match tokio::time::timeout(left, applied.changed()).await {
-            Ok(Ok(())) => {}
-            // Timed out, or raft has stopped.
-            _ => return None,
-        }
-    }
+    })
+    .await
 }

@@ -79,7 +79,15 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
             // The renewal counts only once this node has applied it, and so every hand-over
             // decided before it: a node that was stopped must not poll under a lease the
             // cluster has already given to another node.
-            Ok::<bool, tonic::Status>(applied(&node, index, sent_at + period).await)
+            let applied = node
+                .wait_for(sent_at + period, |n| {
+                    n.state
+                        .last_applied()
+                        .is_some_and(|l| l.index >= index)
+                        .then_some(())
+                })
+                .await;
+            Ok::<bool, tonic::Status>(applied.is_some())
         })
         .await;
         let mut clock = node
@@ -103,20 +111,5 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
         metrics::counter!("fepha_lease_renewals_total", "outcome" => outcome).increment(1);
         let valid = clock.valid_at(Instant::now());
         metrics::gauge!("fepha_lease_valid").set(if valid { 1.0 } else { 0.0 });
-    }
-}
-
-/// Waits until the local state machine has applied `index`, until `deadline`.
-async fn applied(node: &Node, index: u64, deadline: Instant) -> bool {
-    let mut changes = node.raft.metrics();
-    loop {
-        if node.state.last_applied().is_some_and(|l| l.index >= index) {
-            return true;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, changes.changed()).await {
-            Ok(Ok(())) => {}
-            _ => return false,
-        }
     }
 }

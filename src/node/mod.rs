@@ -110,6 +110,26 @@ impl Node {
         Some(site)
     }
 
+    /// Waits until `check` gives a value, looking again at every change of openraft's metrics
+    /// (each applied entry is one), until `deadline`. None if the deadline passes or raft stops.
+    pub async fn wait_for<T>(
+        &self,
+        deadline: std::time::Instant,
+        mut check: impl FnMut(&Node) -> Option<T>,
+    ) -> Option<T> {
+        let mut changes = self.raft.metrics();
+        loop {
+            if let Some(v) = check(self) {
+                return Some(v);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match tokio::time::timeout(left, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
+    }
+
     /// openraft's current metrics, copied out so that no borrow is held across an await.
     pub fn metrics(&self) -> openraft::RaftMetrics<NodeId, FephaNode> {
         self.raft.metrics().borrow().clone()
