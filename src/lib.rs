@@ -7,6 +7,7 @@ pub mod acquisition;
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod forwarder;
 pub mod iec104;
 pub mod lease;
 pub mod metrics;
