@@ -217,17 +217,21 @@ impl NodeProc {
 
     /// The last `lines` lines of the node's log (from at most its last 16 KiB).
     pub fn log_tail(&self, lines: usize) -> String {
-        let Ok(mut f) = std::fs::File::open(&self.log_path) else {
-            return "(no log file)".to_owned();
-        };
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
-        let mut buf = Vec::new();
-        let _ = f.read_to_end(&mut buf);
-        let text = String::from_utf8_lossy(&buf);
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        file_tail(&self.log_path, lines).unwrap_or_else(|| "(no log file)".to_owned())
     }
+}
+
+/// The last `lines` lines of a file (from at most its last 16 KiB); None if it cannot be
+/// opened.
+pub(crate) fn file_tail(path: &Path, lines: usize) -> Option<String> {
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    Some(all[all.len().saturating_sub(lines)..].join("\n"))
 }
 
 fn describe_exit(status: ExitStatus) -> String {

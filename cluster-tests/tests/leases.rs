@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use fepha_cluster_tests::Cluster;
+use fepha_cluster_tests::field::rtus;
 
 /// Three RTUs whose endpoints nobody polls yet.
 const SITE: &str = r#"
@@ -36,19 +37,9 @@ protocol = "modbus"
 
 /// RTU id → (owner name, epoch), as node `i` reports the leader's view.
 fn owners(c: &Cluster, i: usize) -> Result<BTreeMap<String, (String, u64)>, String> {
-    let out = c.cli(i, &["rtu", "list", "--json", "--timeout", "3s"]);
-    if !out.success() {
-        return Err(format!("rtu list: {}", out.stderr.trim()));
-    }
-    let list: Vec<serde_json::Value> =
-        serde_json::from_str(&out.stdout).map_err(|e| format!("rtu list --json: {e}"))?;
-    Ok(list
-        .iter()
-        .map(|r| {
-            let rtu = r["rtu"].as_str().unwrap_or_default().to_string();
-            let owner = r["owner"].as_str().unwrap_or_default().to_string();
-            (rtu, (owner, r["epoch"].as_u64().unwrap_or(0)))
-        })
+    Ok(rtus(c, i)?
+        .into_iter()
+        .map(|(rtu, v)| (rtu, (v.owner, v.epoch)))
         .collect())
 }
 

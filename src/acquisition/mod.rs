@@ -128,8 +128,7 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
             }
             keep
         });
-        node.acquisition
-            .retain(|rtu| running.contains_key(rtu) || wanted.contains_key(rtu));
+        node.acquisition.retain(|rtu| wanted.contains_key(rtu));
         for (id, spec) in wanted {
             if running.contains_key(&id) {
                 continue;

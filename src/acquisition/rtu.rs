@@ -192,10 +192,9 @@ impl RtuTask {
             Some(r) if epoch.is_some() => Some(r),
             _ if self.rtu.standby == Standby::Cold && epoch.is_none() => None,
             _ => {
-                let endpoints: usize = self.rtu.channels.iter().map(|c| c.endpoints.len()).sum();
                 if self.up.values().any(|u| *u) {
                     Some(Reach::Reachable)
-                } else if self.up.len() == endpoints {
+                } else if self.up.len() == self.endpoints().len() {
                     Some(Reach::Unreachable)
                 } else {
                     self.reach
@@ -208,13 +207,7 @@ impl RtuTask {
     /// One poll round: the open session first, then every endpoint of every channel in
     /// order; a failed endpoint moves on at once. Returns whether any endpoint answered.
     async fn poll(&mut self, epoch: Option<u64>) -> Option<Reach> {
-        let mut order: Vec<Endpoint> = self
-            .rtu
-            .channels
-            .iter()
-            .enumerate()
-            .flat_map(|(c, ch)| (0..ch.endpoints.len()).map(move |e| (c, e)))
-            .collect();
+        let mut order = self.endpoints();
         if let Some((at, _)) = &self.session {
             let at = *at;
             order.retain(|e| *e != at);
@@ -248,6 +241,16 @@ impl RtuTask {
             self.link_down(epoch).await;
         }
         Some(Reach::Unreachable)
+    }
+
+    /// Every endpoint, channels in order and each channel's endpoints in order.
+    fn endpoints(&self) -> Vec<Endpoint> {
+        self.rtu
+            .channels
+            .iter()
+            .enumerate()
+            .flat_map(|(c, ch)| (0..ch.endpoints.len()).map(move |e| (c, e)))
+            .collect()
     }
 
     fn endpoint(&self, (c, e): Endpoint) -> String {
@@ -374,14 +377,8 @@ impl RtuTask {
     /// `cold` RTU neither: such a device may take one connection only).
     fn probe(&mut self) {
         let active = self.session.as_ref().map(|(at, _)| *at);
-        let all: Vec<Endpoint> = self
-            .rtu
-            .channels
-            .iter()
-            .enumerate()
-            .flat_map(|(c, ch)| (0..ch.endpoints.len()).map(move |e| (c, e)))
-            .filter(|at| Some(*at) != active)
-            .collect();
+        let mut all = self.endpoints();
+        all.retain(|at| Some(*at) != active);
         // Attempts run beside the rounds: an endpoint that swallows SYNs must not slow the
         // owner's polls down to its connect timeout.
         while let Some(done) = self.connecting.try_join_next() {
@@ -500,13 +497,7 @@ impl RtuTask {
         let write = super::command::encode(p, value).map_err(|e| e.to_string())?;
         let order: Vec<Endpoint> = match &self.session {
             Some((at, _)) => vec![*at],
-            None => self
-                .rtu
-                .channels
-                .iter()
-                .enumerate()
-                .flat_map(|(c, ch)| (0..ch.endpoints.len()).map(move |e| (c, e)))
-                .collect(),
+            None => self.endpoints(),
         };
         let mut last_error = String::from("the RTU has no endpoint");
         for at in order {
