@@ -89,6 +89,8 @@ struct RawNodeConfig {
     #[serde(default)]
     field_source_ip: Option<String>,
     #[serde(default)]
+    forwarder_ip: Option<String>,
+    #[serde(default)]
     raft: RaftSettings,
 }
 
@@ -104,6 +106,9 @@ pub struct NodeConfig {
     /// The local address field connections (Modbus, 104 acquisition) are made from, for a box
     /// with several interfaces; the kernel chooses when unset.
     pub field_source_ip: Option<IpAddr>,
+    /// The local address the 104 forwarders listen on (their ports come from the site
+    /// configuration); every interface when unset.
+    pub forwarder_ip: IpAddr,
     pub raft: RaftSettings,
 }
 
@@ -155,6 +160,12 @@ impl NodeConfig {
                     .map_err(|_| bad("field_source_ip", format!("{t:?} is not an IP address")))
             })
             .transpose()?;
+        let forwarder_ip = match raw.forwarder_ip.as_deref() {
+            None => IpAddr::from([0, 0, 0, 0]),
+            Some(t) => t
+                .parse::<IpAddr>()
+                .map_err(|_| bad("forwarder_ip", format!("{t:?} is not an IP address")))?,
+        };
         let t = &raw.raft;
         if t.heartbeat_ms == 0 {
             return Err(bad("raft.heartbeat_ms", "must be above 0".into()));
@@ -182,6 +193,7 @@ impl NodeConfig {
             metrics_addr,
             role: raw.role,
             field_source_ip,
+            forwarder_ip,
             raft: raw.raft,
         })
     }

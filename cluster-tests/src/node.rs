@@ -49,14 +49,15 @@ impl NodeProc {
         let data_dir = dir.join(&name);
         let config_path = dir.join(format!("{name}.toml"));
         let log_path = dir.join(format!("{name}.log"));
+        // Field connections leave from the node's own IP, so a proxy in front of a device can
+        // tell the nodes apart and fail one node's channel alone; its 104 forwarders listen
+        // there too, so every node can serve the site's port.
+        let ip = raft_addr.ip();
         let text = format!(
             "name = \"{name}\"\ndata_dir = \"{}\"\nraft_addr = \"{raft_addr}\"\n\
              admin_addr = \"{admin_addr}\"\nmetrics_addr = \"{metrics_addr}\"\nrole = \"{role}\"\n\
-             field_source_ip = \"{}\"\n{raft_toml}",
+             field_source_ip = \"{ip}\"\nforwarder_ip = \"{ip}\"\n{raft_toml}",
             data_dir.display(),
-            // Field connections leave from the node's own IP, so a proxy in front of a device
-            // can tell the nodes apart and fail one node's channel alone.
-            raft_addr.ip()
         );
         std::fs::write(&config_path, text).expect("write node.toml");
         NodeProc {

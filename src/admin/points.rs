@@ -18,7 +18,9 @@ const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 fn node_may_write(request: &Request) -> bool {
     match request {
         Request::Points(_) => true,
-        Request::Command(op) => matches!(op, CommandOp::Start { .. } | CommandOp::Finish { .. }),
+        // A node submits and cancels commands for the 104 masters it serves.
+        Request::Command(_) => true,
+        Request::Forwarding(_) => true,
         _ => false,
     }
 }
@@ -33,7 +35,7 @@ pub async fn node_write(
         .map_err(|e| Status::invalid_argument(format!("not a log request: {e}")))?;
     if !node_may_write(&request) {
         return Err(Status::permission_denied(
-            "a node writes only point batches and command progress",
+            "a node writes only point batches, commands and forwarding positions",
         ));
     }
     // A node writes in its own name only. A forwarded write comes from the node that made it
@@ -48,6 +50,9 @@ pub async fn node_write(
     let claims: Vec<u64> = match &request {
         Request::Points(batches) => batches.iter().map(|b| b.node).collect(),
         Request::Command(CommandOp::Start { node, .. }) => vec![*node],
+        Request::Forwarding(crate::state::forwarding::ForwardingOp::Acked { node, .. }) => {
+            vec![*node]
+        }
         _ => Vec::new(),
     };
     if claims.iter().any(|n| Some(*n) != writer) {

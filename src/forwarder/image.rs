@@ -34,7 +34,7 @@ pub struct Mapped {
 }
 
 /// One forwarder's IOA map, in IOA order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Image {
     pub common_address: u16,
     mapped: Vec<Mapped>,

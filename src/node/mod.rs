@@ -73,6 +73,8 @@ pub struct Node {
     pub own: crate::lease::session::Own,
     /// What this node's RTU tasks report about their RTUs.
     pub acquisition: Arc<crate::acquisition::Reports>,
+    /// The 104 connections open on this node.
+    pub forwarders: crate::forwarder::registry::Registry,
     /// The applied site configuration, parsed once per version (see `site`).
     site: std::sync::Mutex<Option<(u64, Arc<crate::site::Site>)>>,
 }
@@ -178,6 +180,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         heard: Default::default(),
         own: Default::default(),
         acquisition: Default::default(),
+        forwarders: Default::default(),
         site: Default::default(),
     });
 
@@ -201,6 +204,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     tokio::spawn(crate::lease::leader::run(node.clone(), shutdown.clone()));
     tokio::spawn(crate::lease::session::run(node.clone(), shutdown.clone()));
     tokio::spawn(crate::acquisition::run(node.clone(), shutdown.clone()));
+    tokio::spawn(crate::forwarder::run(node.clone(), shutdown.clone()));
     tokio::spawn(crate::raft::step_down_without_quorum(
         node.clone(),
         shutdown.clone(),

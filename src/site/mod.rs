@@ -228,6 +228,19 @@ pub enum ForwardMode {
     All,
 }
 
+/// What a STARTDT on a second connection of a redundancy group does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Takeover {
+    /// The group moves to the new connection; the old one is closed and its unacknowledged
+    /// events go again on the new one (what redundant masters expect).
+    #[default]
+    OnStart,
+    /// The started connection keeps the group until it is stopped or fails; the new
+    /// connection's STARTDT waits until then.
+    AfterStop,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Forwarder {
@@ -236,8 +249,71 @@ pub struct Forwarder {
     pub common_address: Spanned<u16>,
     #[serde(default)]
     pub mode: ForwardMode,
+    /// IEC 104 link parameters: windows k and w, timers t1..t3 in seconds.
+    #[serde(default = "default_k")]
+    pub k: u16,
+    #[serde(default = "default_w")]
+    pub w: u16,
+    #[serde(default = "default_t1")]
+    pub t1_s: f64,
+    #[serde(default = "default_t2")]
+    pub t2_s: f64,
+    #[serde(default = "default_t3")]
+    pub t3_s: f64,
+    #[serde(default)]
+    pub takeover: Takeover,
+    /// Events kept per group while no master of the group has acknowledged them; beyond
+    /// this the oldest are dropped and counted.
+    #[serde(default = "default_queue")]
+    pub queue: u32,
+    /// How long a select (of select-before-operate) stays valid for its execute.
+    #[serde(default = "default_select_timeout")]
+    pub select_timeout_ms: u64,
+    /// How long a master's command may wait for its RTU's owner to execute it.
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout_ms: u64,
+    /// Redundancy groups by master address; none declared means one group for everyone.
+    #[serde(default, rename = "group")]
+    pub groups: Vec<Group>,
     #[serde(default, rename = "map")]
     pub maps: Vec<IoaMap>,
+}
+
+fn default_k() -> u16 {
+    12
+}
+fn default_w() -> u16 {
+    8
+}
+fn default_t1() -> f64 {
+    15.0
+}
+fn default_t2() -> f64 {
+    10.0
+}
+fn default_t3() -> f64 {
+    20.0
+}
+fn default_queue() -> u32 {
+    10_000
+}
+fn default_select_timeout() -> u64 {
+    10_000
+}
+fn default_command_timeout() -> u64 {
+    5_000
+}
+
+/// A redundancy group (IEC 60870-5-104 edition 2): the connections of one master, of which
+/// at most one is started at a time, cluster-wide.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub name: Spanned<String>,
+    /// The master's IP addresses; a group without any takes every master not listed
+    /// elsewhere.
+    #[serde(default)]
+    pub masters: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -287,6 +287,16 @@ impl Checker {
                     format!("{ca} is reserved (0: unused, 65535: broadcast)"),
                 );
             }
+            if let Err(e) = crate::forwarder::link_params(fwd).and_then(|p| {
+                p.validate().map_err(|e| e.to_string()).and(
+                    (fwd.queue > 0)
+                        .then_some(())
+                        .ok_or("queue must be above 0".into()),
+                )
+            }) {
+                self.issue(path.clone(), fwd.name.span(), e);
+            }
+            self.groups(&path, fwd);
             let mut ioas = Unique::default();
             for (m, map) in fwd.maps.iter().enumerate() {
                 let mpath = format!("{path}.map[{m}]");
@@ -309,6 +319,44 @@ impl Checker {
                 }
                 let as_text = Spanned::new(map.ioa.span(), ioa.to_string());
                 self.unique(&mut ioas, &format!("{mpath}.ioa"), &as_text, "IOA");
+            }
+        }
+    }
+
+    fn groups(&mut self, path: &str, fwd: &crate::site::Forwarder) {
+        let (mut names, mut masters) = (Unique::default(), Unique::default());
+        let mut catch_all = false;
+        for (g, group) in fwd.groups.iter().enumerate() {
+            let gpath = format!("{path}.group[{g}]");
+            self.unique(
+                &mut names,
+                &format!("{gpath}.name"),
+                &group.name,
+                "group name",
+            );
+            if group.masters.is_empty() {
+                if catch_all {
+                    self.issue(
+                        format!("{gpath}.masters"),
+                        group.name.span(),
+                        "only one group may leave `masters` empty (it takes everyone else)".into(),
+                    );
+                }
+                catch_all = true;
+            }
+            for (i, master) in group.masters.iter().enumerate() {
+                let mpath = format!("{gpath}.masters[{i}]");
+                match master.get_ref().parse::<std::net::IpAddr>() {
+                    Ok(ip) => {
+                        let text = Spanned::new(master.span(), ip.to_string());
+                        self.unique(&mut masters, &mpath, &text, "master address");
+                    }
+                    Err(_) => self.issue(
+                        mpath,
+                        master.span(),
+                        format!("{:?} is not an IP address", master.get_ref()),
+                    ),
+                }
             }
         }
     }

@@ -40,6 +40,10 @@ pub struct Command {
     pub origin: String,
     pub requested_at_ms: u64,
     pub state: CommandState,
+    /// Set once an owner started it: a failure after that may have reached the device
+    /// (the 104 forwarder answers ACTTERM, not a negative ACTCON).
+    #[serde(default)]
+    pub started: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +116,7 @@ impl Commands {
                 origin: origin.into(),
                 requested_at_ms: now_ms,
                 state,
+                started: false,
             },
         );
         self.trim();
@@ -127,6 +132,7 @@ impl Commands {
             return Err(CommandRefusal::NotPending(id));
         }
         c.state = CommandState::Executing { node, epoch };
+        c.started = true;
         self.pending.remove(&id);
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! and the trust list; openraft itself keeps the membership beside them.
 
 pub mod commands;
+pub mod forwarding;
 pub mod links;
 pub mod ownership;
 pub mod points;
@@ -34,6 +35,7 @@ pub enum Request {
     /// Point changes from RTU owners, each batch fenced by its epoch.
     Points(Vec<points::Batch>),
     Command(commands::CommandOp),
+    Forwarding(forwarding::ForwardingOp),
 }
 
 /// What applying a command returned.
@@ -94,6 +96,8 @@ pub struct SiteState {
     pub points: points::Points,
     #[serde(default)]
     pub commands: commands::Commands,
+    #[serde(default)]
+    pub forwarding: forwarding::Forwarding,
     /// The newest leader time carried by an ownership command, for the link points' times.
     #[serde(default)]
     pub ownership_ms: u64,
@@ -137,6 +141,16 @@ impl fepha_storage::AppState<TypeConfig> for SiteState {
                         .map(|p| p.id.get_ref().as_str())
                         .collect();
                     self.points.retain(|id| ids.contains(id));
+                    let groups: std::collections::BTreeSet<String> = site
+                        .forwarders
+                        .iter()
+                        .flat_map(|f| {
+                            crate::forwarder::group_names(f)
+                                .into_iter()
+                                .map(|g| forwarding::group_key(f.name.get_ref(), &g))
+                        })
+                        .collect();
+                    self.forwarding.retain(|k| groups.contains(k));
                 }
                 self.config = Some(ConfigDoc {
                     version,
@@ -187,6 +201,10 @@ impl fepha_storage::AppState<TypeConfig> for SiteState {
                     .collect(),
             ),
             Request::Command(op) => Response::Command(self.apply_command(op)),
+            Request::Forwarding(op) => {
+                self.forwarding.apply(op);
+                Response::None
+            }
         }
     }
 }

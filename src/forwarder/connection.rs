@@ -1,0 +1,413 @@
+//! One master's connection: bytes to and from the socket through [`Link`], STARTDT only
+//! when this node serves and the group is free, the event stream from the last position
+//! the group acknowledged, and the master's requests through [`station`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::gate::{self, Gate};
+use super::groups::{Claim, Kick};
+use super::link::{Link, LinkEvent, LinkState};
+use super::registry::ConnInfo;
+use super::serve::Served;
+use super::station::{self, Reaction};
+use super::stream::Stream;
+use crate::admin::now_ms;
+use crate::iec104::{Asdu, AsduError, Cause, mirror_raw};
+use crate::shutdown::Shutdown;
+use crate::state::forwarding::group_key;
+
+/// How often leadership and quorum are looked at besides on every applied entry.
+const RECHECK: Duration = Duration::from_millis(50);
+/// Events read from the state per look.
+const EVENTS_PER_READ: usize = 256;
+
+pub async fn run(served: Arc<Served>, socket: TcpStream, peer: SocketAddr, stops: [Shutdown; 2]) {
+    let node = &served.node;
+    let Some(group) = super::group_of(&served.spec, peer.ip()) else {
+        metrics::counter!("fepha_iec104_connections_refused_total").increment(1);
+        tracing::warn!(forwarder = %served.name, %peer, "master in no redundancy group; closed");
+        return;
+    };
+    let id = node.forwarders.next_id();
+    let now = Instant::now();
+    let Ok(link) = Link::new(served.params, now) else {
+        return;
+    };
+    let (kick_tx, kick_rx) = mpsc::unbounded_channel();
+    let (reply_tx, reply_rx) = mpsc::unbounded_channel();
+    let mut conn = Conn {
+        key: group_key(&served.name, &group),
+        served: served.clone(),
+        id,
+        group,
+        peer,
+        link,
+        stream: None,
+        want_start: false,
+        control: VecDeque::new(),
+        kick_tx,
+        reply_tx,
+        opened_ms: now_ms(),
+    };
+    tracing::info!(forwarder = %served.name, %peer, conn = id, group = %conn.group, "master connected");
+    metrics::gauge!("fepha_iec104_connections_open").increment(1.0);
+    let why = conn.serve(socket, kick_rx, reply_rx, stops).await;
+    tracing::info!(forwarder = %served.name, %peer, conn = id, "master connection closed: {why}");
+    metrics::gauge!("fepha_iec104_connections_open").decrement(1.0);
+    conn.release();
+    node.forwarders.remove(id);
+    served
+        .selects
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .forget(id);
+}
+
+struct Conn {
+    served: Arc<Served>,
+    id: u64,
+    group: String,
+    key: String,
+    peer: SocketAddr,
+    link: Link,
+    /// Set while started: where this connection is in the event stream.
+    stream: Option<Stream>,
+    /// A STARTDT act waits for this node to serve and the group to be free.
+    want_start: bool,
+    /// Confirmations and interrogation replies, encoded, waiting for room in the k window;
+    /// they go before events.
+    control: VecDeque<Vec<u8>>,
+    kick_tx: mpsc::UnboundedSender<Kick>,
+    reply_tx: mpsc::UnboundedSender<Asdu>,
+    opened_ms: u64,
+}
+
+impl Conn {
+    async fn serve(
+        &mut self,
+        socket: TcpStream,
+        mut kicks: mpsc::UnboundedReceiver<Kick>,
+        mut replies: mpsc::UnboundedReceiver<Asdu>,
+        stops: [Shutdown; 2],
+    ) -> String {
+        let node = self.served.node.clone();
+        let (mut rd, mut wr) = socket.into_split();
+        let mut changes = node.raft.metrics();
+        let mut tick = tokio::time::interval(RECHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let [a, b] = stops;
+        let stop = async move {
+            tokio::select! {
+                _ = a.wait() => {}
+                _ = b.wait() => {}
+            }
+        };
+        tokio::pin!(stop);
+        let mut buf = vec![0u8; 4096];
+        let mut out = Vec::new();
+        loop {
+            let now = Instant::now();
+            if let Some(why) = self.on_events(now) {
+                self.link.take_output(&mut out);
+                let _ = wr.write_all(&out).await;
+                return why;
+            }
+            let gate = gate::check(&node, self.served.spec.mode);
+            if let Some(why) = self.steer(gate, now) {
+                return why;
+            }
+            if gate == Gate::Serve {
+                self.fill(now);
+            }
+            self.link.take_output(&mut out);
+            if !out.is_empty() {
+                if let Err(e) = wr.write_all(&out).await {
+                    return format!("write failed: {e}");
+                }
+                out.clear();
+            }
+            self.publish();
+            let deadline = self.link.next_deadline();
+            let waiting = self.want_start;
+            tokio::select! {
+                read = rd.read(&mut buf) => match read {
+                    Ok(0) => return "the master closed it".into(),
+                    Ok(n) => {
+                        metrics::counter!("fepha_iec104_bytes_received_total").increment(n as u64);
+                        self.link.on_bytes(buf.get(..n).unwrap_or_default(), Instant::now());
+                    }
+                    Err(e) => return format!("read failed: {e}"),
+                },
+                _ = sleep_until(deadline) => self.link.on_timer(Instant::now()),
+                changed = changes.changed() => if changed.is_err() { return "raft stopped".into() },
+                Some(asdu) = replies.recv() => self.queue(&asdu),
+                Some(Kick::GroupMoved { to }) = kicks.recv() => {
+                    metrics::counter!("fepha_iec104_group_moves_total").increment(1);
+                    return format!("group {} moved to connection {to}", self.group);
+                }
+                _ = self.served.released.notified(), if waiting => {}
+                _ = tick.tick() => {}
+                _ = &mut stop => return "the forwarder stopped".into(),
+            }
+        }
+    }
+
+    /// Handles what the link reports; Some(reason) once it has closed.
+    fn on_events(&mut self, now: Instant) -> Option<String> {
+        while let Some(event) = self.link.poll_event() {
+            match event {
+                LinkEvent::StartRequested => self.want_start = true,
+                LinkEvent::Started => {}
+                LinkEvent::Stopped => {
+                    self.want_start = false;
+                    self.release();
+                }
+                LinkEvent::Asdu(bytes) => self.on_asdu(&bytes, now),
+                LinkEvent::Acknowledged(n) => {
+                    if let Some(stream) = self.stream.as_mut()
+                        && let Some(at) = stream.acknowledged(n)
+                    {
+                        self.served.book.record(&self.key, at);
+                    }
+                }
+                LinkEvent::Closed(reason) => {
+                    metrics::counter!("fepha_iec104_connections_closed_total").increment(1);
+                    return Some(reason.to_string());
+                }
+            }
+        }
+        None
+    }
+
+    /// Starts data transfer when asked and allowed; closes a started connection on a node
+    /// that no longer serves.
+    fn steer(&mut self, gate: Gate, now: Instant) -> Option<String> {
+        let started = matches!(self.link.state(), LinkState::Started | LinkState::Stopping);
+        if started && gate == Gate::Refuse {
+            self.link.close();
+            metrics::counter!("fepha_iec104_leadership_closes_total").increment(1);
+            return Some("this node no longer serves the forwarder".into());
+        }
+        if !self.want_start || gate != Gate::Serve {
+            return None;
+        }
+        if self.stream.is_none() {
+            let claim = self
+                .served
+                .groups
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .claim(
+                    &self.group,
+                    self.id,
+                    &self.kick_tx,
+                    self.served.spec.takeover,
+                );
+            if claim == Claim::Wait {
+                return None;
+            }
+            self.stream = Some(self.resume());
+        }
+        self.want_start = false;
+        self.link.confirm_start(now);
+        None
+    }
+
+    /// Where a newly started connection goes on from: after the group's acknowledged
+    /// position. A group no master ever started begins at the newest event, and records
+    /// that, so that what follows is kept for it.
+    fn resume(&self) -> Stream {
+        let served = &self.served;
+        let node = &served.node;
+        let known = node
+            .state
+            .read(|s| s.forwarding.acked.contains_key(&self.key));
+        let from = served.book.resume_from(node, &self.key);
+        let from = if known || from > 0 {
+            from
+        } else {
+            let head = node.state.read(|s| s.points.next_seq.saturating_sub(1));
+            served.book.record(&self.key, head);
+            head
+        };
+        tracing::info!(forwarder = %served.name, conn = self.id, group = %self.group, from, "data transfer started");
+        Stream::new(from, served.spec.queue)
+    }
+
+    /// Sends what fits in the window: confirmations and replies first, then events.
+    fn fill(&mut self, now: Instant) {
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        while self.link.can_send() {
+            let Some(bytes) = self.control.pop_front() else {
+                break;
+            };
+            send(&mut self.link, stream, bytes, now);
+        }
+        if !self.link.can_send() {
+            return;
+        }
+        let node = &self.served.node;
+        let image = &self.served.image;
+        let (head, oldest) = node.state.read(|s| {
+            (
+                s.points.next_seq.saturating_sub(1),
+                s.points.events.front().map(|e| e.seq),
+            )
+        });
+        let lost = stream.bound(head, oldest);
+        if lost > 0 {
+            metrics::counter!("fepha_iec104_events_dropped_total").increment(lost);
+            tracing::warn!(forwarder = %self.served.name, group = %self.group, lost, "events dropped: queue bound passed");
+        }
+        while self.link.can_send() && stream.cursor() < head {
+            let events = node.state.read(|s| {
+                s.points
+                    .events_after(stream.cursor(), EVENTS_PER_READ)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            });
+            if events.is_empty() {
+                break;
+            }
+            for event in events {
+                if !self.link.can_send() {
+                    break;
+                }
+                let asdu = image.spontaneous(&event);
+                stream.take(event.seq);
+                if let Some(bytes) = asdu.and_then(|a| encode(&a)) {
+                    send(&mut self.link, stream, bytes, now);
+                    metrics::counter!("fepha_iec104_events_sent_total").increment(1);
+                }
+            }
+        }
+    }
+
+    fn on_asdu(&mut self, bytes: &[u8], now: Instant) {
+        metrics::counter!("fepha_iec104_asdus_received_total").increment(1);
+        let asdu = match Asdu::decode(bytes) {
+            Ok(a) => a,
+            Err(AsduError::UnknownType(u)) => {
+                tracing::info!(conn = self.id, "unknown type {} from the master", u.type_id);
+                // A type this codec cannot decode goes back as it came, with COT 44.
+                self.control
+                    .extend(mirror_raw(bytes, Cause::UNKNOWN_TYPE, true));
+                return;
+            }
+            Err(e) => {
+                // Garbage inside a well-formed APDU: the master is broken, not this
+                // request.
+                tracing::warn!(conn = self.id, peer = %self.peer, "bad ASDU from the master: {e}");
+                metrics::counter!("fepha_iec104_bad_asdus_total").increment(1);
+                self.link.close();
+                return;
+            }
+        };
+        let served = self.served.clone();
+        let mut selects = served
+            .selects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let cx = station::Context {
+            image: &served.image,
+            conn: self.id,
+            now,
+            now_ms: i64::try_from(now_ms()).unwrap_or(i64::MAX),
+            select_timeout: Duration::from_millis(served.spec.select_timeout_ms),
+            selects: &mut selects,
+        };
+        let node = &served.node;
+        let reaction = station::react(&asdu, cx, || node.state.read(|s| s.points.points.clone()));
+        drop(selects);
+        match reaction {
+            Reaction::Send(asdus) => asdus.iter().for_each(|a| self.queue(a)),
+            Reaction::Execute(exec) => {
+                let origin = format!("104 master {} via {}", self.peer, node.me.name);
+                tokio::spawn(super::command::execute(
+                    served.clone(),
+                    exec,
+                    origin,
+                    self.reply_tx.clone(),
+                ));
+            }
+        }
+    }
+
+    fn queue(&mut self, asdu: &Asdu) {
+        self.control.extend(encode(asdu));
+    }
+
+    fn release(&mut self) {
+        if self.stream.take().is_some() {
+            self.served
+                .groups
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .release(&self.group, self.id);
+            self.served.released.notify_waiters();
+        }
+    }
+
+    fn publish(&self) {
+        let state = match self.link.state() {
+            LinkState::Stopped if self.want_start => "waiting",
+            LinkState::Stopped => "stopped",
+            LinkState::Started => "started",
+            LinkState::Stopping => "stopping",
+        };
+        let stream = self.stream.as_ref();
+        self.served.node.forwarders.update(ConnInfo {
+            id: self.id,
+            forwarder: self.served.name.clone(),
+            group: Some(self.group.clone()),
+            peer: self.peer.to_string(),
+            state: state.into(),
+            opened_ms: self.opened_ms,
+            sent_i_frames: self.link.sent_i_frames(),
+            received_i_frames: self.link.received_i_frames(),
+            unacked: self.link.unacked_count(),
+            k: self.link.params().k,
+            w: self.link.params().w,
+            acked_event: stream.map_or(0, Stream::acked),
+            sent_event: stream.map_or(0, Stream::cursor),
+            dropped_events: stream.map_or(0, Stream::dropped),
+        });
+    }
+}
+
+fn encode(asdu: &Asdu) -> Option<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(asdu.encoded_len());
+    match asdu.encode(&mut bytes) {
+        Ok(()) => Some(bytes),
+        Err(e) => {
+            tracing::error!("cannot encode {:?}: {e}", asdu.type_id);
+            None
+        }
+    }
+}
+
+fn send(link: &mut Link, stream: &mut Stream, bytes: Vec<u8>, now: Instant) {
+    match link.send_asdu(bytes, now) {
+        Ok(()) => {
+            stream.sent();
+            metrics::counter!("fepha_iec104_asdus_sent_total").increment(1);
+        }
+        Err(e) => tracing::warn!("not sent: {e}"),
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,167 @@
+//! One listener per `[[forwarder]]` of the site, on this node's `forwarder_ip`, restarted
+//! when its part of the configuration changes (its masters reconnect then).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use super::acks::{self, AckBook};
+use super::groups::Groups;
+use super::image::Image;
+use super::link::LinkParams;
+use super::station::Selects;
+use crate::config::Role;
+use crate::node::Node;
+use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+use crate::site::Forwarder;
+
+/// How long a listener whose port is taken waits before it tries again.
+const BIND_RETRY: Duration = Duration::from_secs(2);
+
+/// What every connection of one forwarder shares.
+pub struct Served {
+    pub node: Arc<Node>,
+    pub name: String,
+    pub spec: Forwarder,
+    pub image: Image,
+    pub params: LinkParams,
+    pub selects: Mutex<Selects>,
+    pub groups: Mutex<Groups>,
+    pub book: Arc<AckBook>,
+    /// Wakes connections waiting for a group when one is released.
+    pub released: Notify,
+}
+
+struct Running {
+    spec: Forwarder,
+    image: Image,
+    stop: ShutdownTrigger,
+}
+
+/// Keeps this node's listeners in line with the applied site configuration until shutdown.
+pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
+    if node.config.role == Role::Witness {
+        return;
+    }
+    let book = Arc::new(AckBook::default());
+    tokio::spawn(acks::record(node.clone(), book.clone(), shutdown.clone()));
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let mut changes = node.raft.metrics();
+    let mut seen_version = None;
+    let stop = shutdown.clone().wait();
+    tokio::pin!(stop);
+    loop {
+        let version = node.state.read(|s| s.config_version());
+        if seen_version != Some(version) {
+            seen_version = Some(version);
+            let site = node.site();
+            let wanted: Vec<&Forwarder> = site.iter().flat_map(|s| s.forwarders.iter()).collect();
+            running.retain(|name, r| {
+                let keep = wanted.iter().any(|f| f.name.get_ref() == name);
+                if !keep {
+                    r.stop.trigger();
+                }
+                keep
+            });
+            for spec in wanted {
+                let Some(site) = site.as_ref() else { break };
+                let name = spec.name.get_ref().clone();
+                let image = Image::new(site, spec);
+                if let Some(r) = running.get(&name)
+                    && r.spec == *spec
+                    && r.image == image
+                {
+                    continue;
+                }
+                if let Some(old) = running.remove(&name) {
+                    old.stop.trigger();
+                }
+                let Ok(params) = super::link_params(spec) else {
+                    tracing::error!(forwarder = %name, "bad link parameters; not served");
+                    continue;
+                };
+                let (trigger, own) = shutdown::channel();
+                let served = Arc::new(Served {
+                    node: node.clone(),
+                    name: name.clone(),
+                    spec: spec.clone(),
+                    image: image.clone(),
+                    params,
+                    selects: Mutex::default(),
+                    groups: Mutex::default(),
+                    book: book.clone(),
+                    released: Notify::new(),
+                });
+                tokio::spawn(listen(served, shutdown.clone(), own));
+                running.insert(
+                    name,
+                    Running {
+                        spec: spec.clone(),
+                        image,
+                        stop: trigger,
+                    },
+                );
+            }
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { break },
+            _ = &mut stop => break,
+        }
+    }
+    for r in running.values() {
+        r.stop.trigger();
+    }
+}
+
+/// Accepts masters until the node or this forwarder stops.
+async fn listen(served: Arc<Served>, node_stop: Shutdown, own_stop: Shutdown) {
+    let addr = SocketAddr::new(served.node.config.forwarder_ip, *served.spec.port.get_ref());
+    let stopped = async {
+        tokio::select! {
+            _ = node_stop.clone().wait() => {}
+            _ = own_stop.clone().wait() => {}
+        }
+    };
+    tokio::pin!(stopped);
+    let listener = loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(e) => {
+                metrics::counter!("fepha_iec104_listen_errors_total").increment(1);
+                tracing::error!(forwarder = %served.name, %addr, "cannot listen: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(BIND_RETRY) => {}
+                    _ = &mut stopped => return,
+                }
+            }
+        }
+    };
+    tracing::info!(forwarder = %served.name, %addr, "104 forwarder listening");
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = &mut stopped => return,
+        };
+        match accepted {
+            Ok((socket, peer)) => {
+                metrics::counter!("fepha_iec104_connections_total").increment(1);
+                let _ = socket.set_nodelay(true);
+                tokio::spawn(super::connection::run(
+                    served.clone(),
+                    socket,
+                    peer,
+                    [node_stop.clone(), own_stop.clone()],
+                ));
+            }
+            Err(e) => {
+                metrics::counter!("fepha_iec104_accept_errors_total").increment(1);
+                tracing::warn!(forwarder = %served.name, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
