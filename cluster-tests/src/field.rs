@@ -221,3 +221,35 @@ pub fn metric(c: &Cluster, i: usize, name: &str) -> Option<f64> {
         .collect();
     (!values.is_empty()).then(|| values.iter().sum())
 }
+
+/// RTU `d`'s view from node `i`, once it has an owner.
+pub fn owner(c: &Cluster, i: usize) -> Result<RtuView, String> {
+    let view = rtus(c, i)?.remove("d").ok_or("no RTU d")?;
+    if view.owner.is_empty() {
+        return Err(format!("RTU d has no owner: {view:?}"));
+    }
+    Ok(view)
+}
+
+/// Makes sure RTU `d`'s owner is not the Raft leader (moving it if needed, once another
+/// node reaches the device): returns the owner and, if it moved, the first owner's name.
+pub fn owner_not_leader(c: &Cluster) -> (usize, Option<String>) {
+    let leader = c.wait_for_leader(&[0, 1, 2]);
+    let view = c.wait_until("RTU d has an owner", || owner(c, 0));
+    let now = index_named(c, &view.owner);
+    if now != leader {
+        return (now, None);
+    }
+    let to = (leader + 1) % 3;
+    c.wait_until("the other node reaches the device", || {
+        let v = owner(c, 0)?;
+        v.reachable_from
+            .iter()
+            .any(|n| n == c.name(to))
+            .then_some(())
+            .ok_or(format!("{v:?}"))
+    });
+    let out = c.cli(0, &["rtu", "move", "d", "--to", c.name(to)]);
+    assert!(out.success(), "rtu move: {}", out.stderr);
+    (to, Some(view.owner))
+}

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use fepha_cluster_tests::field::{
-    RtuView, SimDevice, device_addr, index_named, metric, points, rtus, wait_points,
+    SimDevice, device_addr, index_named, metric, owner, owner_not_leader, points, wait_points,
 };
 use fepha_cluster_tests::{Cluster, Proxy, PyDevice, admin_client};
 
@@ -77,14 +77,6 @@ format = "i16"
 scale = 0.1
 "#
     )
-}
-
-fn owner(c: &Cluster, i: usize) -> Result<RtuView, String> {
-    let view = rtus(c, i)?.remove("d").ok_or("no RTU d")?;
-    if view.owner.is_empty() {
-        return Err(format!("RTU d has no owner: {view:?}"));
-    }
-    Ok(view)
 }
 
 #[test]
@@ -187,27 +179,6 @@ fn now_ms() -> u64 {
 /// Moves RTU d away from the leader, so that a kill of its owner measures the lease alone
 /// (a dead leader adds an election and the new leader's wait of one TTL).
 /// Returns the owner, and the node it was moved from if it was moved.
-fn owner_not_leader(c: &Cluster) -> (usize, Option<String>) {
-    let leader = c.wait_for_leader(&[0, 1, 2]);
-    let view = c.wait_until("RTU d has an owner", || owner(c, 0));
-    let now = index_named(c, &view.owner);
-    if now != leader {
-        return (now, None);
-    }
-    let to = (leader + 1) % 3;
-    c.wait_until("the other node reaches the device", || {
-        let v = owner(c, 0)?;
-        v.reachable_from
-            .iter()
-            .any(|n| n == c.name(to))
-            .then_some(())
-            .ok_or(format!("{v:?}"))
-    });
-    let out = c.cli(0, &["rtu", "move", "d", "--to", c.name(to)]);
-    assert!(out.success(), "rtu move: {}", out.stderr);
-    (to, Some(view.owner))
-}
-
 #[test]
 fn a_killed_owner_is_replaced_within_two_seconds_and_never_overlaps() {
     let mut c = Cluster::new();

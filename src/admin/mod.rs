@@ -3,6 +3,7 @@
 
 mod access;
 pub mod client;
+mod iec104;
 mod join;
 mod leases;
 mod members;
@@ -274,6 +275,17 @@ impl Admin for AdminService {
     ) -> Result<Response<PointWriteReply>, Status> {
         self.call("point_write", r, |node, caller, req| async move {
             points::point_write(&node, &caller, req).await
+        })
+        .await
+    }
+
+    async fn iec104_connections(
+        &self,
+        r: Request<Iec104ConnectionsRequest>,
+    ) -> Result<Response<Iec104ConnectionsReply>, Status> {
+        self.call("iec104_connections", r, |node, caller, req| async move {
+            caller.trusted()?;
+            Ok(iec104::connections(&node, req).await)
         })
         .await
     }

@@ -5,6 +5,7 @@ mod call;
 mod certs;
 mod config_cmd;
 mod demo;
+mod iec104;
 mod members;
 mod output;
 mod point;
@@ -97,6 +98,9 @@ pub enum Command {
     /// The certificates the cluster trusts.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// The IEC 104 forwarders' master connections.
+    #[command(subcommand)]
+    Iec104(Iec104Command),
     /// Start a whole local site on loopback: three nodes, until Ctrl-C.
     Demo {
         /// Keep the site's files here instead of a temporary directory (not removed on exit).
@@ -179,6 +183,16 @@ pub enum PointCommand {
     /// Send a command (single/double command: on/off; setpoint: a number) and wait for its
     /// outcome from the RTU's owner.
     Write { point: String, value: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Iec104Command {
+    /// Every IEC 104 master connection on every node: its forwarder, redundancy group, state,
+    /// window and how far the master has acknowledged the event stream.
+    Connections {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -319,6 +333,7 @@ async fn run_command(command: Command, t: &call::Target, timeout: Duration) -> a
         Command::Point(PointCommand::Write { point, value }) => {
             point::write(t, &point, &value, timeout).await
         }
+        Command::Iec104(Iec104Command::Connections { json }) => iec104::connections(t, json).await,
         Command::Token(TokenCommand::Create { ttl }) => certs::token_create(t, ttl, timeout).await,
         Command::Cert(CertCommand::List { json }) => certs::list(t, json).await,
         Command::Cert(CertCommand::Allow { fingerprint }) => {
