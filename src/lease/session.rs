@@ -34,19 +34,31 @@ impl Own {
     }
 }
 
+/// The pause before another attempt after a failed renewal.
+const RETRY: Duration = Duration::from_millis(50);
+
 pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
     let stop = shutdown.wait();
     tokio::pin!(stop);
     // A new number per process: a restarted node never continues its old session.
     let number = crate::admin::now_ms();
+    let mut renewed_last = true;
     loop {
         let timers = node.site().map(|s| s.timers.clone());
         let (ttl, drift) = timers.map_or((1000, 100), |t| {
             (*t.session_ttl_ms.get_ref(), *t.drift_margin_ms.get_ref())
         });
         let period = Duration::from_millis((ttl / 3).max(10));
+        // After a failed renewal (no leader, say) the next goes at once once there may be
+        // one again: waiting a whole period would let the lease lapse during an ordinary
+        // leader failover, and the node's RTUs would go unpolled for a moment.
+        let pause = if renewed_last {
+            period
+        } else {
+            RETRY.min(period)
+        };
         tokio::select! {
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep(pause) => {}
             // A changed reach goes to the leader at once: it may decide a hand-over.
             _ = node.acquisition.changed.notified() => {}
             _ = &mut stop => return,
@@ -96,6 +108,7 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         *clock = clock.with_timers(Duration::from_millis(ttl), Duration::from_millis(drift));
+        renewed_last = matches!(renewed, Ok(Ok(true)));
         let outcome = match renewed {
             Ok(Ok(true)) => {
                 clock.acknowledged(sent_at);
