@@ -12,6 +12,7 @@ mod binary;
 mod client;
 mod cluster;
 pub mod field;
+pub mod master;
 mod net;
 mod node;
 mod proxy;
