@@ -219,7 +219,8 @@ async fn start_all(dir: &Path, nodes: &mut Vec<DemoNode>) -> anyhow::Result<()> 
         let n = i + 1;
         let text = format!(
             "name = \"{name}\"\ndata_dir = \"{data}\"\nraft_addr = \"127.0.0.1:7{n}01\"\n\
-             admin_addr = \"127.0.0.1:7{n}02\"\nmetrics_addr = \"127.0.0.1:9{n}01\"\nrole = \"voter\"\n",
+             admin_addr = \"127.0.0.1:7{n}02\"\nmetrics_addr = \"127.0.0.1:9{n}01\"\nrole = \"voter\"\n\
+             forwarder_ip = \"127.0.0.{n}\"\n",
             data = dir.join(name).display()
         );
         let path = dir.join(format!("{name}.toml"));
@@ -327,6 +328,11 @@ async fn print_intro(dir: &Path, nodes: &[DemoNode]) {
     outln!("  {exe} -c {first} rtu list");
     outln!("  {exe} -c {first} point list");
     outln!("  {exe} -c {first} point write sim.breaker-cmd off");
+    outln!("  {exe} -c {first} iec104 connections");
+    outln!(
+        "IEC 104 (common address 1): the leader serves masters on 127.0.0.N:2404 (N = 1, 2, 3 \
+         for fep1..fep3); connect a master to all three."
+    );
     for n in nodes {
         let pid = n.child.id().map_or_else(|| "?".into(), |p| p.to_string());
         outln!(
