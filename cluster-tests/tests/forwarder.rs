@@ -735,3 +735,87 @@ fn after_stop_keeps_the_first_master_and_the_second_resumes_where_it_left() {
         group_got_every_change(&[&a, &b], steps)
     });
 }
+
+#[test]
+fn in_mode_all_every_node_serves_and_commands_but_a_group_starts_once() {
+    let mut c = Cluster::new();
+    let leader = c.bootstrap(&["voter", "voter", "voter"]);
+    let (first, second) = ((leader + 1) % 3, (leader + 2) % 3);
+    let device = PyDevice::start(device_addr(&c, 0, 5020));
+    let (maps, points) = many_singles();
+    let extra = format!("mode = \"all\"\n{maps}");
+    c.apply_ok(0, &site(device.addr(), 20, &extra, &points));
+    // A redundant master: one link started, the other a standby, both to followers.
+    let m = Master::start(
+        &[
+            (forwarder_addr(&c, first), Init::None),
+            (forwarder_addr(&c, second), Init::Muted),
+        ],
+        CA,
+        &singles(),
+    )
+    .expect("c104 master");
+    check(&c, &m, m.wait_state(0, LinkState::Open, WAIT));
+    live(&c, &device, &m);
+
+    // A follower takes commands in this mode.
+    let mark = m.mark();
+    if !check(&c, &m, m.command(0, 5001, "C_SC_NA_1", true, false)) {
+        c.fail(&format!("the command was refused\n{}", m.report()));
+    }
+    check(
+        &c,
+        &m,
+        m.wait_asdu(WAIT, "the ACTTERM", |a| {
+            a.seq > mark && a.ty == "C_SC_NA_1" && a.cot == Asdu::ACTTERM && !a.negative
+        }),
+    );
+    assert_eq!(device.get("coil", 0, 1), [1]);
+
+    // The master switches links while the points flip: the group moves through the log from
+    // one node to the other, and the new link resends what the old one had not acknowledged.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let steps = std::thread::scope(|s| {
+        let steps = s.spawn(|| flipping(&device, &stop));
+        let mark = m.mark();
+        check(
+            &c,
+            &m,
+            m.wait_rx(WAIT, "data on the first link", |r| {
+                r.seq > mark + 40 && r.cot == Asdu::SPONTANEOUS
+            }),
+        );
+        // Starting the standby before stopping the first: the first is closed, not both run.
+        assert!(check(&c, &m, m.unmute(1)));
+        check(&c, &m, m.wait_state(1, LinkState::Open, WAIT));
+        let mark = m.mark();
+        check(
+            &c,
+            &m,
+            m.wait_rx(WAIT, "data on the second link", |r| {
+                r.seq > mark + 40 && r.conn == 1 && r.cot == Asdu::SPONTANEOUS
+            }),
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        steps.join().expect("the flipping thread")
+    });
+    c.wait_until("the group got every change", || {
+        group_got_every_change(&[&m], steps)
+    });
+    // Per link, the spans in which it received data never overlap.
+    let frames = m.asdus();
+    let span = |conn: usize| {
+        let seqs: Vec<u64> = frames
+            .iter()
+            .filter(|a| a.dir == Dir::Rx && a.cot == Asdu::SPONTANEOUS && a.conn == conn)
+            .map(|a| a.seq)
+            .collect();
+        (seqs.iter().min().copied(), seqs.iter().max().copied())
+    };
+    let ((_, last0), (first1, _)) = (span(0), span(1));
+    assert!(
+        last0.zip(first1).is_some_and(|(l, f)| l < f),
+        "link 0 received until #{last0:?}, link 1 from #{first1:?}\n{}",
+        m.report()
+    );
+}

@@ -50,8 +50,14 @@ pub async fn node_write(
     let claims: Vec<u64> = match &request {
         Request::Points(batches) => batches.iter().map(|b| b.node).collect(),
         Request::Command(CommandOp::Start { node, .. }) => vec![*node],
-        Request::Forwarding(crate::state::forwarding::ForwardingOp::Acked { node, .. }) => {
-            vec![*node]
+        Request::Forwarding(op) => {
+            use crate::state::forwarding::ForwardingOp;
+            match op {
+                ForwardingOp::Acked { node, .. } => vec![*node],
+                ForwardingOp::Claim { holder, .. } | ForwardingOp::Release { holder, .. } => {
+                    vec![holder.node]
+                }
+            }
         }
         _ => Vec::new(),
     };

@@ -111,16 +111,17 @@ async fn wait(
     ready: impl Fn(&CommandState, bool) -> bool,
 ) -> Option<(CommandState, bool)> {
     node.wait_for(Instant::now() + timeout, |n| {
+        // A follower may not have applied the submission yet; once it has, a command that
+        // is gone was trimmed with the oldest finished ones.
         let now = n.state.read(|s| {
-            s.commands
-                .commands
-                .get(&id)
-                .map(|c| (c.state.clone(), c.started))
+            let known = s.commands.next_id >= id;
+            let command = s.commands.commands.get(&id);
+            (known, command.map(|c| (c.state.clone(), c.started)))
         });
         match now {
-            Some((state, started)) if ready(&state, started) => Some((state, started)),
-            None => Some((CommandState::Failed("forgotten".into()), false)),
-            Some(_) => None,
+            (_, Some((state, started))) if ready(&state, started) => Some((state, started)),
+            (true, None) => Some((CommandState::Failed("forgotten".into()), false)),
+            _ => None,
         }
     })
     .await

@@ -21,12 +21,16 @@ use super::stream::Stream;
 use crate::admin::now_ms;
 use crate::iec104::{Asdu, AsduError, Cause, mirror_raw};
 use crate::shutdown::Shutdown;
-use crate::state::forwarding::group_key;
+use crate::site::ForwardMode;
+use crate::state::Request;
+use crate::state::forwarding::{ForwardingOp, Holder, group_key};
 
 /// How often leadership and quorum are looked at besides on every applied entry.
 const RECHECK: Duration = Duration::from_millis(50);
 /// Events read from the state per look.
 const EVENTS_PER_READ: usize = 256;
+/// Mode `all`: how often a waiting STARTDT asks the log for its group again.
+const CLAIM_AGAIN: Duration = Duration::from_millis(500);
 
 pub async fn run(served: Arc<Served>, socket: TcpStream, peer: SocketAddr, stops: [Shutdown; 2]) {
     let node = &served.node;
@@ -51,6 +55,7 @@ pub async fn run(served: Arc<Served>, socket: TcpStream, peer: SocketAddr, stops
         link,
         stream: None,
         want_start: false,
+        claimed_at: None,
         control: VecDeque::new(),
         kick_tx,
         reply_tx,
@@ -81,6 +86,8 @@ struct Conn {
     stream: Option<Stream>,
     /// A STARTDT act waits for this node to serve and the group to be free.
     want_start: bool,
+    /// Mode `all`: when this connection last asked the log for its group.
+    claimed_at: Option<Instant>,
     /// Confirmations and interrogation replies, encoded, waiting for room in the k window;
     /// they go before events.
     control: VecDeque<Vec<u8>>,
@@ -195,22 +202,27 @@ impl Conn {
             metrics::counter!("fepha_iec104_leadership_closes_total").increment(1);
             return Some("this node no longer serves the forwarder".into());
         }
+        if started && self.all() && !self.holds_in_log(true) {
+            self.link.close();
+            metrics::counter!("fepha_iec104_group_moves_total").increment(1);
+            return Some(format!("group {} moved to another connection", self.group));
+        }
         if !self.want_start || gate != Gate::Serve {
             return None;
         }
         if self.stream.is_none() {
-            let claim = self
-                .served
-                .groups
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .claim(
-                    &self.group,
-                    self.id,
-                    &self.kick_tx,
-                    self.served.spec.takeover,
-                );
-            if claim == Claim::Wait {
+            let granted = if self.all() {
+                self.claim_in_log(now)
+            } else {
+                let mut groups = self
+                    .served
+                    .groups
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let takeover = self.served.spec.takeover;
+                groups.claim(&self.group, self.id, &self.kick_tx, takeover) == Claim::Granted
+            };
+            if !granted {
                 return None;
             }
             self.stream = Some(self.resume());
@@ -218,6 +230,55 @@ impl Conn {
         self.want_start = false;
         self.link.confirm_start(now);
         None
+    }
+
+    fn all(&self) -> bool {
+        self.served.spec.mode == ForwardMode::All
+    }
+
+    fn holder(&self) -> Holder {
+        Holder {
+            node: self.served.node.id,
+            conn: self.id,
+        }
+    }
+
+    /// Mode `all`: whether the log gives this connection its group (and, with
+    /// `undisputed`, nobody waits to take it over).
+    fn holds_in_log(&self, undisputed: bool) -> bool {
+        let me = self.holder();
+        self.served.node.state.read(|s| {
+            s.forwarding.holders.get(&self.key) == Some(&me)
+                && !(undisputed && s.forwarding.next.contains_key(&self.key))
+        })
+    }
+
+    /// Mode `all`: true once the log gives this connection its group; until then it asks
+    /// again now and then (the holder may have gone away meanwhile).
+    fn claim_in_log(&mut self, now: Instant) -> bool {
+        if self.holds_in_log(false) {
+            return true;
+        }
+        if self.claimed_at.is_some_and(|at| now < at + CLAIM_AGAIN) {
+            return false;
+        }
+        self.claimed_at = Some(now);
+        let op = ForwardingOp::Claim {
+            key: self.key.clone(),
+            holder: self.holder(),
+            take: self.served.spec.takeover == crate::site::Takeover::OnStart,
+        };
+        self.propose(op);
+        false
+    }
+
+    fn propose(&self, op: ForwardingOp) {
+        let node = self.served.node.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::admin::write_own(&node, Request::Forwarding(op)).await {
+                tracing::debug!("forwarding claim not written: {}", e.message());
+            }
+        });
     }
 
     /// Where a newly started connection goes on from: after the group's acknowledged
@@ -347,6 +408,17 @@ impl Conn {
     }
 
     fn release(&mut self) {
+        let asked = self.claimed_at.take().is_some();
+        if self.all() {
+            // A claim still waiting goes too; the log ignores a release that holds nothing.
+            if self.stream.take().is_some() || asked {
+                self.propose(ForwardingOp::Release {
+                    key: self.key.clone(),
+                    holder: self.holder(),
+                });
+            }
+            return;
+        }
         if self.stream.take().is_some() {
             self.served
                 .groups

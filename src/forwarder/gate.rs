@@ -5,7 +5,9 @@
 //! silence, so two nodes never send to one group at once, even across a partition. A
 //! witness does no field work and serves no master: while a witness leads, the voter with
 //! the lowest id among those with a live session serves, under its own session (as an RTU
-//! owner does under its lease). In mode `all` every voter serves.
+//! owner does under its lease). In mode `all` every voter serves while its session is valid:
+//! groups are then held through the log, and a node cut off from the others must stop before
+//! the majority gives its groups away.
 
 use std::time::Duration;
 
@@ -30,7 +32,11 @@ pub fn check(node: &Node, mode: ForwardMode) -> Gate {
         return Gate::Refuse;
     }
     if mode == ForwardMode::All {
-        return Gate::Serve;
+        return if node.own.valid() {
+            Gate::Serve
+        } else {
+            Gate::Refuse
+        };
     }
     let m = node.metrics();
     let fresh = Duration::from_millis(node.config.raft.election_timeout_min_ms);

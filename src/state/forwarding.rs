@@ -1,5 +1,6 @@
 //! What the 104 forwarders keep in the log: per redundancy group, the newest event its
-//! master has acknowledged, so that whichever node serves the group next resends from there.
+//! master has acknowledged, so that whichever node serves the group next resends from there;
+//! and in mode `all`, where every node serves, which connection holds each group.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,22 @@ pub enum ForwardingOp {
         node: NodeId,
         acks: Vec<(String, u64)>,
     },
+    /// A STARTDT on `conn` of `node` (mode `all`). With `take` the group's connection is
+    /// asked to let go and `conn` gets the group once it has (or its node's session ended).
+    Claim {
+        key: String,
+        holder: Holder,
+        take: bool,
+    },
+    /// The connection stopped or closed.
+    Release { key: String, holder: Holder },
+}
+
+/// A started connection: its node and its number there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub node: NodeId,
+    pub conn: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,10 +43,18 @@ pub struct Forwarding {
     /// Per group key, the event sequence number up to which its master has acknowledged
     /// (every event at or below it was received or is not sent by that forwarder).
     pub acked: BTreeMap<String, u64>,
+    /// Mode `all`: the connection that holds each group.
+    #[serde(default)]
+    pub holders: BTreeMap<String, Holder>,
+    /// Mode `all`: the connection each group moves to once its holder lets go.
+    #[serde(default)]
+    pub next: BTreeMap<String, Holder>,
 }
 
 impl Forwarding {
-    pub fn apply(&mut self, op: &ForwardingOp) {
+    /// `live` says whether a node still has a session: a dead node's connection holds
+    /// nothing.
+    pub fn apply(&mut self, op: &ForwardingOp, live: impl Fn(NodeId) -> bool) {
         match op {
             ForwardingOp::Acked { acks, .. } => {
                 for (key, seq) in acks {
@@ -39,12 +64,38 @@ impl Forwarding {
                     *at = (*at).max(*seq);
                 }
             }
+            ForwardingOp::Claim { key, holder, take } => match self.holders.get(key) {
+                Some(h) if h != holder && live(h.node) => {
+                    if *take {
+                        self.next.insert(key.clone(), *holder);
+                    }
+                }
+                _ => {
+                    self.holders.insert(key.clone(), *holder);
+                    self.next.remove(key);
+                }
+            },
+            ForwardingOp::Release { key, holder } => {
+                if self.next.get(key) == Some(holder) {
+                    self.next.remove(key);
+                }
+                if self.holders.get(key) == Some(holder) {
+                    self.holders.remove(key);
+                    if let Some(next) = self.next.remove(key)
+                        && live(next.node)
+                    {
+                        self.holders.insert(key.clone(), next);
+                    }
+                }
+            }
         }
     }
 
     /// Drops the groups of forwarders (or groups) the configuration no longer has.
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
         self.acked.retain(|k, _| keep(k));
+        self.holders.retain(|k, _| keep(k));
+        self.next.retain(|k, _| keep(k));
     }
 }
 
@@ -56,17 +107,72 @@ mod tests {
     fn positions_only_move_forward() {
         let mut f = Forwarding::default();
         let key = group_key("cc", "main");
-        f.apply(&ForwardingOp::Acked {
-            node: 1,
-            acks: vec![(key.clone(), 10)],
-        });
-        f.apply(&ForwardingOp::Acked {
-            node: 2,
-            acks: vec![(key.clone(), 7), (group_key("cc", "other"), 3)],
-        });
+        f.apply(
+            &ForwardingOp::Acked {
+                node: 1,
+                acks: vec![(key.clone(), 10)],
+            },
+            |_| true,
+        );
+        f.apply(
+            &ForwardingOp::Acked {
+                node: 2,
+                acks: vec![(key.clone(), 7), (group_key("cc", "other"), 3)],
+            },
+            |_| true,
+        );
         assert_eq!(f.acked.get(&key), Some(&10));
         assert_eq!(f.acked.get("cc/other"), Some(&3));
         f.retain(|k| k.starts_with("cc/main"));
         assert_eq!(f.acked.len(), 1);
+    }
+
+    fn claim(f: &mut Forwarding, node: NodeId, conn: u64, take: bool, live: &[NodeId]) {
+        let op = ForwardingOp::Claim {
+            key: "cc/m".into(),
+            holder: Holder { node, conn },
+            take,
+        };
+        f.apply(&op, |n| live.contains(&n));
+    }
+
+    fn release(f: &mut Forwarding, node: NodeId, conn: u64) {
+        let op = ForwardingOp::Release {
+            key: "cc/m".into(),
+            holder: Holder { node, conn },
+        };
+        f.apply(&op, |_| true);
+    }
+
+    fn holder(f: &Forwarding) -> Option<(NodeId, u64)> {
+        f.holders.get("cc/m").map(|h| (h.node, h.conn))
+    }
+
+    #[test]
+    fn a_taking_claim_waits_for_the_holder_to_let_go() {
+        let mut f = Forwarding::default();
+        claim(&mut f, 1, 7, true, &[1, 2]);
+        assert_eq!(holder(&f), Some((1, 7)));
+        claim(&mut f, 2, 3, true, &[1, 2]);
+        assert_eq!(holder(&f), Some((1, 7)));
+        assert_eq!(f.next.get("cc/m"), Some(&Holder { node: 2, conn: 3 }));
+        release(&mut f, 1, 7);
+        assert_eq!(holder(&f), Some((2, 3)));
+        assert!(f.next.is_empty());
+    }
+
+    #[test]
+    fn after_stop_claims_wait_and_a_dead_holder_holds_nothing() {
+        let mut f = Forwarding::default();
+        claim(&mut f, 1, 7, false, &[1, 2]);
+        claim(&mut f, 2, 3, false, &[1, 2]);
+        assert_eq!(holder(&f), Some((1, 7)));
+        assert!(f.next.is_empty());
+        // Node 1's session ended: the next claim takes the group at once.
+        claim(&mut f, 2, 3, false, &[2]);
+        assert_eq!(holder(&f), Some((2, 3)));
+        // A late release of the dead holder changes nothing.
+        release(&mut f, 1, 7);
+        assert_eq!(holder(&f), Some((2, 3)));
     }
 }

@@ -202,7 +202,8 @@ impl fepha_storage::AppState<TypeConfig> for SiteState {
             ),
             Request::Command(op) => Response::Command(self.apply_command(op)),
             Request::Forwarding(op) => {
-                self.forwarding.apply(op);
+                let sessions = &self.ownership.sessions;
+                self.forwarding.apply(op, |n| sessions.contains_key(&n));
                 Response::None
             }
         }
