@@ -27,11 +27,23 @@ fn endpoints() -> Vec<(String, String)> {
     map
 }
 
-/// The example with every field endpoint on loopback.
+/// The example with every field endpoint on loopback, and the masters of its redundancy
+/// groups (bare addresses) too.
 fn example() -> String {
     let mut text = EXAMPLE.to_owned();
     for (from, to) in endpoints() {
         text = text.replace(&format!("\"{from}\""), &format!("\"{to}\""));
+    }
+    let masters: Vec<Ipv4Addr> = EXAMPLE
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter_map(|quoted| quoted.parse::<Ipv4Addr>().ok())
+        .filter(|ip| !ip.is_loopback())
+        .collect();
+    for (i, ip) in masters.iter().enumerate() {
+        let to = Ipv4Addr::new(127, 0, 1, u8::try_from(i + 1).expect("a few masters"));
+        text = text.replace(&format!("\"{ip}\""), &format!("\"{to}\""));
     }
     assert_loopback_only(&text);
     text
