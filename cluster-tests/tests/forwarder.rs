@@ -362,31 +362,47 @@ fn distinct_changes(masters: &[&Master], ioa: u32) -> Vec<(Vec<u8>, bool)> {
         .iter()
         .flat_map(|m| m.asdus())
         .filter(|a| a.dir == Dir::Rx && a.cot == Asdu::SPONTANEOUS && a.ty == "M_SP_TB_1")
-        .filter(|a| a.ioas == [ioa])
-        .filter_map(|a| single_with_time(&a.hex))
+        .flat_map(|a| singles_with_time(&a.hex))
+        .filter(|(i, _, _)| *i == ioa)
+        .map(|(_, time, on)| (time, on))
         .collect();
     set.into_iter().collect()
 }
 
-/// The value and time of an M_SP_TB_1 with one object (type, VSQ, COT 2, CA 2, IOA 3, SIQ,
-/// CP56Time2a), the time as (year, month, day, hour, minute, ms) so that it sorts.
-fn single_with_time(hex: &str) -> Option<(Vec<u8>, bool)> {
-    let bytes: Vec<u8> = (0..hex.len())
+/// The objects of an M_SP_TB_1 with SQ=0 (type, VSQ, COT 2, CA 2, then per object IOA 3,
+/// SIQ, CP56Time2a): IOA, time as (year, month, day, hour, minute, ms) so that it sorts, and
+/// the value. Empty if the frame is not that.
+fn singles_with_time(hex: &str) -> Vec<(u32, Vec<u8>, bool)> {
+    let bytes: Option<Vec<u8>> = (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect::<Option<_>>()?;
-    let siq = *bytes.get(9)?;
-    let t = bytes.get(10..17)?;
-    let key = vec![
-        t[6] & 0x7f,
-        t[5] & 0x0f,
-        t[4] & 0x1f,
-        t[3] & 0x1f,
-        t[2] & 0x3f,
-        t[1],
-        t[0],
-    ];
-    Some((key, siq & 1 == 1))
+        .collect();
+    let Some(bytes) = bytes else {
+        return Vec::new();
+    };
+    let Some(objects) = bytes.get(6..) else {
+        return Vec::new();
+    };
+    if bytes.get(1).is_none_or(|vsq| vsq & 0x80 != 0) {
+        return Vec::new();
+    }
+    objects
+        .chunks_exact(11)
+        .map(|o| {
+            let ioa = u32::from(o[0]) | u32::from(o[1]) << 8 | u32::from(o[2]) << 16;
+            let t = &o[4..11];
+            let time = vec![
+                t[6] & 0x7f,
+                t[5] & 0x0f,
+                t[4] & 0x1f,
+                t[3] & 0x1f,
+                t[2] & 0x3f,
+                t[1],
+                t[0],
+            ];
+            (ioa, time, o[3] & 1 == 1)
+        })
+        .collect()
 }
 
 /// A raw TCP connection to a forwarder, for frames no master library would send.
@@ -557,8 +573,9 @@ fn live(c: &Cluster, device: &PyDevice, m: &Master) {
         m.wait_asdu(WAIT, "the points on", |a| {
             a.dir == Dir::Rx
                 && a.cot == Asdu::SPONTANEOUS
-                && a.ioas == [1120]
-                && single_with_time(&a.hex).is_some_and(|(_, on)| on)
+                && singles_with_time(&a.hex)
+                    .iter()
+                    .any(|(ioa, _, on)| *ioa == 1120 && *on)
         }),
     );
 }

@@ -339,17 +339,18 @@ impl Conn {
             if events.is_empty() {
                 break;
             }
-            for event in events {
-                if !self.link.can_send() {
-                    break;
-                }
-                let asdu = image.spontaneous(&event);
-                stream.take(event.seq);
-                if let Some(bytes) = asdu.and_then(|a| encode(&a)) {
+            let room = usize::from(self.link.params().k - self.link.unacked_count());
+            let (asdus, through) = image.burst(&events, room);
+            for (asdu, last) in asdus {
+                let objects = asdu.objects.len() as u64;
+                stream.take(last);
+                if let Some(bytes) = encode(&asdu) {
                     send(&mut self.link, stream, bytes, now);
-                    metrics::counter!("fepha_iec104_events_sent_total").increment(1);
+                    metrics::counter!("fepha_iec104_events_sent_total").increment(objects);
                 }
             }
+            // Events after the last ASDU that this forwarder does not send need no frame.
+            stream.take(through);
         }
     }
 

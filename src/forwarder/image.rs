@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::iec104::{
     Asdu, Cause, CounterQuality, Cp56Time2a, DoublePointValue, Element, EncodeError, InfoObject,
-    Quality,
+    MAX_IOA, Quality, TypeId, max_objects,
 };
 use crate::site::{Forwarder, PointKind, Site};
 use crate::state::points::{self, Event, PointState, Value};
@@ -138,6 +138,64 @@ impl Image {
     /// A spontaneous ASDU (COT 3) with the event's time tag, if the event's point is mapped
     /// and sent (counters and commands are not).
     pub fn spontaneous(&self, event: &Event) -> Option<Asdu> {
+        let object = self.spontaneous_object(event)?;
+        Some(self.spontaneous_asdu(vec![object]))
+    }
+
+    /// Spontaneous ASDUs for `events` (oldest first), at most `room` of them: consecutive
+    /// events of one type share an ASDU, so that a burst of changes needs few frames of the
+    /// k window. Each comes with the sequence number of the last event it accounts for
+    /// (events this forwarder does not send included); also returned is the last event
+    /// accounted for in all. Later events are left for the next burst.
+    pub fn burst(&self, events: &[Event], room: usize) -> (Vec<(Asdu, u64)>, u64) {
+        let mut out: Vec<(Asdu, u64)> = Vec::new();
+        let mut open: Vec<InfoObject> = Vec::new();
+        let mut through = 0;
+        if room == 0 {
+            return (out, through);
+        }
+        for event in events {
+            let Some(object) = self.spontaneous_object(event) else {
+                through = event.seq;
+                continue;
+            };
+            let type_id = object.element.type_id();
+            let fits = open.first().is_some_and(|o| {
+                o.element.type_id() == type_id && open.len() < max_objects(type_id, false)
+            });
+            if !fits && !open.is_empty() {
+                if out.len() + 1 >= room {
+                    // The next ASDU would be one too many: stop before this event.
+                    break;
+                }
+                out.push((self.spontaneous_asdu(std::mem::take(&mut open)), through));
+            }
+            open.push(object);
+            through = event.seq;
+        }
+        if !open.is_empty() && out.len() < room {
+            out.push((self.spontaneous_asdu(open), through));
+        }
+        (out, through)
+    }
+
+    fn spontaneous_asdu(&self, objects: Vec<InfoObject>) -> Asdu {
+        let type_id = objects
+            .first()
+            .map_or(TypeId::MSpTb1, |o| o.element.type_id());
+        Asdu {
+            type_id,
+            sq: false,
+            cause: Cause::SPONTANEOUS,
+            negative: false,
+            test: false,
+            originator: 0,
+            common_address: self.common_address,
+            objects,
+        }
+    }
+
+    fn spontaneous_object(&self, event: &Event) -> Option<InfoObject> {
         let m = self.mapped.get(*self.by_point.get(&event.point)?)?;
         if matches!(m.carrier, Carrier::Counter | Carrier::Command(_)) {
             return None;
@@ -158,14 +216,10 @@ impl Image {
             }
         };
         let element = element(m.carrier, event.value, event.quality, Some(time))?;
-        let objects = [InfoObject {
+        (m.ioa <= MAX_IOA).then_some(InfoObject {
             ioa: m.ioa,
             element,
-        }];
-        Asdu::pack(Cause::SPONTANEOUS, self.common_address, &objects)
-            .ok()?
-            .into_iter()
-            .next()
+        })
     }
 }
 
@@ -415,5 +469,71 @@ common_address = 7
             Some(Carrier::Command(PointKind::SingleCommand))
         );
         assert!(img.by_ioa(5002).is_none());
+    }
+
+    fn ev(seq: u64, point: &str, value: Value) -> Event {
+        Event {
+            seq,
+            point: point.into(),
+            value,
+            quality: points::Quality::GOOD,
+            time_ms: 1_795_000_000_000 + seq,
+        }
+    }
+
+    #[test]
+    fn a_burst_shares_asdus_by_type_in_order_within_the_room() {
+        let img = image();
+        let events = vec![
+            ev(1, "r.a", Value::Single(true)),
+            ev(2, "r.nothing", Value::Single(true)),
+            ev(3, "r.a", Value::Single(false)),
+            ev(4, "r.b", Value::Double(1)),
+            ev(5, "r.c", Value::Counter(5)),
+            ev(6, "r.m", Value::Measured(1.5)),
+            ev(7, "r.nothing", Value::Single(false)),
+        ];
+        let (asdus, through) = img.burst(&events, 12);
+        let shape: Vec<(TypeId, Vec<u32>, u64)> = asdus
+            .iter()
+            .map(|(a, last)| (a.type_id, a.objects.iter().map(|o| o.ioa).collect(), *last))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (TypeId::MSpTb1, vec![1001, 1001], 3),
+                (TypeId::MDpTb1, vec![1002], 5),
+                (TypeId::MMeTf1, vec![2001], 7),
+            ]
+        );
+        assert_eq!(through, 7);
+        assert!(asdus.iter().all(|(a, _)| a.cause == Cause::SPONTANEOUS));
+        // With room for two, the third type waits, and so do the events from it on.
+        let (asdus, through) = img.burst(&events, 2);
+        assert_eq!(asdus.len(), 2);
+        assert_eq!((asdus[1].1, through), (5, 5));
+        // Nothing to send still moves past what is not sent here.
+        let (asdus, through) = img.burst(&events[4..5], 3);
+        assert!(asdus.is_empty());
+        assert_eq!(through, 5);
+        assert_eq!(img.burst(&events, 0), (Vec::new(), 0));
+    }
+
+    #[test]
+    fn a_long_burst_of_one_type_fills_each_asdu() {
+        let img = image();
+        let events: Vec<Event> = (1..=100)
+            .map(|i| ev(i, "r.a", Value::Single(i % 2 == 0)))
+            .collect();
+        let (asdus, through) = img.burst(&events, 12);
+        let per: Vec<usize> = asdus.iter().map(|(a, _)| a.objects.len()).collect();
+        let max = max_objects(TypeId::MSpTb1, false);
+        assert!(per.iter().all(|n| *n <= max), "{per:?}");
+        assert_eq!(per.iter().sum::<usize>(), 100);
+        assert_eq!(through, 100);
+        for (a, _) in &asdus {
+            let mut bytes = Vec::new();
+            a.encode(&mut bytes).expect("fits an APDU");
+        }
     }
 }

@@ -20,7 +20,7 @@ use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::site::Forwarder;
 
 /// How long a listener whose port is taken waits before it tries again.
-const BIND_RETRY: Duration = Duration::from_secs(2);
+const BIND_RETRY: Duration = Duration::from_millis(250);
 
 /// What every connection of one forwarder shares.
 pub struct Served {
@@ -40,6 +40,7 @@ struct Running {
     spec: Forwarder,
     image: Image,
     stop: ShutdownTrigger,
+    listener: tokio::task::JoinHandle<()>,
 }
 
 /// Keeps this node's listeners in line with the applied site configuration until shutdown.
@@ -78,7 +79,9 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
                     continue;
                 }
                 if let Some(old) = running.remove(&name) {
+                    // The new listener binds the same port: the old one must have let go.
                     old.stop.trigger();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), old.listener).await;
                 }
                 let Ok(params) = super::link_params(spec) else {
                     tracing::error!(forwarder = %name, "bad link parameters; not served");
@@ -96,13 +99,14 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
                     book: book.clone(),
                     released: Notify::new(),
                 });
-                tokio::spawn(listen(served, shutdown.clone(), own));
+                let listener = tokio::spawn(listen(served, shutdown.clone(), own));
                 running.insert(
                     name,
                     Running {
                         spec: spec.clone(),
                         image,
                         stop: trigger,
+                        listener,
                     },
                 );
             }
