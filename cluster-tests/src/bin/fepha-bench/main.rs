@@ -6,9 +6,9 @@
 //! cargo run --release -p fepha-cluster-tests --bin fepha-bench -- --rounds 50 --seconds 10
 //! ```
 //!
-//! `--only raft|acquisition` runs one group (default: both, each on a fresh cluster);
-//! `--rounds N` (default 20) is the number of failover rounds of the raft group and of
-//! take-over rounds of the acquisition group; `--seconds S` (default 5) how long each
+//! `--only raft|acquisition|iec104` runs one group (default: all, each on a fresh cluster);
+//! `--rounds N` (default 20) is the number of failover rounds of the raft and iec104 groups
+//! and of take-over rounds of the acquisition group; `--seconds S` (default 5) how long each
 //! throughput figure is measured. With the defaults a run takes two to four minutes on two
 //! cores. Prints one `name: value unit` line per figure; progress and per-node details go to
 //! stderr.
@@ -59,6 +59,34 @@
 //! Nothing in the 10 000-point part asks the nodes for RTUs or points: every `RtuList` and
 //! `PointList` parses the whole site configuration again, which takes seconds at that size.
 //!
+//! The iec104 group ([`iec104`]), with a raw 104 master written on fepha's codec (STARTDT on
+//! every node, an S frame after 4 I frames or 5 ms):
+//! - `iec104_failover_ms_p50`, `iec104_failover_ms_p99`: one RTU polled every 20 ms whose
+//!   device ramps a register every 10 ms, mapped; a master connected to all three nodes. Per
+//!   round, the RTU's owner is made another node than the leader, then the leader is
+//!   SIGKILLed; the time from the kill to the first spontaneous ASDU on a connection to
+//!   another node (a resent one counts). Stderr also gives the new leader's STARTDT con and
+//!   the first ASDU of an event polled after the kill. The killed node is restarted and
+//!   caught up (and a master connected to it) before the next round.
+//! - `device_to_master_latency_ms_p50`, `..._p99`: the same RTU polled every 100 ms, owned by
+//!   a node that is not the leader; 50 times, at a random phase, write a new value into a
+//!   holding register of the device (Modbus) and wait for the spontaneous ASDU with it; from
+//!   the device's acknowledgement of the write to the master's read of the ASDU.
+//!   `device_to_master_latency_ms_fast_p50`, `..._p99`: the same at poll_interval_ms = 10,
+//!   the least the site check accepts.
+//! - `gi_ms_10000_points`: 50 RTUs × 200 measured points, all mapped (IOAs 1..=10 000), no
+//!   device running (every point unread, sent invalid); median of 5 general interrogations
+//!   from the C_IC_NA_1 sent to its ACTTERM received. Stderr gives each, and the number of
+//!   information objects received (warns unless 10 000).
+//! - `asdu_per_s`: that site with devices whose every register ramps every 20 ms, so that
+//!   every 100 ms poll changes every point (100 000 events/s offered); once data flows and
+//!   5 s more, the spontaneous ASDUs per second the master on the leader receives over 10 s.
+//!   `iec104_events_dropped_total`: the leader's `fepha_iec104_events_dropped_total` after
+//!   that window (events passed over because a master fell more than the forwarder's
+//!   `queue` behind); stderr gives the drops within the window, the events sent and the
+//!   changes the owners wrote, and the CPU of the leader and of the bench. Then, for the
+//!   diagnosis only (stderr), the same measurement with the forwarder's k = 96, w = 64.
+//!
 //! `FEPHA_BIN` overrides the binary (default `<target>/release/fepha`).
 //!
 //! A benchmark killed by a signal the harness cannot catch leaves its `fepha run` children
@@ -66,6 +94,7 @@
 //! `fepha run` processes it did not start, since they compete for the CPU.
 
 mod acquisition;
+mod iec104;
 mod raft;
 
 use std::path::{Path, PathBuf};
@@ -82,6 +111,7 @@ pub struct Args {
 pub enum Group {
     Raft,
     Acquisition,
+    Iec104,
 }
 
 fn main() {
@@ -93,6 +123,9 @@ fn main() {
     }
     if args.only.is_none_or(|g| g == Group::Acquisition) {
         acquisition::run(&args);
+    }
+    if args.only.is_none_or(|g| g == Group::Iec104) {
+        iec104::run(&args);
     }
 }
 
@@ -119,6 +152,7 @@ fn parse_args() -> Args {
                 parsed.only = match value().as_str() {
                     "raft" => Some(Group::Raft),
                     "acquisition" => Some(Group::Acquisition),
+                    "iec104" => Some(Group::Iec104),
                     "all" => None,
                     other => usage(&format!("unknown group {other:?}")),
                 }
@@ -141,7 +175,7 @@ fn parse_args() -> Args {
 
 fn usage(msg: &str) -> ! {
     eprintln!(
-        "fepha-bench: {msg}\nusage: fepha-bench [--only raft|acquisition] [--rounds N] [--seconds S]"
+        "fepha-bench: {msg}\nusage: fepha-bench [--only raft|acquisition|iec104] [--rounds N] [--seconds S]"
     );
     std::process::exit(2);
 }
