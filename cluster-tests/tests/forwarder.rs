@@ -647,6 +647,15 @@ fn two_masters(takeover: &str) -> (Cluster, PyDevice, usize) {
     (c, device, leader)
 }
 
+/// A master with the group started and the points live. Events are kept for a group from
+/// its first start on.
+fn first_master(c: &Cluster, device: &PyDevice, addr: SocketAddr) -> Master {
+    let a = Master::start(&[(addr, Init::None)], CA, &singles()).expect("master a");
+    check(c, &a, a.wait_state(0, LinkState::Open, WAIT));
+    live(c, device, &a);
+    a
+}
+
 fn singles() -> Vec<(u32, &'static str)> {
     (1101..1121).map(|ioa| (ioa, "M_SP_TB_1")).collect()
 }
@@ -657,10 +666,7 @@ fn two_masters_fighting_over_one_group_never_receive_at_once_nor_lose_an_event()
     let addr = forwarder_addr(&c, leader);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (a, b, steps) = std::thread::scope(|s| {
-        // Events are kept for a group from its first start on.
-        let a = Master::start(&[(addr, Init::None)], CA, &singles()).expect("master a");
-        check(&c, &a, a.wait_state(0, LinkState::Open, WAIT));
-        live(&c, &device, &a);
+        let a = first_master(&c, &device, addr);
         let steps = s.spawn(|| flipping(&device, &stop));
         check(
             &c,
@@ -714,10 +720,7 @@ fn after_stop_keeps_the_first_master_and_the_second_resumes_where_it_left() {
     let addr = forwarder_addr(&c, leader);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (a, b, steps) = std::thread::scope(|s| {
-        // Events are kept for a group from its first start on.
-        let a = Master::start(&[(addr, Init::None)], CA, &singles()).expect("master a");
-        check(&c, &a, a.wait_state(0, LinkState::Open, WAIT));
-        live(&c, &device, &a);
+        let a = first_master(&c, &device, addr);
         let steps = s.spawn(|| flipping(&device, &stop));
         check(
             &c,
