@@ -100,13 +100,15 @@ impl Selects {
         }
     }
 
-    /// A deactivation of `conn`'s select; false if it held none.
-    pub fn deselect(&mut self, ioa: u32, conn: u64) -> bool {
-        if self.held.get(&ioa).is_some_and(|s| s.conn == conn) {
-            self.held.remove(&ioa);
-            true
-        } else {
-            false
+    /// A deactivation of `conn`'s select; false if it held none that was still live.
+    pub fn deselect(&mut self, ioa: u32, conn: u64, now: Instant) -> bool {
+        match self.held.get(&ioa) {
+            Some(s) if s.conn == conn => {
+                let live = s.until > now;
+                self.held.remove(&ioa);
+                live
+            }
+            _ => false,
         }
     }
 
@@ -230,7 +232,7 @@ fn command(asdu: &Asdu, cx: Context<'_>) -> Reaction {
     };
     let (ioa, conn) = (object.ioa, cx.conn);
     if !activation {
-        let held = select && cx.selects.deselect(ioa, conn);
+        let held = select && cx.selects.deselect(ioa, conn, cx.now);
         return Reaction::Send(vec![asdu.reply(con_cause, !held)]);
     }
     if select {

@@ -888,7 +888,12 @@ fn the_selects_table_names_why_it_refuses() {
 
     // Without a select: direct execute.
     assert_eq!(selects.execute(SC, 2, on, t0), Ok(()));
-    assert!(!selects.deselect(SC, 1));
+    assert!(!selects.deselect(SC, 1, t0));
+    // An expired select cannot be deactivated: it is already gone.
+    assert_eq!(selects.select(SC, 1, on, t0, TIMEOUT), Ok(()));
+    assert!(!selects.deselect(SC, 1, t0 + TIMEOUT));
+    assert_eq!(selects.select(SC, 1, on, t0, TIMEOUT), Ok(()));
+    assert!(selects.deselect(SC, 1, t0));
 }
 
 // ---------------------------------------------------------------- set points
