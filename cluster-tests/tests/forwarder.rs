@@ -842,3 +842,55 @@ fn in_mode_all_every_node_serves_and_commands_but_a_group_starts_once() {
         m.report()
     );
 }
+
+#[test]
+fn while_a_witness_leads_one_voter_serves_the_masters() {
+    let mut c = Cluster::new();
+    // The node that initialises the cluster leads it first: here, the witness.
+    let leader = c.bootstrap(&["witness", "voter", "voter"]);
+    if leader != 0 {
+        // An election moved leadership already; this test is about a witness leading.
+        eprintln!("the witness does not lead (node {leader} does); nothing to check");
+        return;
+    }
+    let device = PyDevice::start(device_addr(&c, 0, 5020));
+    c.apply_ok(0, &site(device.addr(), 100, "", ""));
+    let m = Master::start(
+        &[
+            (forwarder_addr(&c, 1), Init::None),
+            (forwarder_addr(&c, 2), Init::None),
+        ],
+        CA,
+        &[(1001, "M_SP_TB_1")],
+    )
+    .expect("c104 master");
+    // Exactly one voter confirms STARTDT, and the witness serves nothing.
+    let serving = c.wait_until("a voter serves", || {
+        let open: Vec<usize> = (0..2)
+            .filter(|&i| m.state(i).is_ok_and(|s| s == LinkState::Open))
+            .collect();
+        match open.as_slice() {
+            [one] => Ok(*one),
+            other => Err(format!("open links: {other:?}")),
+        }
+    });
+    assert!(
+        std::net::TcpStream::connect_timeout(&forwarder_addr(&c, 0), WAIT).is_err(),
+        "the witness listens for masters"
+    );
+    let mark = m.mark();
+    device.set("discrete_input", 0, &[1]);
+    let rx = check(
+        &c,
+        &m,
+        m.wait_rx(WAIT, "the change from the serving voter", |r| {
+            r.seq > mark && r.ioa == 1001 && r.cot == Asdu::SPONTANEOUS
+        }),
+    );
+    assert_eq!(rx.conn, serving);
+    eprintln!("while the witness leads, {} serves", c.name(serving + 1));
+    assert!(
+        c.status(0).is_ok_and(|s| s.state == "leader"),
+        "the witness lost the lead during the test"
+    );
+}
