@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use access::Caller;
 pub use leases::renew_own;
-pub use points::write_own;
+pub use points::{wait_command, write_own};
 pub use route::{NO_LEADER, now_ms};
 pub use status::leader_seen_by;
 use tonic::{Request, Response, Status};

@@ -293,14 +293,34 @@ async fn command_write(
 
 /// The command's final state once it has one, or None after `timeout`.
 async fn wait_outcome(node: &Node, id: u64, timeout: Duration) -> Option<CommandState> {
+    wait_command(node, id, timeout, CommandState::is_finished)
+        .await
+        .map(|(state, _)| state)
+}
+
+/// The command's state and whether an owner started it, once `ready` accepts the state, or
+/// None after `timeout`. A forgotten command counts as failed.
+pub async fn wait_command(
+    node: &Node,
+    id: u64,
+    timeout: Duration,
+    ready: impl Fn(&CommandState) -> bool,
+) -> Option<(CommandState, bool)> {
     node.wait_for(Instant::now() + timeout, |n| {
-        let state = n
-            .state
-            .read(|s| s.commands.commands.get(&id).map(|c| c.state.clone()));
-        match state {
-            Some(s) if s.is_finished() => Some(s),
-            None => Some(CommandState::Failed("the command was forgotten".into())),
-            Some(_) => None,
+        // A follower may not have applied the submission yet; once it has, a command that
+        // is gone was trimmed with the oldest finished ones.
+        let now = n.state.read(|s| {
+            let known = s.commands.next_id >= id;
+            let command = s.commands.commands.get(&id);
+            (known, command.map(|c| (c.state.clone(), c.started)))
+        });
+        match now {
+            (_, Some((state, started))) if ready(&state) => Some((state, started)),
+            (true, None) => Some((
+                CommandState::Failed("the command was forgotten".into()),
+                false,
+            )),
+            _ => None,
         }
     })
     .await

@@ -3,15 +3,14 @@
 //! its real outcome.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::serve::Served;
 use super::station::Execute;
-use crate::admin::{now_ms, write_own};
+use crate::admin::{now_ms, wait_command, write_own};
 use crate::iec104::{Asdu, Cause};
-use crate::node::Node;
 use crate::state::commands::{CommandOp, CommandState};
 use crate::state::{Request, Response};
 
@@ -53,10 +52,7 @@ pub async fn execute(
         }
     };
     let timeout = Duration::from_millis(served.spec.command_timeout_ms);
-    let mut state = wait(node, id, timeout, |s, _| {
-        !matches!(s, CommandState::Pending)
-    })
-    .await;
+    let mut state = wait_command(node, id, timeout, |s| !matches!(s, CommandState::Pending)).await;
     if state.is_none() {
         let cancel = CommandOp::Cancel {
             id,
@@ -64,10 +60,7 @@ pub async fn execute(
         };
         // Refused if the owner started it meanwhile: then its outcome follows.
         let _ = write_own(node, Request::Command(cancel)).await;
-        state = wait(node, id, timeout, |s, _| {
-            !matches!(s, CommandState::Pending)
-        })
-        .await;
+        state = wait_command(node, id, timeout, |s| !matches!(s, CommandState::Pending)).await;
     }
     let outcome = match state {
         None => "timeout",
@@ -93,36 +86,11 @@ pub async fn execute(
         }
         Some((CommandState::Executing { .. }, _)) => {
             send(con(false));
-            let done = wait(node, id, timeout, |s, _| s.is_finished()).await;
+            let done = wait_command(node, id, timeout, CommandState::is_finished).await;
             let ok = matches!(done, Some((CommandState::Done, _)));
             send(term(!ok));
             if ok { "done" } else { "failed" }
         }
     };
     metrics::counter!("fepha_iec104_commands_total", "outcome" => outcome).increment(1);
-}
-
-/// The command's state and whether an owner started it, once `ready` holds, or None after
-/// `timeout`. A forgotten command counts as failed.
-async fn wait(
-    node: &Node,
-    id: u64,
-    timeout: Duration,
-    ready: impl Fn(&CommandState, bool) -> bool,
-) -> Option<(CommandState, bool)> {
-    node.wait_for(Instant::now() + timeout, |n| {
-        // A follower may not have applied the submission yet; once it has, a command that
-        // is gone was trimmed with the oldest finished ones.
-        let now = n.state.read(|s| {
-            let known = s.commands.next_id >= id;
-            let command = s.commands.commands.get(&id);
-            (known, command.map(|c| (c.state.clone(), c.started)))
-        });
-        match now {
-            (_, Some((state, started))) if ready(&state, started) => Some((state, started)),
-            (true, None) => Some((CommandState::Failed("forgotten".into()), false)),
-            _ => None,
-        }
-    })
-    .await
 }
