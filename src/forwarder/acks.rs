@@ -32,18 +32,16 @@ impl AckBook {
         }
     }
 
-    /// Where a group goes on from: the newer of the log's position and this node's.
-    pub fn resume_from(&self, node: &Node, key: &str) -> u64 {
-        let logged = node
-            .state
-            .read(|s| s.forwarding.acked.get(key).copied())
-            .unwrap_or(0);
+    /// Where a group goes on from: the newer of the log's position and this node's; None if
+    /// neither knows the group (no master of it was ever started).
+    pub fn resume_from(&self, node: &Node, key: &str) -> Option<u64> {
+        let logged = node.state.read(|s| s.forwarding.acked.get(key).copied());
         let local = self
             .positions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
-            .map_or(0, |p| p.0);
+            .map(|p| p.0);
         logged.max(local)
     }
 

@@ -287,17 +287,11 @@ impl Conn {
     fn resume(&self) -> Stream {
         let served = &self.served;
         let node = &served.node;
-        let known = node
-            .state
-            .read(|s| s.forwarding.acked.contains_key(&self.key));
-        let from = served.book.resume_from(node, &self.key);
-        let from = if known || from > 0 {
-            from
-        } else {
+        let from = served.book.resume_from(node, &self.key).unwrap_or_else(|| {
             let head = node.state.read(|s| s.points.next_seq.saturating_sub(1));
             served.book.record(&self.key, head);
             head
-        };
+        });
         tracing::info!(forwarder = %served.name, conn = self.id, group = %self.group, from, "data transfer started");
         Stream::new(from, served.spec.queue)
     }
