@@ -38,7 +38,10 @@ pub fn check(node: &Node, mode: ForwardMode) -> Gate {
             Gate::Refuse
         };
     }
-    let m = node.metrics();
+    // Every connection asks at every applied entry: borrow openraft's metrics rather than
+    // copy them (membership included) each time.
+    let metrics = node.raft.metrics();
+    let m = metrics.borrow();
     let fresh = Duration::from_millis(node.config.raft.election_timeout_min_ms);
     if m.state == ServerState::Leader && m.current_leader == Some(node.id) {
         let quiet = m.millis_since_quorum_ack.map(Duration::from_millis);
@@ -64,6 +67,7 @@ pub fn check(node: &Node, mode: ForwardMode) -> Gate {
         .filter(|(_, n)| n.role == Role::Voter)
         .map(|(id, _)| *id)
         .collect();
+    drop(m);
     let first_live = node.state.read(|s| {
         voters
             .iter()
