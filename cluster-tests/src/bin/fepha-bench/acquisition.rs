@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use fepha::admin::client::Credentials;
 use fepha::proto::admin::{PointListRequest, RtuLease, RtuListRequest, RtuMoveRequest};
 use fepha_cluster_tests::field::{SimDevice, device_addr, index_named, metric};
-use fepha_cluster_tests::{Cluster, Options, Profile, admin_client, percentile};
+use fepha_cluster_tests::{Cluster, admin_client, percentile};
 use nix::sys::signal::Signal;
 use rand::Rng;
 use tokio_modbus::client::{Writer, tcp};
@@ -43,17 +43,7 @@ const CATCH_UP: Duration = Duration::from_secs(20);
 const SETTLE: Duration = Duration::from_secs(3);
 
 pub fn run(args: &Args) {
-    let mut c = Cluster::with(Options {
-        profile: Profile::Release,
-        ..Options::default()
-    });
-    eprintln!(
-        "fepha-bench acquisition: {} in {}",
-        c.binary().display(),
-        c.dir().display()
-    );
-    crate::remove_on_signal(c.dir());
-    c.bootstrap(&["voter", "voter", "voter"]);
+    let c = crate::three_voters("acquisition");
     let b = Bench {
         creds: c.credentials(),
         c: &c,

@@ -21,7 +21,7 @@ use fepha::iec104::{
     Apdu, Asdu, Cause, Element, IFrame, QOI_STATION, SeqNo, TypeId, UFunction, decode_apdu,
 };
 use fepha_cluster_tests::field::{SimDevice, device_addr, metric, owner_not_leader};
-use fepha_cluster_tests::{Cluster, Options, Profile, percentile};
+use fepha_cluster_tests::{Cluster, percentile};
 use nix::sys::signal::Signal;
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,17 +74,7 @@ const WINDOW: Duration = Duration::from_secs(10);
 const WAIT: Duration = Duration::from_secs(20);
 
 pub fn run(args: &Args) {
-    let mut c = Cluster::with(Options {
-        profile: Profile::Release,
-        ..Options::default()
-    });
-    eprintln!(
-        "fepha-bench iec104: {} in {}",
-        c.binary().display(),
-        c.dir().display()
-    );
-    crate::remove_on_signal(c.dir());
-    c.bootstrap(&["voter", "voter", "voter"]);
+    let c = crate::three_voters("iec104");
     let (tx, rx) = channel();
     let mut b = Bench {
         c: &c,

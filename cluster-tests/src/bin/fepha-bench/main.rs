@@ -100,6 +100,8 @@ mod raft;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
+use fepha_cluster_tests::{Cluster, Options, Profile};
+
 /// The command line.
 pub struct Args {
     pub rounds: usize,
@@ -182,6 +184,23 @@ fn usage(msg: &str) -> ! {
 
 /// The directories of the clusters running now, removed on a signal.
 static CLUSTER_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// A fresh three-voter cluster of the release binary for the benchmark `group`, its
+/// directory removed should a signal end the benchmark.
+pub fn three_voters(group: &str) -> Cluster {
+    let mut c = Cluster::with(Options {
+        profile: Profile::Release,
+        ..Options::default()
+    });
+    eprintln!(
+        "fepha-bench {group}: {} in {}",
+        c.binary().display(),
+        c.dir().display()
+    );
+    remove_on_signal(c.dir());
+    c.bootstrap(&["voter", "voter", "voter"]);
+    c
+}
 
 /// Removes `dir` when a signal ends the benchmark (the harness does when the cluster drops).
 pub fn remove_on_signal(dir: &Path) {

@@ -6,23 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fepha::proto::admin::{ConfigApplyRequest, StatusRequest};
-use fepha_cluster_tests::{Cluster, Options, Profile, admin_client, percentile, site_config};
+use fepha_cluster_tests::{Cluster, admin_client, percentile, site_config};
 use nix::sys::signal::Signal;
 
 use crate::Args;
 
 pub fn run(args: &Args) {
-    let mut c = Cluster::with(Options {
-        profile: Profile::Release,
-        ..Options::default()
-    });
-    eprintln!(
-        "fepha-bench raft: {} in {}",
-        c.binary().display(),
-        c.dir().display()
-    );
-    crate::remove_on_signal(c.dir());
-    c.bootstrap(&["voter", "voter", "voter"]);
+    let c = crate::three_voters("raft");
 
     for writers in [1, 64] {
         let leader = c.wait_for_leader(&[0, 1, 2]);
