@@ -70,7 +70,8 @@ impl Groups {
         }
     }
 
-    pub fn holder(&self, group: &str) -> Option<u64> {
+    #[cfg(test)]
+    fn holder(&self, group: &str) -> Option<u64> {
         self.started
             .get(group)
             .filter(|h| !h.kick.is_closed())

@@ -135,13 +135,6 @@ impl Image {
         Asdu::pack(cause, self.common_address, &objects)
     }
 
-    /// A spontaneous ASDU (COT 3) with the event's time tag, if the event's point is mapped
-    /// and sent (counters and commands are not).
-    pub fn spontaneous(&self, event: &Event) -> Option<Asdu> {
-        let object = self.spontaneous_object(event)?;
-        Some(self.spontaneous_asdu(vec![object]))
-    }
-
     /// Spontaneous ASDUs for `events` (oldest first), at most `room` of them: consecutive
     /// events of one type share an ASDU, so that a burst of changes needs few frames of the
     /// k window. Each comes with the sequence number of the last event it accounts for
@@ -434,7 +427,7 @@ common_address = 7
             quality: points::Quality::LINK_DOWN,
             time_ms: 1_795_000_000_123,
         };
-        let asdu = img.spontaneous(&event).expect("mapped");
+        let asdu = spontaneous(&img, &event).expect("mapped");
         assert_eq!(
             (asdu.type_id, asdu.cause),
             (TypeId::MDpTb1, Cause::SPONTANEOUS)
@@ -455,7 +448,7 @@ common_address = 7
             time_ms: 1000,
             ..event.clone()
         };
-        match &img.spontaneous(&old_clock).expect("still sent").objects[0].element {
+        match &spontaneous(&img, &old_clock).expect("still sent").objects[0].element {
             Element::DoublePoint { time: Some(t), .. } => assert!(t.invalid()),
             other => panic!("unexpected {other:?}"),
         }
@@ -463,12 +456,18 @@ common_address = 7
             point: "r.nothing".into(),
             ..event
         };
-        assert!(img.spontaneous(&unmapped).is_none());
+        assert!(spontaneous(&img, &unmapped).is_none());
         assert_eq!(
             img.by_ioa(5001).map(|m| m.carrier),
             Some(Carrier::Command(PointKind::SingleCommand))
         );
         assert!(img.by_ioa(5002).is_none());
+    }
+
+    /// The spontaneous ASDU (COT 3) of one event, if its point is mapped and sent.
+    fn spontaneous(img: &Image, event: &Event) -> Option<Asdu> {
+        let (asdus, _) = img.burst(std::slice::from_ref(event), 1);
+        asdus.into_iter().next().map(|(asdu, _)| asdu)
     }
 
     fn ev(seq: u64, point: &str, value: Value) -> Event {
