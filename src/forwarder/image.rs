@@ -188,6 +188,8 @@ impl Image {
         }
     }
 
+    /// The event as a time-tagged information object, if its point is mapped and sent
+    /// spontaneously (counters and commands are not).
     fn spontaneous_object(&self, event: &Event) -> Option<InfoObject> {
         let m = self.mapped.get(*self.by_point.get(&event.point)?)?;
         if matches!(m.carrier, Carrier::Counter | Carrier::Command(_)) {
