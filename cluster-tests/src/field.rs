@@ -253,3 +253,72 @@ pub fn owner_not_leader(c: &Cluster) -> (usize, Option<String>) {
     assert!(out.success(), "rtu move: {}", out.stderr);
     (to, Some(view.owner))
 }
+
+/// A site with one Modbus RTU `d` at `endpoint`: a point of every monitored kind (a single,
+/// a double, an f32 measurement with a deadband, a u32 counter) and two commands (a coil, a
+/// scaled i16 setpoint), the way the acquisition and forwarder tests use it.
+pub fn one_rtu_site(endpoint: SocketAddr, poll_ms: u64, standby: &str) -> String {
+    format!(
+        r#"
+[site]
+name = "one RTU"
+
+[[rtu]]
+id = "d"
+protocol = "modbus"
+poll_interval_ms = {poll_ms}
+timeout_ms = 1000
+standby = "{standby}"
+  [[rtu.channel]]
+  name = "lan"
+  endpoints = ["{endpoint}"]
+
+[[point]]
+id = "d.alarm"
+rtu = "d"
+kind = "single"
+table = "discrete_input"
+address = 0
+
+[[point]]
+id = "d.breaker"
+rtu = "d"
+kind = "double"
+table = "discrete_input"
+address = 2
+
+[[point]]
+id = "d.power"
+rtu = "d"
+kind = "measured"
+table = "holding"
+address = 10
+format = "f32"
+deadband = 0.5
+
+[[point]]
+id = "d.energy"
+rtu = "d"
+kind = "counter"
+table = "input"
+address = 20
+format = "u32"
+
+[[point]]
+id = "d.trip"
+rtu = "d"
+kind = "single_command"
+table = "coil"
+address = 0
+
+[[point]]
+id = "d.limit"
+rtu = "d"
+kind = "setpoint"
+table = "holding"
+address = 30
+format = "i16"
+scale = 0.1
+"#
+    )
+}

@@ -4,80 +4,14 @@
 //! dies, is stopped, or loses its link, without ever being polled by two nodes at once.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use fepha_cluster_tests::field::{
-    SimDevice, device_addr, index_named, metric, owner, owner_not_leader, points, wait_points,
+    SimDevice, device_addr, index_named, metric, one_rtu_site, owner, owner_not_leader, points,
+    wait_points,
 };
 use fepha_cluster_tests::{Cluster, Proxy, PyDevice, admin_client};
-
-/// One RTU with a point of every monitored kind and two commands.
-fn site(endpoint: SocketAddr, poll_ms: u64, standby: &str) -> String {
-    format!(
-        r#"
-[site]
-name = "acquisition test"
-
-[[rtu]]
-id = "d"
-protocol = "modbus"
-poll_interval_ms = {poll_ms}
-timeout_ms = 1000
-standby = "{standby}"
-  [[rtu.channel]]
-  name = "lan"
-  endpoints = ["{endpoint}"]
-
-[[point]]
-id = "d.alarm"
-rtu = "d"
-kind = "single"
-table = "discrete_input"
-address = 0
-
-[[point]]
-id = "d.breaker"
-rtu = "d"
-kind = "double"
-table = "discrete_input"
-address = 2
-
-[[point]]
-id = "d.power"
-rtu = "d"
-kind = "measured"
-table = "holding"
-address = 10
-format = "f32"
-deadband = 0.5
-
-[[point]]
-id = "d.energy"
-rtu = "d"
-kind = "counter"
-table = "input"
-address = 20
-format = "u32"
-
-[[point]]
-id = "d.trip"
-rtu = "d"
-kind = "single_command"
-table = "coil"
-address = 0
-
-[[point]]
-id = "d.limit"
-rtu = "d"
-kind = "setpoint"
-table = "holding"
-address = 30
-format = "i16"
-scale = 0.1
-"#
-    )
-}
 
 #[test]
 fn values_on_a_pymodbus_device_reach_every_node_and_commands_reach_the_device() {
@@ -88,7 +22,7 @@ fn values_on_a_pymodbus_device_reach_every_node_and_commands_reach_the_device() 
     // 230.5 as an f32, high word first; 70000 as a u32.
     device.set("holding", 10, &[0x4366, 0x8000]);
     device.set("input", 20, &[1, 4464]);
-    c.apply_ok(0, &site(device.addr(), 100, "probe"));
+    c.apply_ok(0, &one_rtu_site(device.addr(), 100, "probe"));
     wait_points(
         &c,
         &[0, 1, 2],
@@ -184,7 +118,7 @@ fn a_killed_owner_is_replaced_within_two_seconds_and_never_overlaps() {
     let mut c = Cluster::new();
     c.bootstrap(&["voter", "voter", "voter"]);
     let sim = SimDevice::start(&c, device_addr(&c, 0, 5020), PROFILE);
-    c.apply_ok(0, &site(sim.addr, 100, "probe"));
+    c.apply_ok(0, &one_rtu_site(sim.addr, 100, "probe"));
     let (victim, first_owner) = owner_not_leader(&c);
     let victim_name = c.name(victim).to_owned();
     let moved_at = now_ms();
@@ -240,7 +174,7 @@ fn a_stopped_owner_never_polls_again_and_its_late_writes_are_refused() {
     let mut c = Cluster::new();
     c.bootstrap(&["voter", "voter", "voter"]);
     let sim = SimDevice::start(&c, device_addr(&c, 0, 5020), PROFILE);
-    c.apply_ok(0, &site(sim.addr, 50, "probe"));
+    c.apply_ok(0, &one_rtu_site(sim.addr, 50, "probe"));
     let (victim, _) = owner_not_leader(&c);
     let victim_name = c.name(victim).to_owned();
     let old = c.wait_until("the owner is listed", || {
@@ -378,7 +312,7 @@ fn an_owner_that_loses_its_link_hands_over_and_nothing_flaps() {
     let device = PyDevice::start(device_addr(&c, 0, 5020));
     let proxy = Proxy::start(device_addr(&c, 1, 5020), device.addr());
     device.set("discrete_input", 0, &[1]);
-    c.apply_ok(0, &site(proxy.addr(), 100, "probe"));
+    c.apply_ok(0, &one_rtu_site(proxy.addr(), 100, "probe"));
     wait_points(&c, &[0, 1, 2], &[("d.alarm", 1.0)]);
     let first = c.wait_until("RTU d has an owner", || owner(&c, 0));
     let first_owner = index_named(&c, &first.owner);
@@ -472,7 +406,7 @@ fn a_hot_standby_polls_read_only_and_only_the_owner_writes() {
     let mut c = Cluster::new();
     c.bootstrap(&["voter", "voter", "voter"]);
     let sim = SimDevice::start(&c, device_addr(&c, 0, 5020), PROFILE);
-    c.apply_ok(0, &site(sim.addr, 100, "hot"));
+    c.apply_ok(0, &one_rtu_site(sim.addr, 100, "hot"));
     let view = c.wait_until("RTU d has an owner", || owner(&c, 0));
     let all: BTreeSet<String> = (0..3).map(|i| c.name(i).to_owned()).collect();
     c.wait_until("every node polls the device", || {

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fepha_cluster_tests::field::{device_addr, owner_not_leader, wait_points};
+use fepha_cluster_tests::field::{device_addr, one_rtu_site, owner_not_leader, wait_points};
 use fepha_cluster_tests::master::{Asdu, Dir, Init, LinkState, Master};
 use fepha_cluster_tests::{Cluster, PyDevice};
 
@@ -13,67 +13,12 @@ const PORT: u16 = 2404;
 const CA: u16 = 47;
 const WAIT: Duration = Duration::from_secs(10);
 
-/// One RTU with a point of every kind, all mapped, and `extra` appended (more points).
+/// The harness's one-RTU site with every point mapped, `extra` appended (more points) and
+/// `forwarder_extra` in the forwarder's table.
 fn site(endpoint: SocketAddr, poll_ms: u64, forwarder_extra: &str, extra: &str) -> String {
+    let rtu = one_rtu_site(endpoint, poll_ms, "probe");
     format!(
-        r#"
-[site]
-name = "forwarder test"
-
-[[rtu]]
-id = "d"
-protocol = "modbus"
-poll_interval_ms = {poll_ms}
-timeout_ms = 1000
-  [[rtu.channel]]
-  name = "lan"
-  endpoints = ["{endpoint}"]
-
-[[point]]
-id = "d.alarm"
-rtu = "d"
-kind = "single"
-table = "discrete_input"
-address = 0
-
-[[point]]
-id = "d.breaker"
-rtu = "d"
-kind = "double"
-table = "discrete_input"
-address = 2
-
-[[point]]
-id = "d.power"
-rtu = "d"
-kind = "measured"
-table = "holding"
-address = 10
-format = "f32"
-
-[[point]]
-id = "d.energy"
-rtu = "d"
-kind = "counter"
-table = "input"
-address = 20
-format = "u32"
-
-[[point]]
-id = "d.trip"
-rtu = "d"
-kind = "single_command"
-table = "coil"
-address = 0
-
-[[point]]
-id = "d.limit"
-rtu = "d"
-kind = "setpoint"
-table = "holding"
-address = 30
-format = "i16"
-scale = 0.1
+        r#"{rtu}
 {extra}
 [[forwarder]]
 name = "cc"
