@@ -1,17 +1,20 @@
 //! fepha: a clustered front-end processor for power SCADA.
 //!
 //! A few `fepha run` nodes form a Raft group (openraft over gRPC, stored in sled) that holds
-//! the site configuration and the membership; see DESIGN.md for the whole picture.
+//! the site configuration and the membership; docs/architecture.md describes the layers.
 
 pub mod acquisition;
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod forwarder;
+pub mod ids;
 pub mod iec104;
 pub mod lease;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod proto;
 pub mod raft;
 pub mod shutdown;

@@ -1,12 +1,8 @@
-//! Prometheus metrics: the exporter on `metrics_addr`, and the gauges that mirror Raft's state.
+//! Prometheus metrics: the exporter on `metrics_addr`, and the help text of every series.
 
 use std::net::SocketAddr;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
-use openraft::ServerState;
-
-use crate::raft::Raft;
-use crate::shutdown::Shutdown;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot start the metrics exporter on {addr}: {message}")]
@@ -97,6 +93,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "fepha_admin_requests_total",
         "Admin API calls, by method and result code",
     ),
+    (
+        "fepha_peer_requests_total",
+        "Node-to-node peer calls (renewals, forwarded writes), by method and result code",
+    ),
     ("fepha_tls_handshakes_total", "TLS handshakes, by listener"),
     (
         "fepha_tls_refused_total",
@@ -177,41 +177,6 @@ fn describe() {
         "fepha_point_batches_refused_total",
     ] {
         metrics::counter!(name).increment(0);
-    }
-}
-
-/// Mirrors openraft's metrics into gauges each time they change.
-pub async fn watch_raft(raft: Raft, shutdown: Shutdown) {
-    let mut rx = raft.metrics();
-    let stop = shutdown.wait();
-    tokio::pin!(stop);
-    loop {
-        {
-            let m = rx.borrow_and_update();
-            metrics::counter!("fepha_raft_metrics_updates_total").increment(1);
-            metrics::gauge!("fepha_raft_term").set(m.current_term as f64);
-            metrics::gauge!("fepha_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
-            metrics::gauge!("fepha_raft_applied_index")
-                .set(m.last_applied.map_or(0, |l| l.index) as f64);
-            metrics::gauge!("fepha_raft_snapshot_index")
-                .set(m.snapshot.map_or(0, |l| l.index) as f64);
-            metrics::gauge!("fepha_raft_is_leader").set(if m.state == ServerState::Leader {
-                1.0
-            } else {
-                0.0
-            });
-            metrics::gauge!("fepha_raft_has_leader").set(if m.current_leader.is_some() {
-                1.0
-            } else {
-                0.0
-            });
-            let voters = m.membership_config.membership().voter_ids().count();
-            metrics::gauge!("fepha_raft_voters").set(voters as f64);
-        }
-        tokio::select! {
-            changed = rx.changed() => if changed.is_err() { return },
-            _ = &mut stop => return,
-        }
     }
 }
 

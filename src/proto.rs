@@ -7,3 +7,7 @@ pub mod raft {
 pub mod admin {
     tonic::include_proto!("fepha.admin");
 }
+
+pub mod peer {
+    tonic::include_proto!("fepha.peer");
+}

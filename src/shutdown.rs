@@ -45,3 +45,44 @@ pub async fn signal() -> std::io::Result<&'static str> {
         _ = int.recv() => "SIGINT",
     })
 }
+
+/// One part of a node: its tasks, and the signal that asks them to stop. The node stops its
+/// parts one after another, so a part can count on the parts below it until it has stopped.
+pub struct Part {
+    name: &'static str,
+    trigger: ShutdownTrigger,
+    signal: Shutdown,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Part {
+    pub fn new(name: &'static str) -> Part {
+        let (trigger, signal) = channel();
+        Part {
+            name,
+            trigger,
+            signal,
+            tasks: tokio::task::JoinSet::new(),
+        }
+    }
+
+    /// What this part's tasks listen to.
+    pub fn signal(&self) -> Shutdown {
+        self.signal.clone()
+    }
+
+    pub fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
+    /// Asks the part's tasks to stop and waits up to `patience` for them; the ones still
+    /// running then are aborted.
+    pub async fn stop(mut self, patience: std::time::Duration) {
+        self.trigger.trigger();
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(patience, all).await.is_err() {
+            tracing::warn!(part = self.name, "tasks did not stop in time; aborted");
+            self.tasks.shutdown().await;
+        }
+    }
+}

@@ -11,7 +11,7 @@ use fepha_cluster_tests::field::{
     SimDevice, device_addr, index_named, metric, one_rtu_site, owner, owner_not_leader, points,
     wait_points,
 };
-use fepha_cluster_tests::{Cluster, Proxy, PyDevice, admin_client};
+use fepha_cluster_tests::{Cluster, Proxy, PyDevice, raw_channel};
 
 #[test]
 fn values_on_a_pymodbus_device_reach_every_node_and_commands_reach_the_device() {
@@ -269,8 +269,8 @@ fn a_stopped_owner_never_polls_again_and_its_late_writes_are_refused() {
     assert!(forged.contains("own name"), "{forged}");
 }
 
-/// Node `i` writes a point change for RTU d as `node` under `epoch`, through its admin API;
-/// returns the reply, or the error.
+/// Node `i` writes a point change for RTU d as `node` under `epoch`, with its own key, to the
+/// leader's peer service (where nodes' own writes go); returns the reply, or the error.
 fn stale_write(c: &Cluster, i: usize, node: u64, epoch: u64) -> String {
     use fepha::state::points::{Batch, Change, Quality, Value};
     let request = fepha::state::Request::Points(vec![Batch {
@@ -289,17 +289,18 @@ fn stale_write(c: &Cluster, i: usize, node: u64, epoch: u64) -> String {
         identity: Some(c.identity(i).expect("identity")),
         trust: c.credentials().trust,
     };
-    let addr = c.admin_addr(i);
+    let leader = c.status(i).expect("status").leader.expect("a leader");
+    let addr = c.raft_addr(index_named(c, &leader));
     c.block_on(async {
-        let mut client = admin_client(&credentials, &addr)
+        let channel = raw_channel(&credentials, &addr)
             .await
-            .expect("admin client");
-        let request = fepha::proto::admin::NodeWriteRequest {
-            request: serde_json::to_vec(&request).expect("encode"),
-            forwarded: false,
+            .expect("peer channel");
+        let mut client = fepha::proto::peer::peer_client::PeerClient::new(channel);
+        let request = fepha::proto::peer::PeerPayload {
+            json: serde_json::to_vec(&request).expect("encode"),
         };
-        match client.node_write(request).await {
-            Ok(r) => String::from_utf8_lossy(&r.into_inner().response).into_owned(),
+        match client.write(request).await {
+            Ok(r) => String::from_utf8_lossy(&r.into_inner().json).into_owned(),
             Err(s) => s.message().to_owned(),
         }
     })

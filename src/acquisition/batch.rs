@@ -2,13 +2,13 @@
 //! there are enough of them) into one entry, one write in flight at a time so that the
 //! changes of one RTU are applied in the order they were read.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::node::Node;
+use crate::cluster::Cluster;
 use crate::shutdown::Shutdown;
 use crate::state::points::Batch;
 use crate::state::{Request, Response};
@@ -29,14 +29,15 @@ impl Batcher {
     }
 }
 
-pub fn start(node: Arc<Node>, shutdown: Shutdown) -> Batcher {
+/// Starts the writer. It ends once every [`Batcher`] is gone and what they sent is written,
+/// or once `give_up` is triggered.
+pub fn start(cluster: Cluster, give_up: Shutdown) -> (Batcher, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::spawn(run(node, rx, shutdown));
-    Batcher { tx }
+    (Batcher { tx }, tokio::spawn(run(cluster, rx, give_up)))
 }
 
-async fn run(node: Arc<Node>, mut rx: mpsc::Receiver<Batch>, shutdown: Shutdown) {
-    let stop = shutdown.clone().wait();
+async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Batch>, give_up: Shutdown) {
+    let stop = give_up.clone().wait();
     tokio::pin!(stop);
     loop {
         // Wait for the first change of the next entry.
@@ -45,12 +46,9 @@ async fn run(node: Arc<Node>, mut rx: mpsc::Receiver<Batch>, shutdown: Shutdown)
             _ = &mut stop => return,
         };
         let Some(first) = first else { return };
-        let (window, max_changes) = node.site().map_or((Duration::from_millis(5), 1000), |s| {
-            (
-                Duration::from_millis(*s.timers.batch_ms.get_ref()),
-                *s.timers.batch_max_changes.get_ref() as usize,
-            )
-        });
+        let timers = cluster.timers();
+        let window = Duration::from_millis(*timers.batch_ms.get_ref());
+        let max_changes = *timers.batch_max_changes.get_ref() as usize;
         let mut changes = first.changes.len();
         let mut batches = vec![first];
         let until = Instant::now() + window;
@@ -63,7 +61,7 @@ async fn run(node: Arc<Node>, mut rx: mpsc::Receiver<Batch>, shutdown: Shutdown)
             changes += b.changes.len();
             merge(&mut batches, b);
         }
-        write(&node, batches, changes, &shutdown).await;
+        write(&cluster, batches, changes, &give_up).await;
     }
 }
 
@@ -80,11 +78,11 @@ fn merge(batches: &mut Vec<Batch>, b: Batch) {
 
 /// Writes the entry, retrying while the cluster has no leader: the changes (events among
 /// them) are kept until they are in the log or the state machine refuses them.
-async fn write(node: &Node, batches: Vec<Batch>, changes: usize, shutdown: &Shutdown) {
+async fn write(cluster: &Cluster, batches: Vec<Batch>, changes: usize, give_up: &Shutdown) {
     let request = Request::Points(batches);
     let mut pause = Duration::from_millis(20);
     loop {
-        match crate::admin::write_own(node, request.clone()).await {
+        match cluster.propose(request.clone()).await.map(|w| w.response) {
             Ok(Response::Points(results)) => {
                 metrics::counter!("fepha_point_batches_total").increment(1);
                 metrics::counter!("fepha_point_changes_total").increment(changes as u64);
@@ -105,10 +103,10 @@ async fn write(node: &Node, batches: Vec<Batch>, changes: usize, shutdown: &Shut
             }
             Err(e) => {
                 metrics::counter!("fepha_point_write_retries_total").increment(1);
-                tracing::debug!("point batch not written yet: {}", e.message());
+                tracing::debug!("point batch not written yet: {e}");
             }
         }
-        if shutdown.is_triggered() {
+        if give_up.is_triggered() {
             return;
         }
         tokio::time::sleep(pause).await;

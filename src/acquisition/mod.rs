@@ -1,104 +1,68 @@
 //! Field I/O: one task per RTU of the applied site configuration (see `rtu`), the Modbus
-//! links they use, and the batcher that carries their changes into the log. Witnesses do
-//! none of it.
+//! links they use, the batcher that carries their changes into the log, and `point write`'s
+//! checks (`control`). Witnesses do none of it.
 
 pub mod batch;
 pub mod command;
+pub mod control;
 pub mod decode;
 pub mod link;
 pub mod reads;
 pub mod rtu;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::config::Role;
-use crate::node::Node;
-use crate::proto::admin::{LinkState, RtuLinks, RtuReach};
-use crate::shutdown::Shutdown;
+use crate::cluster::{Cluster, Reports};
+use crate::lease::clock::OwnLease;
+use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::site::{Point, Rtu};
-use crate::state::ownership::{Link, Reach};
 
-/// What this node says about one RTU in its session renewals.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Report {
-    pub reach: Option<Reach>,
-    pub links: Vec<Link>,
+/// What the RTU tasks use.
+pub struct Field {
+    pub cluster: Cluster,
+    /// This node's own lease clock: no field I/O once it has run out.
+    pub own: Arc<OwnLease>,
+    /// Where the tasks say what they reach, for the session renewals.
+    pub reports: Arc<Reports>,
+    /// The local address field connections are made from, if set.
+    pub source_ip: Option<IpAddr>,
 }
 
-/// Every RTU task's latest report; a change wakes the session loop for an early renewal, so
-/// that a failed owner is replaced without waiting for the next regular one.
-#[derive(Debug, Default)]
-pub struct Reports {
-    by_rtu: Mutex<BTreeMap<String, Report>>,
-    pub changed: Notify,
-}
-
-impl Reports {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Report>> {
-        self.by_rtu.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub fn set(&self, rtu: &str, report: Report) {
-        let old = self.lock().insert(rtu.to_owned(), report.clone());
-        if old.is_none_or(|o| o.reach != report.reach) {
-            self.changed.notify_one();
-        }
-    }
-
-    fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.lock().retain(|rtu, _| keep(rtu));
-    }
-
-    /// For a renewal.
-    pub fn renewal(&self) -> (Vec<RtuReach>, Vec<RtuLinks>) {
-        let by_rtu = self.lock();
-        let reach = by_rtu
-            .iter()
-            .filter_map(|(rtu, r)| {
-                r.reach.map(|reach| RtuReach {
-                    rtu: rtu.clone(),
-                    reachable: reach == Reach::Reachable,
-                })
-            })
-            .collect();
-        let links = by_rtu
-            .iter()
-            .map(|(rtu, r)| RtuLinks {
-                rtu: rtu.clone(),
-                links: r
-                    .links
-                    .iter()
-                    .map(|l| LinkState {
-                        channel: l.channel.clone(),
-                        endpoint: l.endpoint.clone(),
-                        up: l.up,
-                        index: l.index,
-                    })
-                    .collect(),
-            })
-            .collect();
-        (reach, links)
-    }
-}
+/// How long a stopping RTU task may take to finish the command it is executing and write
+/// its outcome, and the batcher to write what it holds.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// An RTU task and what it was started with: a task whose RTU and points did not change in
 /// a new configuration keeps running, with its connections.
 struct Running {
     spec: (Rtu, Vec<Point>),
+    stop: ShutdownTrigger,
     task: JoinHandle<()>,
 }
 
-/// Starts and stops RTU tasks as the applied configuration changes.
-pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
-    if node.config.role == Role::Witness {
-        return;
+impl Running {
+    /// Asks the task to stop and waits for it: a command it has started is finished through
+    /// the log first.
+    async fn stop(self, rtu: &str) {
+        self.stop.trigger();
+        let mut task = self.task;
+        if tokio::time::timeout(STOP_WAIT, &mut task).await.is_err() {
+            tracing::warn!(rtu, "acquisition task did not stop in time; aborted");
+            task.abort();
+        }
     }
-    let batcher = batch::start(node.clone(), shutdown.clone());
+}
+
+/// Starts and stops RTU tasks as the applied configuration changes, until shutdown; then
+/// stops them, and the batcher after them.
+pub async fn run(field: Arc<Field>, shutdown: Shutdown) {
+    let (give_up, batcher_stop) = shutdown::channel();
+    let (batcher, writer) = batch::start(field.cluster.clone(), batcher_stop);
     let stop = shutdown.wait();
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -108,7 +72,7 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
             _ = tick.tick() => {}
             _ = &mut stop => break,
         }
-        let Some(current) = node.site() else {
+        let Some(current) = field.cluster.site() else {
             continue;
         };
         let mut wanted: BTreeMap<String, (Rtu, Vec<Point>)> = current
@@ -121,37 +85,52 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
                 points.push(p.clone());
             }
         }
-        running.retain(|id, r| {
-            let keep = wanted.get(id) == Some(&r.spec);
-            if !keep {
-                r.task.abort();
+        let changed: Vec<String> = running
+            .iter()
+            .filter(|(id, r)| wanted.get(*id) != Some(&r.spec))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in changed {
+            if let Some(r) = running.remove(&id) {
+                r.stop(&id).await;
             }
-            keep
-        });
-        node.acquisition.retain(|rtu| wanted.contains_key(rtu));
+        }
+        field.reports.retain(|rtu| wanted.contains_key(rtu));
         for (id, spec) in wanted {
             if running.contains_key(&id) {
                 continue;
             }
+            let (trigger, own_stop) = shutdown::channel();
             let task = rtu::RtuTask::new(
-                node.clone(),
+                field.clone(),
                 spec.0.clone(),
                 spec.1.clone(),
                 batcher.clone(),
-                node.acquisition.clone(),
             );
             tracing::info!(rtu = %id, "acquisition task started");
             running.insert(
                 id,
                 Running {
                     spec,
-                    task: tokio::spawn(task.run()),
+                    stop: trigger,
+                    task: tokio::spawn(task.run(own_stop)),
                 },
             );
         }
         metrics::gauge!("fepha_acquisition_rtus").set(running.len() as f64);
     }
-    for r in running.values() {
-        r.task.abort();
+    let stopping = running
+        .into_iter()
+        .map(|(id, r)| async move { r.stop(&id).await });
+    futures::future::join_all(stopping).await;
+    // The tasks are gone, and with them every sender: the batcher writes what it holds and
+    // ends, unless the cluster cannot take it in time.
+    drop(batcher);
+    let mut writer = writer;
+    if tokio::time::timeout(STOP_WAIT, &mut writer).await.is_err() {
+        tracing::warn!("point changes still unwritten at shutdown");
+        give_up.trigger();
+        let _ = writer.await;
     }
+    metrics::gauge!("fepha_acquisition_rtus").set(0.0);
 }

@@ -15,27 +15,26 @@ use tokio::time::Instant;
 use super::batch::Batcher;
 use super::link::{self, LinkError, Session};
 use super::reads::{self, Image, Read};
-use super::{Report, decode};
-use crate::node::Node;
+use super::{Field, decode};
+use crate::cluster::{Cluster, Report};
+use crate::shutdown::Shutdown;
 use crate::site::{Point, Rtu, Standby};
 use crate::state::CommandRefusal;
 use crate::state::commands::CommandOp;
 use crate::state::ownership::{Link, Reach};
 use crate::state::points::{Batch, Change, Quality, Value};
-use crate::state::{Request, Response};
 
 /// An endpoint by channel and position.
 type Endpoint = (usize, usize);
 
 pub struct RtuTask {
-    node: Arc<Node>,
+    field: Arc<Field>,
     rtu: Rtu,
     /// Points that are read, and points that are commanded.
     monitored: Vec<Point>,
     commanded: Vec<Point>,
     reads: Vec<Read>,
     batcher: Batcher,
-    reports: Arc<super::Reports>,
     source: Option<IpAddr>,
     session: Option<(Endpoint, Session)>,
     /// Idle connections of the probes, and whether each has stayed open for a whole round.
@@ -52,26 +51,19 @@ pub struct RtuTask {
 }
 
 impl RtuTask {
-    pub fn new(
-        node: Arc<Node>,
-        rtu: Rtu,
-        points: Vec<Point>,
-        batcher: Batcher,
-        reports: Arc<super::Reports>,
-    ) -> RtuTask {
+    pub fn new(field: Arc<Field>, rtu: Rtu, points: Vec<Point>, batcher: Batcher) -> RtuTask {
         let (commanded, monitored): (Vec<Point>, Vec<Point>) = points
             .into_iter()
             .partition(|p| p.kind.get_ref().is_command());
         let reads = reads::plan(&monitored.iter().collect::<Vec<_>>());
-        let source = node.config.field_source_ip;
+        let source = field.source_ip;
         RtuTask {
-            node,
+            field,
             rtu,
             monitored,
             commanded,
             reads,
             batcher,
-            reports,
             source,
             session: None,
             probes: BTreeMap::new(),
@@ -92,17 +84,24 @@ impl RtuTask {
         Duration::from_millis(*self.rtu.timeout_ms.get_ref())
     }
 
-    pub async fn run(mut self) {
+    /// Polls (or stands by) until `stop`. A command it has started is finished first: the
+    /// task only stops between steps, never while it has a command on the device.
+    pub async fn run(mut self, stop: Shutdown) {
         let poll = Duration::from_millis((*self.rtu.poll_interval_ms.get_ref()).max(10));
-        let mut changes = self.node.raft.metrics();
+        let mut changes = self.field.cluster.raft().metrics();
         let mut next_poll = Instant::now();
+        let stopped = stop.clone().wait();
+        tokio::pin!(stopped);
         loop {
+            if stop.is_triggered() {
+                break;
+            }
             let epoch = self.lease();
             if epoch != self.owned {
                 self.switch(epoch);
             }
             if let Some(epoch) = epoch {
-                self.run_commands(epoch).await;
+                self.run_commands(epoch, &stop).await;
             }
             if Instant::now() >= next_poll {
                 // A round that overran its interval starts the next one at once, not in a
@@ -114,23 +113,25 @@ impl RtuTask {
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(next_poll) => {}
-                r = changes.changed() => if r.is_err() { return },
+                r = changes.changed() => if r.is_err() { break },
+                _ = &mut stopped => break,
             }
         }
+        tracing::info!(rtu = %self.id(), "acquisition task stopped");
     }
 
     /// The epoch under which this node may do field I/O with the RTU now, if any: the applied
     /// state names it owner, and its own lease clock has not run out.
     fn lease(&self) -> Option<u64> {
-        let me = self.node.id;
-        let epoch = self.node.state.read(|s| {
+        let me = self.field.cluster.id();
+        let epoch = self.field.cluster.read(|s| {
             s.ownership
                 .leases
                 .get(self.id())
                 .filter(|l| l.owner == me)
                 .map(|l| l.epoch)
         })?;
-        self.node.own.valid().then_some(epoch)
+        self.field.own.valid().then_some(epoch)
     }
 
     fn may_io(&self, epoch: Option<u64>) -> bool {
@@ -157,7 +158,7 @@ impl RtuTask {
             .iter()
             .map(|p| p.id.get_ref().clone())
             .collect();
-        self.last = self.node.state.read(|s| {
+        self.last = self.field.cluster.read(|s| {
             ids.iter()
                 .filter_map(|id| {
                     s.points
@@ -299,7 +300,7 @@ impl RtuTask {
     }
 
     async fn changes(&mut self, image: &Image, epoch: u64) {
-        let now = crate::admin::now_ms();
+        let now = Cluster::now_ms();
         let mut changes = Vec::new();
         for p in &self.monitored {
             let id = p.id.get_ref();
@@ -335,7 +336,7 @@ impl RtuTask {
 
     /// Every channel failed: the points keep their values, marked invalid and not topical.
     async fn link_down(&mut self, epoch: u64) {
-        let now = crate::admin::now_ms();
+        let now = Cluster::now_ms();
         let mut changes = Vec::new();
         for p in &self.monitored {
             let id = p.id.get_ref();
@@ -366,7 +367,7 @@ impl RtuTask {
         let batch = Batch {
             rtu: self.id().to_owned(),
             epoch,
-            node: self.node.id,
+            node: self.field.cluster.id(),
             changes,
         };
         self.batcher.send(batch).await;
@@ -440,7 +441,7 @@ impl RtuTask {
                 index: u32::try_from(*e).unwrap_or(u32::MAX),
             })
             .collect();
-        self.reports.set(
+        self.field.reports.set(
             self.id(),
             Report {
                 reach: self.reach,
@@ -449,19 +450,23 @@ impl RtuTask {
         );
     }
 
-    /// Starts, executes and finishes this RTU's pending commands, each at most once.
-    async fn run_commands(&mut self, epoch: u64) {
+    /// Starts, executes and finishes this RTU's pending commands, each at most once. Once
+    /// `stop` is triggered no new one is started; one already started is finished.
+    async fn run_commands(&mut self, epoch: u64, stop: &Shutdown) {
         let id = self.id().to_owned();
-        let pending: Vec<(u64, String, Value)> = self.node.state.read(|s| {
+        let pending: Vec<(u64, String, Value)> = self.field.cluster.read(|s| {
             s.commands
                 .pending_for(&id)
                 .map(|c| (c.id, c.point.clone(), c.value))
                 .collect()
         });
         for (command, point, value) in pending {
+            if stop.is_triggered() {
+                return;
+            }
             let start = CommandOp::Start {
                 id: command,
-                node: self.node.id,
+                node: self.field.cluster.id(),
                 epoch,
             };
             match self.command_write(start).await {
@@ -525,11 +530,10 @@ impl RtuTask {
     }
 
     async fn command_write(&mut self, op: CommandOp) -> Option<Result<u64, CommandRefusal>> {
-        match crate::admin::write_own(&self.node, Request::Command(op)).await {
-            Ok(Response::Command(r)) => Some(r),
-            Ok(_) => None,
+        match self.field.cluster.command_op(op).await {
+            Ok(r) => Some(r),
             Err(e) => {
-                tracing::debug!("command progress not written: {}", e.message());
+                tracing::debug!("command progress not written: {e}");
                 None
             }
         }

@@ -4,7 +4,7 @@
 
 use tonic::{Request, Status};
 
-use crate::node::Node;
+use super::Context;
 use crate::tls::{Fingerprint, PeerInfo, PeerRole, TrustStore};
 
 #[derive(Debug, Clone)]
@@ -16,7 +16,7 @@ pub enum Caller {
 }
 
 impl Caller {
-    pub fn of<T>(node: &Node, request: &Request<T>) -> Result<Caller, Status> {
+    pub fn of<T>(cx: &Context, request: &Request<T>) -> Result<Caller, Status> {
         let fingerprint = request
             .extensions()
             .get::<PeerInfo>()
@@ -26,7 +26,7 @@ impl Caller {
         let Some(fingerprint) = fingerprint else {
             return Ok(Caller::Anonymous);
         };
-        match node.trust.role_of(&fingerprint) {
+        match cx.trust.role_of(&fingerprint) {
             Some(PeerRole::Node) => Ok(Caller::Node(fingerprint)),
             Some(PeerRole::Operator) => Ok(Caller::Operator(fingerprint)),
             None => Err(Status::unauthenticated(format!(
@@ -63,16 +63,17 @@ impl Caller {
     }
 
     /// For audit fields such as `added_by`.
-    pub fn describe(&self, node: &Node) -> String {
+    pub fn describe(&self, cx: &Context) -> String {
         let fingerprint = match self {
             Caller::Anonymous => return "a client without a certificate".into(),
             Caller::Node(f) | Caller::Operator(f) => f,
         };
-        node.state
+        cx.cluster
+            .state()
             .read(|s| s.trust.entries.get(fingerprint).map(|e| e.name.clone()))
             .unwrap_or_else(|| {
-                if *fingerprint == node.identity.fingerprint {
-                    node.me.name.clone()
+                if *fingerprint == cx.identity.fingerprint {
+                    cx.me.name.clone()
                 } else {
                     fingerprint.short().to_string()
                 }

@@ -3,32 +3,33 @@
 
 use std::time::Duration;
 
+use super::Context;
 use crate::forwarder::registry::ConnInfo;
-use crate::node::Node;
 use crate::proto::admin::*;
 
 /// A member that does not answer this quickly is reported as not answering.
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub async fn connections(node: &Node, req: Iec104ConnectionsRequest) -> Iec104ConnectionsReply {
+pub async fn connections(cx: &Context, req: Iec104ConnectionsRequest) -> Iec104ConnectionsReply {
     let mut reply = Iec104ConnectionsReply {
-        connections: local(node),
-        answered: vec![node.me.name.clone()],
+        connections: local(cx),
+        answered: vec![cx.me.name.clone()],
         unanswered: Vec::new(),
     };
     if req.local_only {
         return reply;
     }
-    let others: Vec<(String, String)> = node
+    let others: Vec<(String, String)> = cx
+        .cluster
         .metrics()
         .membership_config
         .membership()
         .nodes()
-        .filter(|(id, _)| **id != node.id)
+        .filter(|(id, _)| **id != cx.cluster.id())
         .map(|(_, n)| (n.name.clone(), n.admin_addr.clone()))
         .collect();
     let asks = others.into_iter().map(|(name, addr)| async move {
-        let answer = ask(node, &addr).await;
+        let answer = ask(cx, &addr).await;
         (name, answer)
     });
     for (name, answer) in futures::future::join_all(asks).await {
@@ -49,11 +50,11 @@ pub async fn connections(node: &Node, req: Iec104ConnectionsRequest) -> Iec104Co
 }
 
 /// This node's own connections.
-fn local(node: &Node) -> Vec<Iec104Connection> {
-    node.forwarders
+fn local(cx: &Context) -> Vec<Iec104Connection> {
+    cx.connections
         .list()
         .into_iter()
-        .map(|c| record(&node.me.name, c))
+        .map(|c| record(&cx.me.name, c))
         .collect()
 }
 
@@ -78,9 +79,9 @@ fn record(node: &str, c: ConnInfo) -> Iec104Connection {
 }
 
 /// The connections of the member at `addr`, or why it gave none within [`ASK_TIMEOUT`].
-async fn ask(node: &Node, addr: &str) -> Result<Iec104ConnectionsReply, String> {
+async fn ask(cx: &Context, addr: &str) -> Result<Iec104ConnectionsReply, String> {
     let call = async {
-        let mut client = node.peers.get(addr).map_err(|e| e.to_string())?;
+        let mut client = cx.peers.get(addr).map_err(|e| e.to_string())?;
         client
             .iec104_connections(Iec104ConnectionsRequest { local_only: true })
             .await

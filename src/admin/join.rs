@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use tonic::Status;
 
+use super::Context;
 use super::client::{Credentials, dial};
 use super::token::JoinToken;
-use crate::node::Node;
 use crate::proto::admin::*;
 use crate::tls::{Fingerprint, TrustStore};
 
@@ -21,11 +21,11 @@ const PENDING_WAIT: Duration = Duration::from_secs(15 * 60);
 /// How long a member may take to apply the trust entry that lets this node's certificate in.
 const TRUST_SPREAD: Duration = Duration::from_secs(15);
 
-pub async fn join(node: &Node, req: JoinRequest) -> Result<JoinReply, Status> {
-    if super::route::is_initialised(node).await? {
+pub async fn join(cx: &Context, req: JoinRequest) -> Result<JoinReply, Status> {
+    if super::route::is_initialised(cx).await? {
         return Err(Status::already_exists(format!(
             "node {} is already part of a cluster; to move it, `fepha leave` and empty its data dir",
-            node.me.name
+            cx.me.name
         )));
     }
     let (peers, token) = if req.token.is_empty() {
@@ -46,18 +46,18 @@ pub async fn join(node: &Node, req: JoinRequest) -> Result<JoinReply, Status> {
             .collect::<Result<Vec<_>, Status>>()?;
         (peers, Some(token))
     };
-    pin(node, peers.iter().map(|(_, f)| f.clone()))?;
+    pin(cx, peers.iter().map(|(_, f)| f.clone()))?;
 
     let anonymous = Credentials {
         identity: None,
-        trust: node.trust.clone() as Arc<dyn TrustStore>,
+        trust: cx.trust.clone() as Arc<dyn TrustStore>,
     };
     let request = EnrolRequest {
         token_id: token.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
         token_secret: token.as_ref().map(|t| t.secret.clone()).unwrap_or_default(),
-        fingerprint: node.identity.fingerprint.to_string(),
-        name: node.me.name.clone(),
-        admin_addr: node.me.admin_addr.clone(),
+        fingerprint: cx.identity.fingerprint.to_string(),
+        name: cx.me.name.clone(),
+        admin_addr: cx.me.admin_addr.clone(),
         forwarded: false,
     };
     let (peer, mut reply) = first_answer(&peers, &anonymous, request).await?;
@@ -72,7 +72,7 @@ pub async fn join(node: &Node, req: JoinRequest) -> Result<JoinReply, Status> {
         let status = async {
             let mut client = dial(&peer, Duration::from_secs(2), &anonymous).await.ok()?;
             let request = EnrolStatusRequest {
-                fingerprint: node.identity.fingerprint.to_string(),
+                fingerprint: cx.identity.fingerprint.to_string(),
             };
             client.enrol_status(request).await.ok()
         };
@@ -82,15 +82,15 @@ pub async fn join(node: &Node, req: JoinRequest) -> Result<JoinReply, Status> {
     }
     // Whichever node leads will replicate to this one: trust all of them.
     pin(
-        node,
+        cx,
         reply
             .nodes
             .iter()
             .filter_map(|n| n.fingerprint.parse().ok()),
     )?;
     tracing::info!(peer, "trusted by the cluster; asking to be added");
-    add_self(node, &peer).await?;
-    let m = node.metrics();
+    add_self(cx, &peer).await?;
+    let m = cx.cluster.metrics();
     let leader = m
         .current_leader
         .and_then(|id| {
@@ -102,7 +102,7 @@ pub async fn join(node: &Node, req: JoinRequest) -> Result<JoinReply, Status> {
         .unwrap_or_default();
     Ok(JoinReply {
         leader,
-        node_id: node.id,
+        node_id: cx.cluster.id(),
     })
 }
 
@@ -111,8 +111,8 @@ fn parse(text: &str) -> Result<Fingerprint, Status> {
         .map_err(|e: crate::tls::BadFingerprint| Status::invalid_argument(e.to_string()))
 }
 
-fn pin(node: &Node, fingerprints: impl IntoIterator<Item = Fingerprint>) -> Result<(), Status> {
-    node.trust
+fn pin(cx: &Context, fingerprints: impl IntoIterator<Item = Fingerprint>) -> Result<(), Status> {
+    cx.trust
         .pin(fingerprints)
         .map_err(|e| Status::internal(format!("cannot keep the cluster's fingerprints: {e}")))
 }
@@ -144,17 +144,17 @@ async fn first_answer(
 
 /// The member that let us in may take a moment to apply the entry (and so to accept our
 /// certificate): retry until it does.
-async fn add_self(node: &Node, peer: &str) -> Result<(), Status> {
+async fn add_self(cx: &Context, peer: &str) -> Result<(), Status> {
     let deadline = Instant::now() + TRUST_SPREAD;
     loop {
         let attempt = async {
-            let mut client = node
+            let mut client = cx
                 .peers
                 .get(peer)
                 .map_err(|e| Status::unavailable(e.to_string()))?;
             client
                 .add_member(AddMemberRequest {
-                    member: Some(super::status::me(node)),
+                    member: Some(super::status::me(cx)),
                     forwarded: false,
                 })
                 .await

@@ -9,40 +9,42 @@ use tonic::Status;
 
 use std::time::Instant;
 
+use super::Context;
 use super::access::Caller;
-use super::route::{now_ms, on_leader, write_error};
+use super::route::{on_leader, write_error};
+use crate::cluster::Cluster;
 use crate::config::Role;
-use crate::node::Node;
 use crate::proto::admin::*;
 use crate::raft::FephaNode;
 use crate::state::Request;
 use crate::state::trust::{TrustCommand, TrustEntry};
 use crate::tls::{Fingerprint, PeerRole, TrustStore};
 
-pub async fn init(node: &Node) -> Result<InitReply, Status> {
-    let members = BTreeMap::from([(node.id, node.me.clone())]);
-    match node.raft.initialize(members).await {
+pub async fn init(cx: &Context) -> Result<InitReply, Status> {
+    let members = BTreeMap::from([(cx.cluster.id(), cx.me.clone())]);
+    match cx.cluster.raft().initialize(members).await {
         Ok(()) => {}
         Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
             return Err(Status::already_exists(format!(
                 "node {} is already part of a cluster",
-                node.me.name
+                cx.me.name
             )));
         }
         Err(e) => return Err(Status::failed_precondition(e.to_string())),
     }
     // The first entry of the trust list: this node itself.
     let entry = TrustEntry {
-        fingerprint: node.identity.fingerprint.clone(),
-        name: node.me.name.clone(),
+        fingerprint: cx.identity.fingerprint.clone(),
+        name: cx.me.name.clone(),
         role: PeerRole::Node,
-        added_at_ms: now_ms(),
+        added_at_ms: Cluster::now_ms(),
         added_by: "init".into(),
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match node
-            .raft
+        match cx
+            .cluster
+            .raft()
             .client_write(Request::Trust(TrustCommand::Add(entry.clone())))
             .await
         {
@@ -60,7 +62,7 @@ pub async fn init(node: &Node) -> Result<InitReply, Status> {
 /// Runs on the leader: adds the node as a learner, waits until it has caught up, then makes
 /// it a voter. A witness is a voter too; it only does no field I/O.
 pub async fn add(
-    node: &Node,
+    cx: &Context,
     caller: &Caller,
     req: AddMemberRequest,
 ) -> Result<AddMemberReply, Status> {
@@ -80,7 +82,7 @@ pub async fn add(
     if req.forwarded {
         caller.node()?;
     }
-    if node.trust.role_of(&fingerprint) != Some(PeerRole::Node) {
+    if cx.trust.role_of(&fingerprint) != Some(PeerRole::Node) {
         return Err(Status::permission_denied(format!(
             "certificate {fingerprint} is not trusted as a node: use a join token or `fepha cert allow`"
         )));
@@ -91,11 +93,11 @@ pub async fn add(
         other => return Err(Status::invalid_argument(format!("unknown role {other:?}"))),
     };
     on_leader(
-        node,
+        cx,
         req,
         |mut leader, req| async move { leader.add_member(req).await },
         |_| async move {
-            let metrics = node.metrics();
+            let metrics = cx.cluster.metrics();
             let membership = metrics.membership_config.membership();
             if let Some((id, _)) = membership
                 .nodes()
@@ -118,13 +120,15 @@ pub async fn add(
                 fingerprint: fingerprint.to_string(),
             };
             tracing::info!(id = member.id, node = %info, "adding a learner");
-            node.raft
+            cx.cluster
+                .raft()
                 .add_learner(member.id, info, true)
                 .await
                 .map_err(write_error)?;
             tracing::info!(id = member.id, "learner caught up; making it a voter");
-            let written = node
-                .raft
+            let written = cx
+                .cluster
+                .raft()
                 .change_membership(
                     ChangeMembers::AddVoterIds(BTreeSet::from([member.id])),
                     false,
@@ -141,17 +145,17 @@ pub async fn add(
 
 /// Runs on the leader: removes a node from the membership altogether.
 pub async fn remove(
-    node: &Node,
+    cx: &Context,
     caller: &Caller,
     req: RemoveMemberRequest,
 ) -> Result<RemoveMemberReply, Status> {
     caller.may_send(req.forwarded)?;
     on_leader(
-        node,
+        cx,
         req,
         |mut leader, req| async move { leader.remove_member(req).await },
         |req| async move {
-            let metrics = node.metrics();
+            let metrics = cx.cluster.metrics();
             let membership = metrics.membership_config.membership();
             let Some((id, _)) = membership.nodes().find(|(_, n)| n.name == req.name) else {
                 return Err(Status::not_found(format!(
@@ -174,13 +178,14 @@ pub async fn remove(
             } else {
                 ChangeMembers::RemoveNodes(BTreeSet::from([id]))
             };
-            let written = node
-                .raft
+            let written = cx
+                .cluster
+                .raft()
                 .change_membership(change, false)
                 .await
                 .map_err(write_error)?;
             if let Some(removed) = membership.get_node(&id) {
-                let credentials = node.peers.credentials().clone();
+                let credentials = cx.peers.credentials().clone();
                 tokio::spawn(tell_retired(id, removed.admin_addr.clone(), credentials));
             }
             Ok(RemoveMemberReply {
@@ -211,18 +216,21 @@ async fn tell_retired(id: u64, admin_addr: String, credentials: super::client::C
 }
 
 /// Runs on the removed node.
-pub fn retire(node: &Node, caller: &Caller, req: RetireRequest) -> Result<RetireReply, Status> {
+pub fn retire(cx: &Context, caller: &Caller, req: RetireRequest) -> Result<RetireReply, Status> {
     caller.node()?;
-    if req.node_id != node.id {
+    if req.node_id != cx.cluster.id() {
         return Err(Status::invalid_argument(format!(
             "this is node {}, not node {}",
-            node.id, req.node_id
+            cx.cluster.id(),
+            req.node_id
         )));
     }
-    let marker = node.retired_marker();
-    std::fs::write(&marker, b"removed from the cluster\n")
-        .map_err(|e| Status::internal(format!("cannot write {}: {e}", marker.display())))?;
-    node.raft.runtime_config().elect(false);
+    cx.cluster.retire().map_err(|e| {
+        Status::internal(format!(
+            "cannot write {}: {e}",
+            cx.cluster.retired_marker().display()
+        ))
+    })?;
     tracing::warn!("this node was removed from its cluster; it will not campaign again");
     Ok(RetireReply {})
 }

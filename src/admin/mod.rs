@@ -18,23 +18,37 @@ use std::future::Future;
 use std::sync::Arc;
 
 use access::Caller;
-pub use leases::renew_own;
-pub use points::{wait_command, write_own};
-pub use route::{NO_LEADER, now_ms};
-pub use status::leader_seen_by;
+pub use route::NO_LEADER;
 use tonic::{Request, Response, Status};
 
-use crate::node::Node;
+use crate::cluster::{Cluster, NodeTrust};
+use crate::forwarder::registry::Registry;
+use crate::ids::FephaNode;
 use crate::proto::admin::admin_server::Admin;
 use crate::proto::admin::*;
+use crate::tls::Identity;
+
+/// What the admin API reads and acts through.
+pub struct Context {
+    pub cluster: Cluster,
+    /// This node as the membership records it (or will, once it joins).
+    pub me: FephaNode,
+    pub identity: Identity,
+    pub trust: Arc<NodeTrust>,
+    /// Channels to the other nodes' admin APIs, for forwarding operators' writes to the
+    /// leader and for status probes.
+    pub peers: client::Pool,
+    /// The 104 connections open on this node.
+    pub connections: Arc<Registry>,
+}
 
 pub struct AdminService {
-    node: Arc<Node>,
+    cx: Arc<Context>,
 }
 
 impl AdminService {
-    pub fn new(node: Arc<Node>) -> AdminService {
-        AdminService { node }
+    pub fn new(cx: Arc<Context>) -> AdminService {
+        AdminService { cx }
     }
 
     /// Runs `f` with who is calling, and counts the call by method and outcome.
@@ -45,11 +59,11 @@ impl AdminService {
         f: F,
     ) -> Result<Response<R>, Status>
     where
-        F: FnOnce(Arc<Node>, Caller, T) -> Fut,
+        F: FnOnce(Arc<Context>, Caller, T) -> Fut,
         Fut: Future<Output = Result<R, Status>>,
     {
-        let result = match Caller::of(&self.node, &request) {
-            Ok(caller) => f(self.node.clone(), caller, request.into_inner()).await,
+        let result = match Caller::of(&self.cx, &request) {
+            Ok(caller) => f(self.cx.clone(), caller, request.into_inner()).await,
             Err(e) => Err(e),
         };
         counted(method, result)
@@ -72,32 +86,32 @@ fn counted<T>(method: &'static str, result: Result<T, Status>) -> Result<Respons
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, r: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
-        self.call("status", r, |node, caller, req| async move {
+        self.call("status", r, |cx, caller, req| async move {
             caller.trusted()?;
-            Ok(status::status(&node, req).await)
+            Ok(status::status(&cx, req).await)
         })
         .await
     }
 
     async fn node_info(&self, r: Request<NodeInfoRequest>) -> Result<Response<Member>, Status> {
-        self.call("node_info", r, |node, caller, _| async move {
-            caller.trusted().map(|()| status::me(&node))
+        self.call("node_info", r, |cx, caller, _| async move {
+            caller.trusted().map(|()| status::me(&cx))
         })
         .await
     }
 
     async fn init(&self, r: Request<InitRequest>) -> Result<Response<InitReply>, Status> {
-        self.call("init", r, |node, caller, _| async move {
+        self.call("init", r, |cx, caller, _| async move {
             caller.trusted()?;
-            members::init(&node).await
+            members::init(&cx).await
         })
         .await
     }
 
     async fn join(&self, r: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
-        self.call("join", r, |node, caller, req| async move {
+        self.call("join", r, |cx, caller, req| async move {
             caller.trusted()?;
-            join::join(&node, req).await
+            join::join(&cx, req).await
         })
         .await
     }
@@ -106,8 +120,8 @@ impl Admin for AdminService {
         &self,
         r: Request<AddMemberRequest>,
     ) -> Result<Response<AddMemberReply>, Status> {
-        self.call("add_member", r, |node, caller, req| async move {
-            members::add(&node, &caller, req).await
+        self.call("add_member", r, |cx, caller, req| async move {
+            members::add(&cx, &caller, req).await
         })
         .await
     }
@@ -116,15 +130,15 @@ impl Admin for AdminService {
         &self,
         r: Request<RemoveMemberRequest>,
     ) -> Result<Response<RemoveMemberReply>, Status> {
-        self.call("remove_member", r, |node, caller, req| async move {
-            members::remove(&node, &caller, req).await
+        self.call("remove_member", r, |cx, caller, req| async move {
+            members::remove(&cx, &caller, req).await
         })
         .await
     }
 
     async fn retire(&self, r: Request<RetireRequest>) -> Result<Response<RetireReply>, Status> {
-        self.call("retire", r, |node, caller, req| async move {
-            members::retire(&node, &caller, req)
+        self.call("retire", r, |cx, caller, req| async move {
+            members::retire(&cx, &caller, req)
         })
         .await
     }
@@ -133,9 +147,9 @@ impl Admin for AdminService {
         &self,
         r: Request<ConfigApplyRequest>,
     ) -> Result<Response<ConfigApplyReply>, Status> {
-        self.call("config_apply", r, |node, caller, req| async move {
+        self.call("config_apply", r, |cx, caller, req| async move {
             caller.may_send(req.forwarded)?;
-            site_config::apply(&node, req).await
+            site_config::apply(&cx, req).await
         })
         .await
     }
@@ -144,8 +158,8 @@ impl Admin for AdminService {
         &self,
         r: Request<ConfigShowRequest>,
     ) -> Result<Response<ConfigShowReply>, Status> {
-        self.call("config_show", r, |node, caller, _| async move {
-            caller.trusted().map(|()| site_config::show(&node))
+        self.call("config_show", r, |cx, caller, _| async move {
+            caller.trusted().map(|()| site_config::show(&cx))
         })
         .await
     }
@@ -154,8 +168,8 @@ impl Admin for AdminService {
         &self,
         r: Request<ConfigHistoryRequest>,
     ) -> Result<Response<ConfigHistoryReply>, Status> {
-        self.call("config_history", r, |node, caller, _| async move {
-            caller.trusted().map(|()| site_config::history(&node))
+        self.call("config_history", r, |cx, caller, _| async move {
+            caller.trusted().map(|()| site_config::history(&cx))
         })
         .await
     }
@@ -164,15 +178,15 @@ impl Admin for AdminService {
         &self,
         r: Request<TokenCreateRequest>,
     ) -> Result<Response<TokenCreateReply>, Status> {
-        self.call("token_create", r, |node, caller, req| async move {
-            trust::token_create(&node, &caller, req).await
+        self.call("token_create", r, |cx, caller, req| async move {
+            trust::token_create(&cx, &caller, req).await
         })
         .await
     }
 
     async fn enrol(&self, r: Request<EnrolRequest>) -> Result<Response<EnrolReply>, Status> {
-        self.call("enrol", r, |node, caller, req| async move {
-            trust::enrol(&node, &caller, req).await
+        self.call("enrol", r, |cx, caller, req| async move {
+            trust::enrol(&cx, &caller, req).await
         })
         .await
     }
@@ -181,8 +195,8 @@ impl Admin for AdminService {
         &self,
         r: Request<EnrolStatusRequest>,
     ) -> Result<Response<EnrolReply>, Status> {
-        self.call("enrol_status", r, |node, _, req| async move {
-            trust::enrol_status(&node, req)
+        self.call("enrol_status", r, |cx, _, req| async move {
+            trust::enrol_status(&cx, req)
         })
         .await
     }
@@ -191,8 +205,8 @@ impl Admin for AdminService {
         &self,
         r: Request<CertListRequest>,
     ) -> Result<Response<CertListReply>, Status> {
-        self.call("cert_list", r, |node, caller, _| async move {
-            caller.trusted().map(|()| trust::list(&node))
+        self.call("cert_list", r, |cx, caller, _| async move {
+            caller.trusted().map(|()| trust::list(&cx))
         })
         .await
     }
@@ -201,8 +215,8 @@ impl Admin for AdminService {
         &self,
         r: Request<CertAllowRequest>,
     ) -> Result<Response<CertAllowReply>, Status> {
-        self.call("cert_allow", r, |node, caller, req| async move {
-            trust::allow(&node, &caller, req).await
+        self.call("cert_allow", r, |cx, caller, req| async move {
+            trust::allow(&cx, &caller, req).await
         })
         .await
     }
@@ -211,8 +225,8 @@ impl Admin for AdminService {
         &self,
         r: Request<CertRevokeRequest>,
     ) -> Result<Response<CertRevokeReply>, Status> {
-        self.call("cert_revoke", r, |node, caller, req| async move {
-            trust::revoke(&node, &caller, req).await
+        self.call("cert_revoke", r, |cx, caller, req| async move {
+            trust::revoke(&cx, &caller, req).await
         })
         .await
     }
@@ -221,39 +235,22 @@ impl Admin for AdminService {
         &self,
         r: Request<CertTrustRequest>,
     ) -> Result<Response<CertTrustReply>, Status> {
-        self.call("cert_trust", r, |node, caller, req| async move {
-            trust::trust_operator(&node, &caller, req).await
-        })
-        .await
-    }
-
-    async fn renew(&self, r: Request<RenewRequest>) -> Result<Response<RenewReply>, Status> {
-        self.call("renew", r, |node, caller, req| async move {
-            leases::renew(&node, &caller, req).await
+        self.call("cert_trust", r, |cx, caller, req| async move {
+            trust::trust_operator(&cx, &caller, req).await
         })
         .await
     }
 
     async fn rtu_list(&self, r: Request<RtuListRequest>) -> Result<Response<RtuListReply>, Status> {
-        self.call("rtu_list", r, |node, caller, req| async move {
-            leases::rtu_list(&node, &caller, req).await
+        self.call("rtu_list", r, |cx, caller, req| async move {
+            leases::rtu_list(&cx, &caller, req).await
         })
         .await
     }
 
     async fn rtu_move(&self, r: Request<RtuMoveRequest>) -> Result<Response<RtuMoveReply>, Status> {
-        self.call("rtu_move", r, |node, caller, req| async move {
-            leases::rtu_move(&node, &caller, req).await
-        })
-        .await
-    }
-
-    async fn node_write(
-        &self,
-        r: Request<NodeWriteRequest>,
-    ) -> Result<Response<NodeWriteReply>, Status> {
-        self.call("node_write", r, |node, caller, req| async move {
-            points::node_write(&node, &caller, req).await
+        self.call("rtu_move", r, |cx, caller, req| async move {
+            leases::rtu_move(&cx, &caller, req).await
         })
         .await
     }
@@ -262,9 +259,9 @@ impl Admin for AdminService {
         &self,
         r: Request<PointListRequest>,
     ) -> Result<Response<PointListReply>, Status> {
-        self.call("point_list", r, |node, caller, req| async move {
+        self.call("point_list", r, |cx, caller, req| async move {
             caller.trusted()?;
-            Ok(points::point_list(&node, req))
+            Ok(points::point_list(&cx, req))
         })
         .await
     }
@@ -273,8 +270,8 @@ impl Admin for AdminService {
         &self,
         r: Request<PointWriteRequest>,
     ) -> Result<Response<PointWriteReply>, Status> {
-        self.call("point_write", r, |node, caller, req| async move {
-            points::point_write(&node, &caller, req).await
+        self.call("point_write", r, |cx, caller, req| async move {
+            points::point_write(&cx, &caller, req).await
         })
         .await
     }
@@ -283,9 +280,9 @@ impl Admin for AdminService {
         &self,
         r: Request<Iec104ConnectionsRequest>,
     ) -> Result<Response<Iec104ConnectionsReply>, Status> {
-        self.call("iec104_connections", r, |node, caller, req| async move {
+        self.call("iec104_connections", r, |cx, caller, req| async move {
             caller.trusted()?;
-            Ok(iec104::connections(&node, req).await)
+            Ok(iec104::connections(&cx, req).await)
         })
         .await
     }

@@ -1,15 +1,15 @@
 //! Where a write goes: proposed here if this node leads, else forwarded once to the leader.
 
-use openraft::error::{ClientWriteError, RaftError};
+use std::future::Future;
+
 use tonic::Status;
 use tonic::transport::Channel;
 
-use std::future::Future;
-
-use crate::node::Node;
+use super::Context;
+use crate::cluster::ClusterError;
+pub use crate::cluster::NO_LEADER;
 use crate::proto::admin::admin_client::AdminClient;
 use crate::proto::admin::*;
-use crate::raft::{FephaNode, NodeId};
 
 /// A write request that a follower sends on to the leader, marked so that it is sent on at
 /// most once.
@@ -41,16 +41,14 @@ forwardable!(
     CertAllowRequest,
     CertRevokeRequest,
     CertTrustRequest,
-    RenewRequest,
     RtuListRequest,
     RtuMoveRequest,
-    NodeWriteRequest,
     PointWriteRequest,
 );
 
 /// Runs `local` if this node leads; otherwise sends the request to the leader with `send`.
 pub async fn on_leader<Req, Rep, Send, SendFut, Local, LocalFut>(
-    node: &Node,
+    cx: &Context,
     request: Req,
     send: Send,
     local: Local,
@@ -62,7 +60,7 @@ where
     Local: FnOnce(Req) -> LocalFut,
     LocalFut: Future<Output = Result<Rep, Status>>,
 {
-    match route(node, request.forwarded()).await? {
+    match route(cx, request.forwarded()).await? {
         Route::Leader(leader) => Ok(send(leader, request.mark_forwarded()).await?.into_inner()),
         Route::Local => local(request).await,
     }
@@ -73,39 +71,28 @@ pub enum Route {
     Leader(AdminClient<Channel>),
 }
 
-/// The message the CLI shows once it gives up waiting for an election.
-pub const NO_LEADER: &str = "the cluster has no leader";
-
-pub async fn is_initialised(node: &Node) -> Result<bool, Status> {
-    node.raft
-        .is_initialized()
-        .await
-        .map_err(|e| Status::unavailable(format!("raft has stopped: {e}")))
-}
-
-pub async fn ensure_initialised(node: &Node) -> Result<(), Status> {
-    if is_initialised(node).await? {
+pub async fn ensure_initialised(cx: &Context) -> Result<(), Status> {
+    if is_initialised(cx).await? {
         Ok(())
     } else {
         Err(Status::failed_precondition(format!(
             "node {} is not part of a cluster yet: run `fepha init` on it, or `fepha join`",
-            node.me.name
+            cx.me.name
         )))
     }
 }
 
 /// `forwarded` requests came from another node and are never forwarded again: if leadership
 /// moved in between, the caller retries from the start.
-pub async fn route(node: &Node, forwarded: bool) -> Result<Route, Status> {
-    ensure_initialised(node).await?;
-    let metrics = node.metrics();
-    match metrics.current_leader {
-        Some(leader) if leader == node.id => Ok(Route::Local),
+pub async fn route(cx: &Context, forwarded: bool) -> Result<Route, Status> {
+    ensure_initialised(cx).await?;
+    match cx.cluster.leader() {
+        Some(leader) if leader == cx.cluster.id() => Ok(Route::Local),
         Some(leader) if !forwarded => {
-            let Some(info) = metrics.membership_config.membership().get_node(&leader) else {
+            let Some(info) = cx.cluster.members().get(leader).cloned() else {
                 return Err(Status::unavailable(NO_LEADER));
             };
-            let client = node
+            let client = cx
                 .peers
                 .get(&info.admin_addr)
                 .map_err(|e| Status::unavailable(format!("leader {}: {e}", info.name)))?;
@@ -116,21 +103,27 @@ pub async fn route(node: &Node, forwarded: bool) -> Result<Route, Status> {
     }
 }
 
-/// Leadership lost while proposing is worth a retry; a refused membership change is not.
-pub fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, FephaNode>>) -> Status {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-            Status::unavailable("leadership moved while proposing")
-        }
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            Status::failed_precondition(e.to_string())
-        }
-        RaftError::Fatal(e) => Status::unavailable(format!("raft has stopped: {e}")),
-    }
+pub async fn is_initialised(cx: &Context) -> Result<bool, Status> {
+    cx.cluster.is_initialised().await.map_err(cluster_status)
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// A membership change's failure as the operator sees it.
+pub fn write_error(
+    e: openraft::error::RaftError<
+        crate::ids::NodeId,
+        openraft::error::ClientWriteError<crate::ids::NodeId, crate::ids::FephaNode>,
+    >,
+) -> Status {
+    cluster_status(ClusterError::from_write(e))
+}
+
+/// The cluster's refusals as the operator sees them: anything that a new leader would fix is
+/// UNAVAILABLE, which the CLI retries.
+pub fn cluster_status(e: ClusterError) -> Status {
+    match e {
+        ClusterError::Membership(m) | ClusterError::Refused(m) => Status::failed_precondition(m),
+        ClusterError::Codec(m) => Status::internal(m),
+        ClusterError::NotInitialised => Status::failed_precondition(e.to_string()),
+        other => Status::unavailable(other.to_string()),
+    }
 }

@@ -2,8 +2,9 @@
 
 use tonic::Status;
 
-use super::route::{now_ms, on_leader, write_error};
-use crate::node::Node;
+use super::Context;
+use super::route::{on_leader, write_error};
+use crate::cluster::Cluster;
 use crate::proto::admin::*;
 use crate::site::Site;
 use crate::state::{Request, Response};
@@ -11,26 +12,27 @@ use crate::state::{Request, Response};
 /// The site configuration is one document; anything bigger than this is a mistake.
 const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 
-pub async fn apply(node: &Node, req: ConfigApplyRequest) -> Result<ConfigApplyReply, Status> {
+pub async fn apply(cx: &Context, req: ConfigApplyRequest) -> Result<ConfigApplyReply, Status> {
     // Checked before routing, so a bad file is refused by whichever node the CLI reached.
     let site = validate(&req.text)?;
     if req.dry_run {
         return Ok(ConfigApplyReply {
-            changes: changes_from_applied(node, &site),
+            changes: changes_from_applied(cx, &site),
             ..Default::default()
         });
     }
     on_leader(
-        node,
+        cx,
         req,
         |mut leader, req| async move { leader.config_apply(req).await },
         |req| async move {
-            let changes = changes_from_applied(node, &site);
-            let written = node
-                .raft
+            let changes = changes_from_applied(cx, &site);
+            let written = cx
+                .cluster
+                .raft()
                 .client_write(Request::ApplyConfig {
                     text: req.text,
-                    applied_at_ms: now_ms(),
+                    applied_at_ms: Cluster::now_ms(),
                 })
                 .await
                 .map_err(write_error)?;
@@ -69,8 +71,8 @@ fn validate(text: &str) -> Result<Site, Status> {
 }
 
 /// What `site` changes against the configuration this node has applied.
-fn changes_from_applied(node: &Node, site: &Site) -> Vec<String> {
-    let applied = node.state.read(|s| s.config.clone());
+fn changes_from_applied(cx: &Context, site: &Site) -> Vec<String> {
+    let applied = cx.cluster.state().read(|s| s.config.clone());
     let Some(applied) = applied else {
         return vec!["(no configuration was applied before: all of it is new)".into()];
     };
@@ -86,8 +88,8 @@ fn changes_from_applied(node: &Node, site: &Site) -> Vec<String> {
     }
 }
 
-pub fn show(node: &Node) -> ConfigShowReply {
-    node.state.read(|s| match &s.config {
+pub fn show(cx: &Context) -> ConfigShowReply {
+    cx.cluster.state().read(|s| match &s.config {
         Some(c) => ConfigShowReply {
             version: c.version,
             text: c.text.clone(),
@@ -99,8 +101,8 @@ pub fn show(node: &Node) -> ConfigShowReply {
     })
 }
 
-pub fn history(node: &Node) -> ConfigHistoryReply {
-    let entries = node.state.read(|s| {
+pub fn history(cx: &Context) -> ConfigHistoryReply {
+    let entries = cx.cluster.state().read(|s| {
         s.history
             .iter()
             .map(|h| ConfigHistoryEntry {

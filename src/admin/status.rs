@@ -6,35 +6,35 @@ use std::time::Duration;
 
 use openraft::ServerState;
 
-use crate::node::Node;
+use super::Context;
 use crate::proto::admin::*;
 use crate::raft::NodeId;
 
 /// A member that does not answer this quickly counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
-pub fn me(node: &Node) -> Member {
+pub fn me(cx: &Context) -> Member {
     Member {
-        id: node.id,
-        name: node.me.name.clone(),
-        role: node.me.role.to_string(),
+        id: cx.cluster.id(),
+        name: cx.me.name.clone(),
+        role: cx.me.role.to_string(),
         voter: true,
         reachable: true,
         matched_index: None,
-        raft_addr: node.me.raft_addr.clone(),
-        admin_addr: node.me.admin_addr.clone(),
-        fingerprint: node.identity.fingerprint.to_string(),
+        raft_addr: cx.me.raft_addr.clone(),
+        admin_addr: cx.me.admin_addr.clone(),
+        fingerprint: cx.identity.fingerprint.to_string(),
     }
 }
 
-pub async fn status(node: &Node, req: StatusRequest) -> StatusReply {
-    let m = node.metrics();
+pub async fn status(cx: &Context, req: StatusRequest) -> StatusReply {
+    let m = cx.cluster.metrics();
     let membership = m.membership_config.membership().clone();
     let initialised = m.membership_config.log_id().is_some() || membership.nodes().count() > 0;
-    let in_membership = membership.get_node(&node.id).is_some();
+    let in_membership = membership.get_node(&cx.cluster.id()).is_some();
     let state = match m.state {
         _ if !initialised => "uninitialised",
-        _ if !in_membership || node.is_retired() => "removed",
+        _ if !in_membership || cx.cluster.is_retired() => "removed",
         ServerState::Leader => "leader",
         ServerState::Follower => "follower",
         ServerState::Candidate => "candidate",
@@ -51,7 +51,7 @@ pub async fn status(node: &Node, req: StatusRequest) -> StatusReply {
             .map(|(id, l)| (*id, l.map(|l| l.index)))
             .collect(),
         // Only the leader knows how far each member has got; ask it.
-        (None, false) => match leader_view(node, m.current_leader).await {
+        (None, false) => match leader_view(cx, m.current_leader).await {
             Some(members) => members
                 .into_iter()
                 .map(|x| (x.id, x.matched_index))
@@ -64,8 +64,8 @@ pub async fn status(node: &Node, req: StatusRequest) -> StatusReply {
     let voters: Vec<NodeId> = membership.voter_ids().collect();
     let probes = membership.nodes().map(|(id, n)| {
         let (id, addr) = (*id, n.admin_addr.clone());
-        let local = id == node.id || req.local_only;
-        async move { (id, local || probe(node, &addr).await) }
+        let local = id == cx.cluster.id() || req.local_only;
+        async move { (id, local || probe(cx, &addr).await) }
     });
     let reachable: BTreeMap<NodeId, bool> = futures::future::join_all(probes)
         .await
@@ -89,51 +89,36 @@ pub async fn status(node: &Node, req: StatusRequest) -> StatusReply {
     members.sort_by(|a, b| a.name.cmp(&b.name));
 
     StatusReply {
-        node: node.me.name.clone(),
-        node_id: node.id,
-        role: node.me.role.to_string(),
+        node: cx.me.name.clone(),
+        node_id: cx.cluster.id(),
+        role: cx.me.role.to_string(),
         state: state.to_string(),
         leader,
         term: m.current_term,
         last_log_index: m.last_log_index.unwrap_or(0),
         applied_index: m.last_applied.map_or(0, |l| l.index),
         members,
-        config_version: node.state.read(|s| s.config_version()),
+        config_version: cx.cluster.state().read(|s| s.config_version()),
         version: crate::VERSION.to_string(),
         snapshot_index: m.snapshot.map_or(0, |l| l.index),
         purged_index: m.purged.map_or(0, |l| l.index),
-        fingerprint: node.identity.fingerprint.to_string(),
+        fingerprint: cx.identity.fingerprint.to_string(),
     }
 }
 
 /// Whether the node at `addr` answers within [`PROBE_TIMEOUT`].
-async fn probe(node: &Node, addr: &str) -> bool {
+async fn probe(cx: &Context, addr: &str) -> bool {
     let call = async {
-        let mut client = node.peers.get(addr).ok()?;
+        let mut client = cx.peers.get(addr).ok()?;
         client.node_info(NodeInfoRequest {}).await.ok()
     };
     matches!(tokio::time::timeout(PROBE_TIMEOUT, call).await, Ok(Some(_)))
 }
 
-/// Whether the node at `addr` knows a leader; `None` if it does not answer in time.
-pub async fn leader_seen_by(node: &Node, addr: &str) -> Option<bool> {
-    let call = async {
-        let mut client = node.peers.get(addr).ok()?;
-        let reply = client
-            .status(StatusRequest { local_only: true })
-            .await
-            .ok()?;
-        Some(reply.into_inner().leader.is_some())
-    };
-    tokio::time::timeout(PROBE_TIMEOUT, call)
-        .await
-        .ok()
-        .flatten()
-}
-
-async fn leader_view(node: &Node, leader: Option<NodeId>) -> Option<Vec<Member>> {
-    let leader = leader.filter(|l| *l != node.id)?;
-    let addr = node
+async fn leader_view(cx: &Context, leader: Option<NodeId>) -> Option<Vec<Member>> {
+    let leader = leader.filter(|l| *l != cx.cluster.id())?;
+    let addr = cx
+        .cluster
         .metrics()
         .membership_config
         .membership()
@@ -141,7 +126,7 @@ async fn leader_view(node: &Node, leader: Option<NodeId>) -> Option<Vec<Member>>
         .admin_addr
         .clone();
     let call = async {
-        let mut client = node.peers.get(&addr).ok()?;
+        let mut client = cx.peers.get(&addr).ok()?;
         let reply = client
             .status(StatusRequest { local_only: true })
             .await

@@ -6,10 +6,11 @@ use std::time::Duration;
 use openraft::ChangeMembers;
 use tonic::Status;
 
+use super::Context;
 use super::access::Caller;
-use super::route::{now_ms, on_leader, write_error};
+use super::route::{on_leader, write_error};
 use super::token::{JoinToken, TokenNode};
-use crate::node::Node;
+use crate::cluster::Cluster;
 use crate::proto::admin::*;
 use crate::state::trust::{self, PendingJoin, TrustCommand, TrustEntry};
 use crate::state::{Request, Response, sha256_hex};
@@ -25,9 +26,10 @@ fn parse_fingerprint(text: &str) -> Result<Fingerprint, Status> {
 }
 
 /// Proposes a trust change on the leader and turns a refusal into a clear status.
-async fn propose(node: &Node, command: TrustCommand) -> Result<u64, Status> {
-    let written = node
-        .raft
+async fn propose(cx: &Context, command: TrustCommand) -> Result<u64, Status> {
+    let written = cx
+        .cluster
+        .raft()
         .client_write(Request::Trust(command))
         .await
         .map_err(write_error)?;
@@ -39,8 +41,9 @@ async fn propose(node: &Node, command: TrustCommand) -> Result<u64, Status> {
 }
 
 /// Every node of the membership, with the fingerprint it joined with.
-fn cluster_nodes(node: &Node) -> Vec<TrustedNode> {
-    node.metrics()
+fn cluster_nodes(cx: &Context) -> Vec<TrustedNode> {
+    cx.cluster
+        .metrics()
         .membership_config
         .membership()
         .nodes()
@@ -53,7 +56,7 @@ fn cluster_nodes(node: &Node) -> Vec<TrustedNode> {
 }
 
 pub async fn token_create(
-    node: &Node,
+    cx: &Context,
     caller: &Caller,
     req: TokenCreateRequest,
 ) -> Result<TokenCreateReply, Status> {
@@ -66,16 +69,16 @@ pub async fn token_create(
         )));
     }
     on_leader(
-        node,
+        cx,
         req,
         |mut leader, req| async move { leader.token_create(req).await },
         |_| async move {
-            let now = now_ms();
+            let now = Cluster::now_ms();
             let id = hex::encode(rand::random::<[u8; 6]>());
             let secret = hex::encode(rand::random::<[u8; 24]>());
             let expires_at_ms = now + ttl.as_millis() as u64;
             propose(
-                node,
+                cx,
                 TrustCommand::CreateToken(trust::JoinToken {
                     id: id.clone(),
                     secret_sha256: sha256_hex(&secret),
@@ -85,7 +88,7 @@ pub async fn token_create(
                 }),
             )
             .await?;
-            let nodes = cluster_nodes(node)
+            let nodes = cluster_nodes(cx)
                 .into_iter()
                 .map(|n| TokenNode {
                     name: n.name,
@@ -109,7 +112,7 @@ pub async fn token_create(
 }
 
 /// Runs on any member; anyone may call it, as the new node has no trusted certificate yet.
-pub async fn enrol(node: &Node, caller: &Caller, req: EnrolRequest) -> Result<EnrolReply, Status> {
+pub async fn enrol(cx: &Context, caller: &Caller, req: EnrolRequest) -> Result<EnrolReply, Status> {
     if req.forwarded {
         caller.node()?;
     }
@@ -120,11 +123,11 @@ pub async fn enrol(node: &Node, caller: &Caller, req: EnrolRequest) -> Result<En
         ));
     }
     on_leader(
-        node,
+        cx,
         req,
         |mut leader, req| async move { leader.enrol(req).await },
         |req| async move {
-            let now = now_ms();
+            let now = Cluster::now_ms();
             let (command, status) = if req.token_id.is_empty() {
                 let pending = PendingJoin {
                     fingerprint: fingerprint.clone(),
@@ -149,25 +152,25 @@ pub async fn enrol(node: &Node, caller: &Caller, req: EnrolRequest) -> Result<En
                 };
                 (command, "trusted")
             };
-            propose(node, command).await?;
+            propose(cx, command).await?;
             tracing::info!(name = %req.name, %fingerprint, status, "a node asked to join");
             // A request for an already trusted certificate stays trusted.
-            let status = match node.trust.role_of(&fingerprint) {
+            let status = match cx.trust.role_of(&fingerprint) {
                 Some(_) => "trusted",
                 None => status,
             };
             Ok(EnrolReply {
                 status: status.into(),
-                nodes: cluster_nodes(node),
+                nodes: cluster_nodes(cx),
             })
         },
     )
     .await
 }
 
-pub fn enrol_status(node: &Node, req: EnrolStatusRequest) -> Result<EnrolReply, Status> {
+pub fn enrol_status(cx: &Context, req: EnrolStatusRequest) -> Result<EnrolReply, Status> {
     let fingerprint = parse_fingerprint(&req.fingerprint)?;
-    let status = node.state.read(|s| {
+    let status = cx.cluster.state().read(|s| {
         if s.trust.entries.contains_key(&fingerprint) {
             "trusted"
         } else if s.trust.pending.contains_key(&fingerprint) {
@@ -178,12 +181,12 @@ pub fn enrol_status(node: &Node, req: EnrolStatusRequest) -> Result<EnrolReply, 
     });
     Ok(EnrolReply {
         status: status.into(),
-        nodes: cluster_nodes(node),
+        nodes: cluster_nodes(cx),
     })
 }
 
-pub fn list(node: &Node) -> CertListReply {
-    node.state.read(|s| CertListReply {
+pub fn list(cx: &Context) -> CertListReply {
+    cx.cluster.state().read(|s| CertListReply {
         trusted: s
             .trust
             .entries
@@ -211,24 +214,24 @@ pub fn list(node: &Node) -> CertListReply {
 }
 
 pub async fn allow(
-    node: &Node,
+    cx: &Context,
     caller: &Caller,
     req: CertAllowRequest,
 ) -> Result<CertAllowReply, Status> {
     caller.may_send(req.forwarded)?;
     let fingerprint = parse_fingerprint(&req.fingerprint)?;
     on_leader(
-        node,
+        cx,
         req,
         |mut leader, req| async move { leader.cert_allow(req).await },
         |_| async move {
-            let by = caller.describe(node);
+            let by = caller.describe(cx);
             propose(
-                node,
+                cx,
                 TrustCommand::Allow {
                     fingerprint,
                     by,
-                    now_ms: now_ms(),
+                    now_ms: Cluster::now_ms(),
                 },
             )
             .await?;
@@ -239,7 +242,7 @@ pub async fn allow(
 }
 
 pub async fn trust_operator(
-    node: &Node,
+    cx: &Context,
     caller: &Caller,
     req: CertTrustRequest,
 ) -> Result<CertTrustReply, Status> {
@@ -251,7 +254,7 @@ pub async fn trust_operator(
         ));
     }
     on_leader(
-        node,
+        cx,
         req,
         |mut leader, req| async move { leader.cert_trust(req).await },
         |req| async move {
@@ -259,10 +262,10 @@ pub async fn trust_operator(
                 fingerprint,
                 name: req.name.clone(),
                 role: PeerRole::Operator,
-                added_at_ms: now_ms(),
-                added_by: format!("issued by {}", caller.describe(node)),
+                added_at_ms: Cluster::now_ms(),
+                added_by: format!("issued by {}", caller.describe(cx)),
             };
-            propose(node, TrustCommand::Add(entry)).await?;
+            propose(cx, TrustCommand::Add(entry)).await?;
             Ok(CertTrustReply {})
         },
     )
@@ -270,14 +273,14 @@ pub async fn trust_operator(
 }
 
 pub async fn revoke(
-    node: &Node,
+    cx: &Context,
     caller: &Caller,
     req: CertRevokeRequest,
 ) -> Result<CertRevokeReply, Status> {
     caller.may_send(req.forwarded)?;
-    on_leader(node, req, |mut leader, req| async move { leader.cert_revoke(req).await }, |req| async move {
-            let entry = node
-                .state
+    on_leader(cx, req, |mut leader, req| async move { leader.cert_revoke(req).await }, |req| async move {
+            let entry = cx.cluster
+                .state()
                 .read(|s| match req.target.parse::<Fingerprint>() {
                     Ok(f) => s.trust.entries.get(&f).cloned(),
                     Err(_) => s.trust.by_name(&req.target).cloned(),
@@ -285,13 +288,13 @@ pub async fn revoke(
                 .ok_or_else(|| {
                     Status::not_found(format!("no trusted certificate is {}", req.target))
                 })?;
-            if entry.fingerprint == node.identity.fingerprint {
+            if entry.fingerprint == cx.identity.fingerprint {
                 return Err(Status::failed_precondition(format!(
                     "{} is the leader; stop it (another node takes over) and revoke it then",
                     entry.name
                 )));
             }
-            let member = node
+            let member = cx.cluster
                 .metrics()
                 .membership_config
                 .membership()
@@ -299,7 +302,7 @@ pub async fn revoke(
                 .find(|(_, n)| n.fingerprint == entry.fingerprint.as_str())
                 .map(|(id, _)| *id);
             propose(
-                node,
+                cx,
                 TrustCommand::Revoke {
                     fingerprint: entry.fingerprint.clone(),
                 },
@@ -307,7 +310,7 @@ pub async fn revoke(
             .await?;
             tracing::warn!(name = %entry.name, fingerprint = %entry.fingerprint, "certificate revoked");
             if let Some(id) = member {
-                let voter = node
+                let voter = cx.cluster
                     .metrics()
                     .membership_config
                     .membership()
@@ -318,7 +321,7 @@ pub async fn revoke(
                 } else {
                     ChangeMembers::RemoveNodes(BTreeSet::from([id]))
                 };
-                node.raft
+                cx.cluster.raft()
                     .change_membership(change, false)
                     .await
                     .map_err(write_error)?;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::node::Node;
+use crate::cluster::Cluster;
 use crate::shutdown::Shutdown;
 use crate::state::Request;
 use crate::state::forwarding::ForwardingOp;
@@ -34,8 +34,8 @@ impl AckBook {
 
     /// Where a group goes on from: the newer of the log's position and this node's; None if
     /// neither knows the group (no master of it was ever started).
-    pub fn resume_from(&self, node: &Node, key: &str) -> Option<u64> {
-        let logged = node.state.read(|s| s.forwarding.acked.get(key).copied());
+    pub fn resume_from(&self, cluster: &Cluster, key: &str) -> Option<u64> {
+        let logged = cluster.read(|s| s.forwarding.acked.get(key).copied());
         let local = self
             .positions
             .lock()
@@ -75,7 +75,7 @@ impl AckBook {
 }
 
 /// Writes the positions that moved, every [`RECORD_EVERY`], until shutdown.
-pub async fn record(node: Arc<Node>, book: Arc<AckBook>, shutdown: Shutdown) {
+pub async fn record(cluster: Cluster, book: Arc<AckBook>, shutdown: Shutdown) {
     let stop = shutdown.wait();
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(RECORD_EVERY);
@@ -90,15 +90,15 @@ pub async fn record(node: Arc<Node>, book: Arc<AckBook>, shutdown: Shutdown) {
             continue;
         }
         let op = ForwardingOp::Acked {
-            node: node.id,
+            node: cluster.id(),
             acks: acks.clone(),
         };
-        match crate::admin::write_own(&node, Request::Forwarding(op)).await {
+        match cluster.propose(Request::Forwarding(op)).await {
             Ok(_) => {
                 metrics::counter!("fepha_iec104_ack_records_total").increment(1);
             }
             Err(e) => {
-                tracing::debug!("acknowledged positions not recorded yet: {}", e.message());
+                tracing::debug!("acknowledged positions not recorded yet: {e}");
                 book.unrecorded(&acks);
             }
         }

@@ -18,7 +18,7 @@ use super::registry::ConnInfo;
 use super::serve::Served;
 use super::station::{self, Reaction};
 use super::stream::Stream;
-use crate::admin::now_ms;
+use crate::cluster::Cluster;
 use crate::iec104::{Asdu, AsduError, Cause, mirror_raw};
 use crate::shutdown::Shutdown;
 use crate::site::ForwardMode;
@@ -33,13 +33,13 @@ const EVENTS_PER_READ: usize = 256;
 const CLAIM_AGAIN: Duration = Duration::from_millis(500);
 
 pub async fn run(served: Arc<Served>, socket: TcpStream, peer: SocketAddr, stops: [Shutdown; 2]) {
-    let node = &served.node;
-    let Some(group) = super::group_of(&served.spec, peer.ip()) else {
+    let host = &served.host;
+    let Some(group) = served.spec.group_of(peer.ip()) else {
         metrics::counter!("fepha_iec104_connections_refused_total").increment(1);
         tracing::warn!(forwarder = %served.name, %peer, "master in no redundancy group; closed");
         return;
     };
-    let id = node.forwarders.next_id();
+    let id = host.registry.next_id();
     let now = Instant::now();
     let Ok(link) = Link::new(served.params, now) else {
         return;
@@ -59,7 +59,7 @@ pub async fn run(served: Arc<Served>, socket: TcpStream, peer: SocketAddr, stops
         control: VecDeque::new(),
         kick_tx,
         reply_tx,
-        opened_ms: now_ms(),
+        opened_ms: Cluster::now_ms(),
     };
     tracing::info!(forwarder = %served.name, %peer, conn = id, group = %conn.group, "master connected");
     metrics::gauge!("fepha_iec104_connections_open").increment(1.0);
@@ -67,7 +67,7 @@ pub async fn run(served: Arc<Served>, socket: TcpStream, peer: SocketAddr, stops
     tracing::info!(forwarder = %served.name, %peer, conn = id, "master connection closed: {why}");
     metrics::gauge!("fepha_iec104_connections_open").decrement(1.0);
     conn.release();
-    node.forwarders.remove(id);
+    host.registry.remove(id);
     served
         .selects
         .lock()
@@ -104,9 +104,9 @@ impl Conn {
         mut replies: mpsc::UnboundedReceiver<Asdu>,
         stops: [Shutdown; 2],
     ) -> String {
-        let node = self.served.node.clone();
+        let host = self.served.host.clone();
         let (mut rd, mut wr) = socket.into_split();
-        let mut changes = node.raft.metrics();
+        let mut changes = host.cluster.raft().metrics();
         let mut tick = tokio::time::interval(RECHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let [a, b] = stops;
@@ -126,7 +126,7 @@ impl Conn {
                 let _ = wr.write_all(&out).await;
                 return why;
             }
-            let gate = gate::check(&node, self.served.spec.mode);
+            let gate = gate::check(&host, self.served.spec.mode);
             if let Some(why) = self.steer(gate, now) {
                 return why;
             }
@@ -238,7 +238,7 @@ impl Conn {
 
     fn holder(&self) -> Holder {
         Holder {
-            node: self.served.node.id,
+            node: self.served.host.cluster.id(),
             conn: self.id,
         }
     }
@@ -247,7 +247,7 @@ impl Conn {
     /// `undisputed`, nobody waits to take it over).
     fn holds_in_log(&self, undisputed: bool) -> bool {
         let me = self.holder();
-        self.served.node.state.read(|s| {
+        self.served.host.cluster.read(|s| {
             s.forwarding.holders.get(&self.key) == Some(&me)
                 && !(undisputed && s.forwarding.next.contains_key(&self.key))
         })
@@ -273,10 +273,10 @@ impl Conn {
     }
 
     fn propose(&self, op: ForwardingOp) {
-        let node = self.served.node.clone();
+        let host = self.served.host.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::admin::write_own(&node, Request::Forwarding(op)).await {
-                tracing::debug!("forwarding claim not written: {}", e.message());
+            if let Err(e) = host.cluster.propose(Request::Forwarding(op)).await {
+                tracing::debug!("forwarding claim not written: {e}");
             }
         });
     }
@@ -286,12 +286,15 @@ impl Conn {
     /// that, so that what follows is kept for it.
     fn resume(&self) -> Stream {
         let served = &self.served;
-        let node = &served.node;
-        let from = served.book.resume_from(node, &self.key).unwrap_or_else(|| {
-            let head = node.state.read(|s| s.points.next_seq.saturating_sub(1));
-            served.book.record(&self.key, head);
-            head
-        });
+        let host = &served.host;
+        let from = served
+            .book
+            .resume_from(&host.cluster, &self.key)
+            .unwrap_or_else(|| {
+                let head = host.cluster.read(|s| s.points.next_seq.saturating_sub(1));
+                served.book.record(&self.key, head);
+                head
+            });
         tracing::info!(forwarder = %served.name, conn = self.id, group = %self.group, from, "data transfer started");
         Stream::new(from, served.spec.queue)
     }
@@ -310,9 +313,9 @@ impl Conn {
         if !self.link.can_send() {
             return;
         }
-        let node = &self.served.node;
+        let host = &self.served.host;
         let image = &self.served.image;
-        let (head, oldest) = node.state.read(|s| {
+        let (head, oldest) = host.cluster.read(|s| {
             (
                 s.points.next_seq.saturating_sub(1),
                 s.points.events.front().map(|e| e.seq),
@@ -324,7 +327,7 @@ impl Conn {
             tracing::warn!(forwarder = %self.served.name, group = %self.group, lost, "events dropped: queue bound passed");
         }
         while self.link.can_send() && stream.cursor() < head {
-            let events = node.state.read(|s| {
+            let events = host.cluster.read(|s| {
                 s.points
                     .events_after(stream.cursor(), EVENTS_PER_READ)
                     .cloned()
@@ -377,17 +380,17 @@ impl Conn {
             image: &served.image,
             conn: self.id,
             now,
-            now_ms: i64::try_from(now_ms()).unwrap_or(i64::MAX),
+            now_ms: i64::try_from(Cluster::now_ms()).unwrap_or(i64::MAX),
             select_timeout: Duration::from_millis(served.spec.select_timeout_ms),
             selects: &mut selects,
         };
-        let node = &served.node;
-        let reaction = station::react(&asdu, cx, || node.state.read(|s| s.points.points.clone()));
+        let host = &served.host;
+        let reaction = station::react(&asdu, cx, || host.cluster.read(|s| s.points.points.clone()));
         drop(selects);
         match reaction {
             Reaction::Send(asdus) => asdus.iter().for_each(|a| self.queue(a)),
             Reaction::Execute(exec) => {
-                let origin = format!("104 master {} via {}", self.peer, node.me.name);
+                let origin = format!("104 master {} via {}", self.peer, host.name);
                 tokio::spawn(super::command::execute(
                     served.clone(),
                     exec,
@@ -432,7 +435,7 @@ impl Conn {
             LinkState::Stopping => "stopping",
         };
         let stream = self.stream.as_ref();
-        self.served.node.forwarders.update(ConnInfo {
+        self.served.host.registry.update(ConnInfo {
             id: self.id,
             forwarder: self.served.name.clone(),
             group: Some(self.group.clone()),

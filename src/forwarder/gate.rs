@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use openraft::ServerState;
 
+use super::Host;
 use crate::config::Role;
-use crate::node::Node;
 use crate::site::ForwardMode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,12 +27,12 @@ pub enum Gate {
     Refuse,
 }
 
-pub fn check(node: &Node, mode: ForwardMode) -> Gate {
-    if node.config.role == Role::Witness {
+pub fn check(host: &Host, mode: ForwardMode) -> Gate {
+    if host.role == Role::Witness {
         return Gate::Refuse;
     }
     if mode == ForwardMode::All {
-        return if node.own.valid() {
+        return if host.own.valid() {
             Gate::Serve
         } else {
             Gate::Refuse
@@ -40,10 +40,10 @@ pub fn check(node: &Node, mode: ForwardMode) -> Gate {
     }
     // Every connection asks at every applied entry: borrow openraft's metrics rather than
     // copy them (membership included) each time.
-    let metrics = node.raft.metrics();
+    let metrics = host.cluster.raft().metrics();
     let m = metrics.borrow();
-    let fresh = Duration::from_millis(node.config.raft.election_timeout_min_ms);
-    if m.state == ServerState::Leader && m.current_leader == Some(node.id) {
+    let fresh = host.quorum_fresh;
+    if m.state == ServerState::Leader && m.current_leader == Some(host.cluster.id()) {
         let quiet = m.millis_since_quorum_ack.map(Duration::from_millis);
         return match quiet {
             // A single-node cluster has nobody to answer and nobody to compete with.
@@ -59,7 +59,7 @@ pub fn check(node: &Node, mode: ForwardMode) -> Gate {
     let leader_is_witness = membership
         .get_node(&leader)
         .is_some_and(|n| n.role == Role::Witness);
-    if !leader_is_witness || !node.own.valid() {
+    if !leader_is_witness || !host.own.valid() {
         return Gate::Refuse;
     }
     let voters: Vec<u64> = membership
@@ -68,14 +68,14 @@ pub fn check(node: &Node, mode: ForwardMode) -> Gate {
         .map(|(id, _)| *id)
         .collect();
     drop(m);
-    let first_live = node.state.read(|s| {
+    let first_live = host.cluster.read(|s| {
         voters
             .iter()
             .copied()
             .filter(|id| s.ownership.sessions.contains_key(id))
             .min()
     });
-    if first_live == Some(node.id) {
+    if first_live == Some(host.cluster.id()) {
         Gate::Serve
     } else {
         Gate::Refuse

@@ -21,60 +21,29 @@ pub mod serve;
 pub mod station;
 pub mod stream;
 
-use std::net::IpAddr;
-use std::time::Duration;
-
-use crate::site::Forwarder;
-
 pub use serve::run;
 
-/// The name of the group of a forwarder that declares none.
-pub const DEFAULT_GROUP: &str = "default";
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// The link parameters a forwarder's configuration gives, or why they are not numbers.
-pub fn link_params(forwarder: &Forwarder) -> Result<link::LinkParams, String> {
-    let secs = |name: &str, s: f64| {
-        if s.is_finite() && s > 0.0 && s < 86_400.0 {
-            Ok(Duration::from_secs_f64(s))
-        } else {
-            Err(format!("{name} = {s} is not a time between 0 and one day"))
-        }
-    };
-    Ok(link::LinkParams {
-        k: forwarder.k,
-        w: forwarder.w,
-        t1: secs("t1_s", forwarder.t1_s)?,
-        t2: secs("t2_s", forwarder.t2_s)?,
-        t3: secs("t3_s", forwarder.t3_s)?,
-    })
-}
+use crate::cluster::Cluster;
+use crate::config::Role;
+use crate::lease::clock::OwnLease;
 
-/// The forwarder's redundancy groups by name.
-pub fn group_names(forwarder: &Forwarder) -> Vec<String> {
-    if forwarder.groups.is_empty() {
-        return vec![DEFAULT_GROUP.to_string()];
-    }
-    forwarder
-        .groups
-        .iter()
-        .map(|g| g.name.get_ref().clone())
-        .collect()
-}
-
-/// The group a master at `ip` belongs to; None if the forwarder's groups leave it out.
-pub fn group_of(forwarder: &Forwarder, ip: IpAddr) -> Option<String> {
-    if forwarder.groups.is_empty() {
-        return Some(DEFAULT_GROUP.to_string());
-    }
-    let listed = |g: &crate::site::Group| {
-        g.masters
-            .iter()
-            .any(|m| m.get_ref().parse::<IpAddr>().is_ok_and(|a| a == ip))
-    };
-    forwarder
-        .groups
-        .iter()
-        .find(|g| listed(g))
-        .or_else(|| forwarder.groups.iter().find(|g| g.masters.is_empty()))
-        .map(|g| g.name.get_ref().clone())
+/// The node as its forwarder sees it: what the listeners and connections use.
+pub struct Host {
+    pub cluster: Cluster,
+    /// This node's own lease, which mode `all` (and a witness's stand-in) serves under.
+    pub own: Arc<OwnLease>,
+    /// The connections open here, for `fepha iec104 connections`.
+    pub registry: Arc<registry::Registry>,
+    pub role: Role,
+    /// This node's name, for the commands' origin.
+    pub name: String,
+    /// Where the listeners bind.
+    pub listen_ip: IpAddr,
+    /// A leader serves only while a quorum answered it this recently: the lower bound of the
+    /// election timeout, before which nobody else can be elected.
+    pub quorum_fresh: Duration,
 }

@@ -9,13 +9,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use super::Host;
 use super::acks::{self, AckBook};
 use super::groups::Groups;
 use super::image::Image;
 use super::link::LinkParams;
 use super::station::Selects;
 use crate::config::Role;
-use crate::node::Node;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::site::Forwarder;
 
@@ -24,7 +24,7 @@ const BIND_RETRY: Duration = Duration::from_millis(250);
 
 /// What every connection of one forwarder shares.
 pub struct Served {
-    pub node: Arc<Node>,
+    pub host: Arc<Host>,
     pub name: String,
     pub spec: Forwarder,
     pub image: Image,
@@ -44,22 +44,26 @@ struct Running {
 }
 
 /// Keeps this node's listeners in line with the applied site configuration until shutdown.
-pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
-    if node.config.role == Role::Witness {
+pub async fn run(host: Arc<Host>, shutdown: Shutdown) {
+    if host.role == Role::Witness {
         return;
     }
     let book = Arc::new(AckBook::default());
-    tokio::spawn(acks::record(node.clone(), book.clone(), shutdown.clone()));
+    let recorder = tokio::spawn(acks::record(
+        host.cluster.clone(),
+        book.clone(),
+        shutdown.clone(),
+    ));
     let mut running: HashMap<String, Running> = HashMap::new();
-    let mut changes = node.raft.metrics();
+    let mut changes = host.cluster.raft().metrics();
     let mut seen_version = None;
     let stop = shutdown.clone().wait();
     tokio::pin!(stop);
     loop {
-        let version = node.state.read(|s| s.config_version());
+        let version = host.cluster.read(|s| s.config_version());
         if seen_version != Some(version) {
             seen_version = Some(version);
-            let site = node.site();
+            let site = host.cluster.site();
             let wanted: Vec<&Forwarder> = site.iter().flat_map(|s| s.forwarders.iter()).collect();
             running.retain(|name, r| {
                 let keep = wanted.iter().any(|f| f.name.get_ref() == name);
@@ -83,13 +87,13 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
                     old.stop.trigger();
                     let _ = tokio::time::timeout(Duration::from_secs(1), old.listener).await;
                 }
-                let Ok(params) = super::link_params(spec) else {
+                let Ok(params) = spec.link_params() else {
                     tracing::error!(forwarder = %name, "bad link parameters; not served");
                     continue;
                 };
                 let (trigger, own) = shutdown::channel();
                 let served = Arc::new(Served {
-                    node: node.clone(),
+                    host: host.clone(),
                     name: name.clone(),
                     spec: spec.clone(),
                     image: image.clone(),
@@ -116,14 +120,18 @@ pub async fn run(node: Arc<Node>, shutdown: Shutdown) {
             _ = &mut stop => break,
         }
     }
-    for r in running.values() {
+    // Each listener closes its connections before it ends; the positions they had
+    // acknowledged are recorded on the way out.
+    for (_, r) in running {
         r.stop.trigger();
+        let _ = r.listener.await;
     }
+    let _ = recorder.await;
 }
 
 /// Accepts masters until the node or this forwarder stops.
 async fn listen(served: Arc<Served>, node_stop: Shutdown, own_stop: Shutdown) {
-    let addr = SocketAddr::new(served.node.config.forwarder_ip, *served.spec.port.get_ref());
+    let addr = SocketAddr::new(served.host.listen_ip, *served.spec.port.get_ref());
     let stopped = async {
         tokio::select! {
             _ = node_stop.clone().wait() => {}
@@ -145,16 +153,19 @@ async fn listen(served: Arc<Served>, node_stop: Shutdown, own_stop: Shutdown) {
         }
     };
     tracing::info!(forwarder = %served.name, %addr, "104 forwarder listening");
+    // The connections are this listener's: they end before it does.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = &mut stopped => return,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            _ = &mut stopped => break,
         };
         match accepted {
             Ok((socket, peer)) => {
                 metrics::counter!("fepha_iec104_connections_total").increment(1);
                 let _ = socket.set_nodelay(true);
-                tokio::spawn(super::connection::run(
+                connections.spawn(super::connection::run(
                     served.clone(),
                     socket,
                     peer,
@@ -168,4 +179,6 @@ async fn listen(served: Arc<Served>, node_stop: Shutdown, own_stop: Shutdown) {
             }
         }
     }
+    // Every connection watches the same stop signals and closes itself.
+    while connections.join_next().await.is_some() {}
 }

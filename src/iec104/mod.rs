@@ -37,6 +37,7 @@ pub mod asdu;
 mod cause;
 mod elements;
 mod error;
+mod params;
 mod qualifiers;
 mod quality;
 mod reader;
@@ -55,6 +56,7 @@ pub use asdu::{
 pub use cause::Cause;
 pub use elements::{Element, f32_to_nva, nva_to_f32};
 pub use error::{ApciError, AsduError, EncodeError, UnknownType};
+pub use params::{LinkParams, ParamError};
 pub use qualifiers::{
     CommandQualifier, CounterQualifier, DoubleCommandState, DoublePointValue, FreezeMode,
     InitCause, QOI_STATION, SetpointQualifier, StepDirection,

@@ -3,6 +3,7 @@
 //! leader counts expiry from when it *received* that renewal, which is later; and a new
 //! leader waits a whole TTL. So the owner always stops first, whatever the network did.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -53,6 +54,38 @@ impl LeaseClock {
     /// Whether field I/O is allowed at `now`.
     pub fn valid_at(&self, now: Instant) -> bool {
         self.deadline().is_some_and(|d| now < d)
+    }
+}
+
+/// This node's own lease clock, shared by the session loop that moves it and the tasks that
+/// obey it (the RTU tasks, the forwarder in mode `all`).
+#[derive(Debug)]
+pub struct OwnLease {
+    clock: Mutex<LeaseClock>,
+}
+
+impl Default for OwnLease {
+    fn default() -> OwnLease {
+        let t = crate::site::Timers::default();
+        OwnLease {
+            clock: Mutex::new(LeaseClock::new(
+                Duration::from_millis(*t.session_ttl_ms.get_ref()),
+                Duration::from_millis(*t.drift_margin_ms.get_ref()),
+            )),
+        }
+    }
+}
+
+impl OwnLease {
+    /// Whether this node may do field I/O now.
+    pub fn valid(&self) -> bool {
+        self.update(|c| c.valid_at(Instant::now()))
+    }
+
+    /// Changes the clock under its lock.
+    pub fn update<R>(&self, f: impl FnOnce(&mut LeaseClock) -> R) -> R {
+        let mut clock = self.clock.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut clock)
     }
 }
 

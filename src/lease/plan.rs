@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::Role;
-use crate::raft::NodeId;
+use crate::ids::NodeId;
 use crate::state::ownership::{Lease, Ownership, OwnershipCommand, Reach};
 
 /// What the leader knows when it plans.

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use super::plan::{View, plan};
 use crate::config::Role;
-use crate::raft::NodeId;
+use crate::ids::NodeId;
 use crate::state::ownership::{Ownership, OwnershipCommand, OwnershipRefusal, Reach};
 
 const A: NodeId = 1;

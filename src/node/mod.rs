@@ -1,24 +1,34 @@
-//! `fepha run`: one node's daemon. Opens the store, starts openraft and serves the Raft and
-//! admin gRPC services (mutual TLS) and the metrics exporter until SIGTERM.
-
-mod trust;
+//! `fepha run`: one node's daemon, and the composition root. It opens the store, starts
+//! openraft, builds the cluster handle and each part of the node with only what that part
+//! uses, serves the Raft, peer and admin gRPC services (mutual TLS) and the metrics exporter,
+//! and at SIGTERM stops the parts in order: field I/O and the forwarder first (an RTU task
+//! finishes the command it has started), then the lease loops, the watchers, the servers, and
+//! openraft last.
 
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
-pub use trust::NodeTrust;
 
-use crate::admin::AdminService;
-use crate::config::NodeConfig;
+use crate::admin::{self, AdminService};
+use crate::cluster::{Cluster, NodeTrust, PeerPool, Reports};
+use crate::config::{NodeConfig, Role};
+use crate::ids::{FephaNode, NodeId};
+use crate::lease::clock::OwnLease;
+use crate::peer::PeerService;
 use crate::proto::admin::admin_server::AdminServer;
+use crate::proto::peer::peer_server::PeerServer;
 use crate::proto::raft::raft_server::RaftServer;
-use crate::raft::{FephaNode, Network, NodeId, Raft, RaftService, StateView};
-use crate::shutdown::{self, Shutdown};
-use crate::tls::{Connections, Identity, PeerConn};
+use crate::raft::{Network, Raft, RaftService};
+use crate::shutdown::{self, Part, Shutdown};
+use crate::tls::{Connections, Identity, PeerConn, TrustStore};
+
+/// How long each part may take to stop before its tasks are aborted.
+const STOP_PATIENCE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -47,95 +57,6 @@ pub enum NodeError {
     Identity(#[from] crate::tls::IdentityError),
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
-    #[error("{what} server failed: {source}")]
-    Serve {
-        what: &'static str,
-        source: tonic::transport::Error,
-    },
-}
-
-/// What the admin API needs to know about the running node.
-pub struct Node {
-    pub id: NodeId,
-    pub me: FephaNode,
-    pub raft: Raft,
-    pub state: StateView,
-    pub config: NodeConfig,
-    pub identity: Identity,
-    pub trust: Arc<NodeTrust>,
-    /// Channels to the other nodes' admin APIs, for forwarding and status probes.
-    pub peers: crate::admin::client::Pool,
-    /// Open connections to this node's listeners, cut when their certificate is revoked.
-    pub connections: [Connections; 2],
-    /// As leader: when each node's session renewal arrived.
-    pub heard: crate::lease::leader::Heard,
-    /// This node's own lease.
-    pub own: crate::lease::session::Own,
-    /// What this node's RTU tasks report about their RTUs.
-    pub acquisition: Arc<crate::acquisition::Reports>,
-    /// The 104 connections open on this node.
-    pub forwarders: crate::forwarder::registry::Registry,
-    /// The applied site configuration, parsed once per version (see `site`).
-    site: std::sync::Mutex<Option<(u64, Arc<crate::site::Site>)>>,
-}
-
-impl Node {
-    /// Set once this node has been removed from its cluster, so it never campaigns again,
-    /// also after a restart.
-    pub fn retired_marker(&self) -> std::path::PathBuf {
-        retired_marker(&self.config.data_dir)
-    }
-
-    pub fn is_retired(&self) -> bool {
-        self.retired_marker().exists()
-    }
-
-    /// The applied site configuration, parsed once per version for every task and call that
-    /// needs it. None before the first `config apply`.
-    pub fn site(&self) -> Option<Arc<crate::site::Site>> {
-        let version = self.state.read(|s| s.config.as_ref().map(|c| c.version))?;
-        let mut cache = self
-            .site
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((v, site)) = cache.as_ref()
-            && *v == version
-        {
-            return Some(site.clone());
-        }
-        // Read again with the text: the version may have moved on meanwhile.
-        let (version, text) = self
-            .state
-            .read(|s| s.config.as_ref().map(|c| (c.version, c.text.clone())))?;
-        let site = Arc::new(crate::site::parse(&text).ok()?);
-        *cache = Some((version, site.clone()));
-        Some(site)
-    }
-
-    /// Waits until `check` gives a value, looking again at every change of openraft's metrics
-    /// (each applied entry is one), until `deadline`. None if the deadline passes or raft stops.
-    pub async fn wait_for<T>(
-        &self,
-        deadline: std::time::Instant,
-        mut check: impl FnMut(&Node) -> Option<T>,
-    ) -> Option<T> {
-        let mut changes = self.raft.metrics();
-        loop {
-            if let Some(v) = check(self) {
-                return Some(v);
-            }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match tokio::time::timeout(left, changes.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return None,
-            }
-        }
-    }
-
-    /// openraft's current metrics, copied out so that no borrow is held across an await.
-    pub fn metrics(&self) -> openraft::RaftMetrics<NodeId, FephaNode> {
-        self.raft.metrics().borrow().clone()
-    }
 }
 
 /// Runs the node until SIGTERM or SIGINT.
@@ -160,57 +81,98 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     )
     .await
     .map_err(|e| NodeError::Raft(e.to_string()))?;
-    let me = FephaNode {
-        name: config.name.clone(),
-        raft_addr: config.raft_addr.to_string(),
-        admin_addr: config.admin_addr.to_string(),
-        role: config.role,
-        fingerprint: identity.fingerprint.to_string(),
-    };
-    let node = Arc::new(Node {
+    let cluster = Cluster::new(
         id,
-        me,
-        raft: raft.clone(),
+        raft.clone(),
         state,
-        config: config.clone(),
-        peers: crate::admin::client::Pool::new(Some(identity.clone()), trust.clone()),
-        identity: identity.clone(),
-        trust: trust.clone(),
-        connections: Default::default(),
-        heard: Default::default(),
-        own: Default::default(),
-        acquisition: Default::default(),
-        forwarders: Default::default(),
-        site: Default::default(),
-    });
-
-    if node.is_retired() {
+        PeerPool::new(identity.clone(), trust.clone()),
+        retired_marker(data_dir),
+    );
+    if cluster.is_retired() {
         tracing::warn!(
             "this node has left its cluster; it will not campaign (empty its data dir to reuse it)"
         );
         raft.runtime_config().elect(false);
     }
 
+    let own = Arc::new(OwnLease::default());
+    let reports = Arc::new(Reports::default());
+    let registry = Arc::new(crate::forwarder::registry::Registry::default());
+    let admin_cx = Arc::new(admin::Context {
+        cluster: cluster.clone(),
+        me: FephaNode {
+            name: config.name.clone(),
+            raft_addr: config.raft_addr.to_string(),
+            admin_addr: config.admin_addr.to_string(),
+            role: config.role,
+            fingerprint: identity.fingerprint.to_string(),
+        },
+        identity: identity.clone(),
+        trust: trust.clone(),
+        peers: admin::client::Pool::new(Some(identity.clone()), trust.clone()),
+        connections: registry.clone(),
+    });
+
     let tls = crate::tls::server_config(&identity, trust.clone())?;
-    let [raft_conns, admin_conns] = node.connections.clone();
+    let connections: [Connections; 2] = Default::default();
+    let [raft_conns, admin_conns] = connections.clone();
     let raft_listener = listen("raft", config.raft_addr, &tls, raft_conns).await?;
     let admin_listener = listen("admin", config.admin_addr, &tls, admin_conns).await?;
     let exporter = crate::metrics::exporter(config.metrics_addr)?;
 
-    let (trigger, shutdown) = shutdown::channel();
-    tokio::spawn(exporter);
-    tokio::spawn(crate::metrics::watch_raft(raft.clone(), shutdown.clone()));
-    tokio::spawn(cut_revoked(node.clone(), shutdown.clone()));
-    tokio::spawn(crate::lease::leader::run(node.clone(), shutdown.clone()));
-    tokio::spawn(crate::lease::session::run(node.clone(), shutdown.clone()));
-    tokio::spawn(crate::acquisition::run(node.clone(), shutdown.clone()));
-    tokio::spawn(crate::forwarder::run(node.clone(), shutdown.clone()));
-    tokio::spawn(crate::raft::step_down_without_quorum(
-        node.clone(),
-        shutdown.clone(),
+    // The parts, in the order they stop. Each may use the ones after it until it has stopped.
+    let mut field = Part::new("field I/O and forwarder");
+    if config.role == Role::Voter {
+        let acquisition = Arc::new(crate::acquisition::Field {
+            cluster: cluster.clone(),
+            own: own.clone(),
+            reports: reports.clone(),
+            source_ip: config.field_source_ip,
+        });
+        field.spawn(crate::acquisition::run(acquisition, field.signal()));
+        let host = Arc::new(crate::forwarder::Host {
+            cluster: cluster.clone(),
+            own: own.clone(),
+            registry,
+            role: config.role,
+            name: config.name.clone(),
+            listen_ip: config.forwarder_ip,
+            quorum_fresh: Duration::from_millis(config.raft.election_timeout_min_ms),
+        });
+        field.spawn(crate::forwarder::run(host, field.signal()));
+    }
+    let mut leases = Part::new("lease loops");
+    let session = crate::lease::session::Session {
+        cluster: cluster.clone(),
+        reports,
+        own,
+    };
+    leases.spawn(crate::lease::session::run(session, leases.signal()));
+    leases.spawn(crate::lease::leader::run(cluster.clone(), leases.signal()));
+    let mut watchers = Part::new("watchers");
+    watchers.spawn(crate::raft::watch_raft(raft.clone(), watchers.signal()));
+    watchers.spawn(crate::raft::step_down_without_quorum(
+        cluster.clone(),
+        config.raft.clone(),
+        watchers.signal(),
     ));
-    let raft_server = tokio::spawn(serve_raft(node.clone(), raft_listener, shutdown.clone()));
-    let admin_server = tokio::spawn(serve_admin(node.clone(), admin_listener, shutdown.clone()));
+    watchers.spawn(cut_revoked(
+        cluster.clone(),
+        admin_cx.clone(),
+        connections,
+        watchers.signal(),
+    ));
+    // The exporter has no stop of its own; it is aborted with its part.
+    watchers.spawn(exporter);
+    let mut servers = Part::new("gRPC servers");
+    servers.spawn(serve_raft(
+        raft.clone(),
+        cluster.clone(),
+        trust.clone(),
+        raft_listener,
+        servers.signal(),
+    ));
+    servers.spawn(serve_admin(admin_cx, admin_listener, servers.signal()));
     tracing::info!(
         node = %config.name, id, raft = %config.raft_addr, admin = %config.admin_addr,
         metrics = %config.metrics_addr, fingerprint = %identity.fingerprint, "node started"
@@ -226,16 +188,14 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         }
     };
     tracing::info!("shutting down ({reason})");
-    trigger.trigger();
+    for part in [field, leases, watchers] {
+        part.stop(STOP_PATIENCE).await;
+    }
+    // The servers stop taking calls only now: a stopping RTU task may still have needed the
+    // leader's peer service, and other nodes this node's Raft.
+    servers.stop(STOP_PATIENCE).await;
     if let Err(e) = raft.shutdown().await {
         tracing::error!("raft shutdown: {e}");
-    }
-    for (what, server) in [("raft", raft_server), ("admin", admin_server)] {
-        match server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("{what} server: {e}"),
-            Err(e) => tracing::error!("{what} server task: {e}"),
-        }
     }
     tracing::info!("stopped");
     Ok(())
@@ -263,7 +223,12 @@ async fn listen(
 /// Trust changes only reach new handshakes; connections already open with a certificate
 /// that has just been revoked are cut here, within a fifth of a second, and so are this
 /// node's own channels to nodes that are no longer members.
-async fn cut_revoked(node: Arc<Node>, shutdown: Shutdown) {
+async fn cut_revoked(
+    cluster: Cluster,
+    admin: Arc<admin::Context>,
+    connections: [Connections; 2],
+    shutdown: Shutdown,
+) {
     let stop = shutdown.wait();
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
@@ -273,16 +238,11 @@ async fn cut_revoked(node: Arc<Node>, shutdown: Shutdown) {
             _ = &mut stop => return,
         }
         metrics::counter!("fepha_tls_revocation_checks_total").increment(1);
-        let members = node
-            .metrics()
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(_, n)| n.admin_addr.clone())
-            .collect();
-        node.peers.retain(&members);
-        for connections in &node.connections {
-            let cut = connections.close_untrusted(node.trust.as_ref());
+        let members = cluster.members();
+        admin.peers.retain(&members.admin_addrs());
+        cluster.peers().retain(&members.raft_addrs());
+        for connections in &connections {
+            let cut = connections.close_untrusted(admin.trust.as_ref());
             if cut > 0 {
                 metrics::counter!("fepha_tls_connections_cut_total").increment(cut as u64);
                 tracing::warn!("cut {cut} connection(s) whose certificate is no longer trusted");
@@ -291,37 +251,39 @@ async fn cut_revoked(node: Arc<Node>, shutdown: Shutdown) {
     }
 }
 
+/// Raft and the peer service share the raft address: both are node-to-node.
 async fn serve_raft(
-    node: Arc<Node>,
+    raft: Raft,
+    cluster: Cluster,
+    trust: Arc<NodeTrust>,
     incoming: Incoming,
     shutdown: Shutdown,
-) -> Result<(), NodeError> {
-    let service = RaftServer::new(RaftService::new(node))
+) {
+    let trust: Arc<dyn TrustStore> = trust;
+    let service = RaftServer::new(RaftService::new(raft, trust.clone()))
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
-    Server::builder()
+    let peer = PeerServer::new(PeerService::new(cluster, trust))
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    let served = Server::builder()
         .add_service(service)
+        .add_service(peer)
         .serve_with_incoming_shutdown(incoming, shutdown.wait())
-        .await
-        .map_err(|source| NodeError::Serve {
-            what: "raft",
-            source,
-        })
+        .await;
+    if let Err(e) = served {
+        tracing::error!("raft server: {e}");
+    }
 }
 
-async fn serve_admin(
-    node: Arc<Node>,
-    incoming: Incoming,
-    shutdown: Shutdown,
-) -> Result<(), NodeError> {
-    Server::builder()
-        .add_service(AdminServer::new(AdminService::new(node)))
+async fn serve_admin(cx: Arc<admin::Context>, incoming: Incoming, shutdown: Shutdown) {
+    let served = Server::builder()
+        .add_service(AdminServer::new(AdminService::new(cx)))
         .serve_with_incoming_shutdown(incoming, shutdown.wait())
-        .await
-        .map_err(|source| NodeError::Serve {
-            what: "admin",
-            source,
-        })
+        .await;
+    if let Err(e) = served {
+        tracing::error!("admin server: {e}");
+    }
 }
 
 /// The node's key, certificate and join pins.

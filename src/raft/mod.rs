@@ -2,40 +2,23 @@
 //! openraft settings derived from node.toml. Everything openraft-specific stays in here so
 //! that moving to openraft 0.10 touches this module and the storage crate only.
 
+mod gauges;
 mod network;
 mod quorum_watch;
 mod service;
+mod state_machine;
 
-use std::fmt;
 use std::io::Cursor;
 use std::sync::Arc;
 
+pub use gauges::watch_raft;
 pub use network::Network;
 pub use quorum_watch::step_down_without_quorum;
-use serde::{Deserialize, Serialize};
 pub use service::RaftService;
 
-use crate::config::{NodeConfig, Role};
+use crate::config::NodeConfig;
+pub use crate::ids::{FephaNode, NodeId};
 use crate::state::{Request, Response};
-
-pub type NodeId = u64;
-
-/// What the membership records about each node.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FephaNode {
-    pub name: String,
-    pub raft_addr: String,
-    pub admin_addr: String,
-    pub role: Role,
-    /// SHA-256 of the node's certificate.
-    pub fingerprint: String,
-}
-
-impl fmt::Display for FephaNode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}, raft {})", self.name, self.role, self.raft_addr)
-    }
-}
 
 openraft::declare_raft_types!(
     pub TypeConfig:

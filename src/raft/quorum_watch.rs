@@ -23,20 +23,26 @@
 //! a cluster whose every node has stepped down this way still elects someone once they can
 //! reach each other.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::raft::VoteRequest;
 use openraft::{ServerState, Vote};
 
-use crate::node::Node;
+use crate::cluster::Cluster;
+use crate::config::RaftSettings;
 use crate::shutdown::Shutdown;
 
 /// The id that no node has: a vote for it elects nobody.
 const NOBODY: u64 = 0;
 
-pub async fn step_down_without_quorum(node: Arc<Node>, shutdown: Shutdown) {
-    let settings = &node.config.raft;
+/// A voter that does not answer this quickly counts as not answering.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+
+pub async fn step_down_without_quorum(
+    cluster: Cluster,
+    settings: RaftSettings,
+    shutdown: Shutdown,
+) {
     let timeout_max = Duration::from_millis(settings.election_timeout_max_ms);
     let limit = 2 * timeout_max;
     let mut tick = tokio::time::interval(Duration::from_millis(settings.heartbeat_ms));
@@ -52,24 +58,24 @@ pub async fn step_down_without_quorum(node: Arc<Node>, shutdown: Shutdown) {
             _ = &mut stop => return,
         }
         metrics::counter!("fepha_raft_quorum_checks_total").increment(1);
-        let m = node.metrics();
+        let m = cluster.metrics();
         let voters = m.membership_config.membership().voter_ids().count();
 
         // Set while this node has stepped down: when it last probed the voters.
         if let Some(probed_at) = stepped_down {
-            let resume = if m.current_leader.is_some_and(|l| l != node.id) {
+            let resume = if m.current_leader.is_some_and(|l| l != cluster.id()) {
                 true
             } else if probed_at.elapsed() > timeout_max {
                 // A round trip to each voter: once per election timeout is enough.
                 stepped_down = Some(Instant::now());
-                quorum_without_leader(&node, &m.membership_config).await
+                quorum_without_leader(&cluster).await
             } else {
                 false
             };
             if resume {
                 stepped_down = None;
-                if !node.is_retired() {
-                    node.raft.runtime_config().elect(true);
+                if !cluster.is_retired() {
+                    cluster.raft().runtime_config().elect(true);
                 }
             }
         }
@@ -92,7 +98,7 @@ pub async fn step_down_without_quorum(node: Arc<Node>, shutdown: Shutdown) {
         if silent_since.get_or_insert_with(Instant::now).elapsed() < timeout_max {
             continue;
         }
-        if step_down(&node, m.current_term, silent).await {
+        if step_down(&cluster, m.current_term, silent).await {
             leader_since = None;
             silent_since = None;
             stepped_down = Some(Instant::now());
@@ -103,26 +109,31 @@ pub async fn step_down_without_quorum(node: Arc<Node>, shutdown: Shutdown) {
 /// Whether this node and the voters that answer make a majority, and none of them follows a
 /// leader. A voter that does is about to be reached by that leader, which is better than an
 /// election.
-async fn quorum_without_leader(node: &Node, membership: &crate::raft::Membership) -> bool {
-    let voters: Vec<_> = membership.membership().voter_ids().collect();
-    let asks = voters.iter().filter(|id| **id != node.id).filter_map(|id| {
-        let addr = membership.membership().get_node(id)?.admin_addr.clone();
-        Some(async move { crate::admin::leader_seen_by(node, &addr).await })
-    });
+async fn quorum_without_leader(cluster: &Cluster) -> bool {
+    let members = cluster.members();
+    let voters: Vec<_> = members.voters().collect();
+    let asks = voters
+        .iter()
+        .filter(|id| **id != cluster.id())
+        .filter_map(|id| {
+            let addr = members.get(*id)?.raft_addr.clone();
+            Some(async move { cluster.leader_seen_by(&addr, PROBE_TIMEOUT).await })
+        });
     let answers: Vec<Option<bool>> = futures::future::join_all(asks).await;
     if answers.contains(&Some(true)) {
         return false;
     }
     let answered = answers.iter().filter(|a| a.is_some()).count();
-    answered + usize::from(voters.contains(&node.id)) > voters.len() / 2
+    answered + usize::from(voters.contains(&cluster.id())) > voters.len() / 2
 }
 
 /// Returns whether openraft took the vote; if not (its lease still runs), the next tick retries.
-async fn step_down(node: &Node, term: u64, silent: Duration) -> bool {
-    let last_log = node.raft.data_metrics().borrow().last_log;
-    node.raft.runtime_config().elect(false);
+async fn step_down(cluster: &Cluster, term: u64, silent: Duration) -> bool {
+    let raft = cluster.raft();
+    let last_log = raft.data_metrics().borrow().last_log;
+    raft.runtime_config().elect(false);
     let request = VoteRequest::new(Vote::new(term + 1, NOBODY), last_log);
-    match node.raft.vote(request).await {
+    match raft.vote(request).await {
         Ok(reply) if reply.vote_granted => {
             metrics::counter!("fepha_raft_quorum_lost_total").increment(1);
             tracing::warn!(
@@ -132,8 +143,8 @@ async fn step_down(node: &Node, term: u64, silent: Duration) -> bool {
             true
         }
         Ok(_) => {
-            if !node.is_retired() {
-                node.raft.runtime_config().elect(true);
+            if !cluster.is_retired() {
+                raft.runtime_config().elect(true);
             }
             false
         }

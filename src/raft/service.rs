@@ -7,22 +7,18 @@ use tonic::{Request, Response, Status};
 use std::sync::Arc;
 
 use super::{Raft, TypeConfig};
-use crate::node::Node;
 use crate::proto::raft::raft_server::Raft as RaftRpc;
 use crate::proto::raft::{RaftPayload, SnapshotChunk};
 use crate::tls::{PeerInfo, PeerRole, TrustStore};
 
 pub struct RaftService {
     raft: Raft,
-    node: Arc<Node>,
+    trust: Arc<dyn TrustStore>,
 }
 
 impl RaftService {
-    pub fn new(node: Arc<Node>) -> RaftService {
-        RaftService {
-            raft: node.raft.clone(),
-            node,
-        }
+    pub fn new(raft: Raft, trust: Arc<dyn TrustStore>) -> RaftService {
+        RaftService { raft, trust }
     }
 
     /// Only nodes speak Raft, and a certificate revoked while its connection was open is
@@ -33,7 +29,7 @@ impl RaftService {
             .get::<PeerInfo>()
             .and_then(|p| p.fingerprint.as_ref())
             .ok_or_else(|| Status::unauthenticated("Raft needs a node certificate"))?;
-        match self.node.trust.role_of(fingerprint) {
+        match self.trust.role_of(fingerprint) {
             Some(PeerRole::Node) => Ok(()),
             Some(PeerRole::Operator) => Err(Status::permission_denied(
                 "an operator certificate cannot speak Raft",

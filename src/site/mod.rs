@@ -3,6 +3,7 @@
 //! proposed, and every node applies it at the same log index.
 
 mod diff;
+mod forwarding;
 mod validate;
 
 #[cfg(test)]
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 pub use diff::{Change, diff};
+pub use forwarding::DEFAULT_GROUP;
 pub use validate::{Issue, parse};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -287,7 +287,7 @@ impl Checker {
                     format!("{ca} is reserved (0: unused, 65535: broadcast)"),
                 );
             }
-            if let Err(e) = crate::forwarder::link_params(fwd).and_then(|p| {
+            if let Err(e) = fwd.link_params().and_then(|p| {
                 p.validate().map_err(|e| e.to_string()).and(
                     (fwd.queue > 0)
                         .then_some(())

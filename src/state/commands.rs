@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::points::Value;
-use crate::raft::NodeId;
+use crate::ids::NodeId;
 
 /// Finished commands kept for `point write` and the forwarder to read their outcome.
 pub const FINISHED_KEPT: usize = 1000;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::raft::NodeId;
+use crate::ids::NodeId;
 
 /// A group's key: `forwarder/group`.
 pub fn group_key(forwarder: &str, group: &str) -> String {

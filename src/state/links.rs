@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use super::ownership::Ownership;
 use super::points::{Batch, Change, Points, Quality, Value};
-use crate::raft::NodeId;
+use crate::ids::NodeId;
 
 /// `<rtu>.link`: on while any node reaches the RTU.
 pub fn combined_id(rtu: &str) -> String {

@@ -12,11 +12,8 @@ pub mod trust;
 
 use std::collections::VecDeque;
 
-use openraft::LogId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-use crate::raft::{NodeId, TypeConfig};
 
 /// How many past configuration versions are remembered (their digests, not their text).
 pub const CONFIG_HISTORY_LEN: usize = 1000;
@@ -113,8 +110,10 @@ pub fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-impl fepha_storage::AppState<TypeConfig> for SiteState {
-    fn apply(&mut self, log_id: &LogId<NodeId>, data: &Request) -> Response {
+impl SiteState {
+    /// Applies the entry at log `index`. Deterministic: every node applies the same entries in
+    /// the same order and reaches the same state.
+    pub fn apply(&mut self, index: u64, data: &Request) -> Response {
         match data {
             Request::ApplyConfig {
                 text,
@@ -125,7 +124,7 @@ impl fepha_storage::AppState<TypeConfig> for SiteState {
                 self.history.push_back(ConfigSummary {
                     version,
                     sha256: sha256.clone(),
-                    log_index: log_id.index,
+                    log_index: index,
                     applied_at_ms: *applied_at_ms,
                     bytes: text.len() as u64,
                 });
@@ -145,7 +144,7 @@ impl fepha_storage::AppState<TypeConfig> for SiteState {
                         .forwarders
                         .iter()
                         .flat_map(|f| {
-                            crate::forwarder::group_names(f)
+                            f.group_names()
                                 .into_iter()
                                 .map(|g| forwarding::group_key(f.name.get_ref(), &g))
                         })
@@ -156,7 +155,7 @@ impl fepha_storage::AppState<TypeConfig> for SiteState {
                     version,
                     text: text.clone(),
                     sha256: sha256.clone(),
-                    log_index: log_id.index,
+                    log_index: index,
                     applied_at_ms: *applied_at_ms,
                 });
                 Response::ConfigApplied { version, sha256 }
@@ -164,7 +163,7 @@ impl fepha_storage::AppState<TypeConfig> for SiteState {
             Request::Trust(command) => Response::Trust(self.trust.apply(command)),
             Request::Ownership(command) => {
                 let before = self.ownership.epochs_owned();
-                let result = self.ownership.apply(log_id.index, command);
+                let result = self.ownership.apply(index, command);
                 // Renewals carry the leader's clock; other commands reuse the last time seen.
                 if let ownership::OwnershipCommand::Renew { now_ms, .. } = command {
                     self.ownership_ms = self.ownership_ms.max(*now_ms);
@@ -256,21 +255,14 @@ impl SiteState {
 
 #[cfg(test)]
 mod tests {
-    use fepha_storage::AppState;
-    use openraft::CommittedLeaderId;
-
     use super::*;
-
-    fn log_id(index: u64) -> LogId<NodeId> {
-        LogId::new(CommittedLeaderId::new(1, 1), index)
-    }
 
     #[test]
     fn versions_grow_and_history_is_bounded() {
         let mut s = SiteState::default();
         for i in 1..=(CONFIG_HISTORY_LEN as u64 + 5) {
             let r = s.apply(
-                &log_id(i),
+                i,
                 &Request::ApplyConfig {
                     text: format!("v{i}"),
                     applied_at_ms: i,

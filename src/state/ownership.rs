@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::raft::NodeId;
+use crate::ids::NodeId;
 
 /// A node's standing claim to its leases, renewed through the leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

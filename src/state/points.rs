@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::raft::NodeId;
+use crate::ids::NodeId;
 
 /// Events kept for masters that reconnect; the oldest go first.
 pub const EVENTS_KEPT: usize = 100_000;

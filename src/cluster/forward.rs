@@ -1,0 +1,149 @@
+//! A node's own requests on their way to the leader when this node does not lead: the peer
+//! service's client side, over mutual TLS to the leader's raft address.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::Channel;
+
+use super::{Cluster, ClusterError, Renewal, Written};
+use crate::proto::peer::peer_client::PeerClient;
+use crate::proto::peer::{LeaderRequest, PeerPayload};
+use crate::state::Request;
+use crate::tls::{Identity, TrustStore};
+
+/// No forwarded call may hold its caller longer: the batcher and the session loop retry.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Channels to the other nodes' peer services, kept open between calls: forwarding each
+/// write over a fresh connection would add a TCP, TLS and HTTP/2 handshake to every write.
+pub struct PeerPool {
+    identity: Identity,
+    trust: Arc<dyn TrustStore>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl PeerPool {
+    pub fn new(identity: Identity, trust: Arc<dyn TrustStore>) -> PeerPool {
+        PeerPool {
+            identity,
+            trust,
+            channels: Mutex::default(),
+        }
+    }
+
+    /// A client for the node at `raft_addr`. The channel connects lazily and reconnects by
+    /// itself; a dead node shows up as a failed call.
+    pub fn get(&self, raft_addr: &str) -> Result<PeerClient<Channel>, String> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(channel) = channels.get(raft_addr) {
+            return Ok(PeerClient::new(channel.clone()));
+        }
+        let channel = crate::tls::endpoint(raft_addr, Some(&self.identity), self.trust.clone())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(CALL_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(raft_addr.to_owned(), channel.clone());
+        Ok(PeerClient::new(channel))
+    }
+
+    /// Drops the channels to addresses not in `keep` (nodes that left or were revoked).
+    pub fn retain(&self, keep: &BTreeSet<String>) {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        channels.retain(|addr, _| keep.contains(addr));
+    }
+}
+
+pub(super) enum Route {
+    Local,
+    Leader(Leader),
+}
+
+pub(super) struct Leader {
+    name: String,
+    client: PeerClient<Channel>,
+}
+
+impl Cluster {
+    /// Where this node's own request goes now.
+    pub(super) async fn route(&self) -> Result<Route, ClusterError> {
+        if !self.is_initialised().await? {
+            return Err(ClusterError::NotInitialised);
+        }
+        let Some(leader) = self.leader() else {
+            return Err(ClusterError::NoLeader);
+        };
+        if leader == self.id() {
+            return Ok(Route::Local);
+        }
+        let members = self.members();
+        let info = members.get(leader).ok_or(ClusterError::NoLeader)?;
+        let client = self
+            .peers()
+            .get(&info.raft_addr)
+            .map_err(|message| ClusterError::Leader {
+                leader: info.name.clone(),
+                message,
+            })?;
+        Ok(Route::Leader(Leader {
+            name: info.name.clone(),
+            client,
+        }))
+    }
+
+    /// Asks the node at `raft_addr` whether it follows a leader; None if it does not answer
+    /// within `timeout`.
+    pub async fn leader_seen_by(&self, raft_addr: &str, timeout: Duration) -> Option<bool> {
+        let mut client = self.peers().get(raft_addr).ok()?;
+        let call = client.leader(LeaderRequest {});
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(reply)) => Some(reply.into_inner().has_leader),
+            _ => None,
+        }
+    }
+}
+
+pub(super) async fn write(leader: &mut Leader, request: &Request) -> Result<Written, ClusterError> {
+    let reply = leader.client.write(encode(request)?).await;
+    let (index, response) = decode(&leader.name, reply)?;
+    Ok(Written { index, response })
+}
+
+pub(super) async fn renew(leader: &mut Leader, renewal: &Renewal) -> Result<u64, ClusterError> {
+    let reply = leader.client.renew(encode(renewal)?).await;
+    decode(&leader.name, reply)
+}
+
+fn encode<Q: Serialize>(request: &Q) -> Result<PeerPayload, ClusterError> {
+    serde_json::to_vec(request)
+        .map(|json| PeerPayload { json })
+        .map_err(|e| ClusterError::Codec(format!("cannot encode the request: {e}")))
+}
+
+fn decode<A: DeserializeOwned>(
+    leader: &str,
+    reply: Result<tonic::Response<PeerPayload>, tonic::Status>,
+) -> Result<A, ClusterError> {
+    let reply = reply.map_err(|s| from_status(leader, s))?;
+    serde_json::from_slice(&reply.into_inner().json)
+        .map_err(|e| ClusterError::Codec(format!("the leader's reply does not decode: {e}")))
+}
+
+/// What the leader's peer service answered, back as the error it stood for.
+fn from_status(leader: &str, s: tonic::Status) -> ClusterError {
+    use tonic::Code;
+    match s.code() {
+        Code::PermissionDenied | Code::InvalidArgument | Code::FailedPrecondition => {
+            ClusterError::Refused(s.message().to_owned())
+        }
+        _ => ClusterError::Leader {
+            leader: leader.to_owned(),
+            message: format!("{:?}: {}", s.code(), s.message()),
+        },
+    }
+}

@@ -1,0 +1,171 @@
+//! The node-to-node service (`proto/peer.proto`), served beside Raft on the raft address:
+//! the leader's side of other nodes' session renewals and own writes, and the answer to
+//! "do you follow a leader?". Only member nodes may call it, each in its own name.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::{Request, Response, Status};
+
+use crate::cluster::{Cluster, ClusterError, Renewal};
+use crate::ids::NodeId;
+use crate::proto::peer::peer_server::Peer;
+use crate::proto::peer::{LeaderReply, LeaderRequest, PeerPayload};
+use crate::state::Request as LogRequest;
+use crate::state::commands::CommandOp;
+use crate::state::forwarding::ForwardingOp;
+use crate::tls::{PeerInfo, PeerRole, TrustStore};
+
+pub struct PeerService {
+    cluster: Cluster,
+    trust: Arc<dyn TrustStore>,
+}
+
+impl PeerService {
+    pub fn new(cluster: Cluster, trust: Arc<dyn TrustStore>) -> PeerService {
+        PeerService { cluster, trust }
+    }
+
+    /// The member id of the calling node; a certificate revoked while its connection was
+    /// open is refused from the next call on.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Option<NodeId>, Status> {
+        let fingerprint = request
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.fingerprint.as_ref())
+            .ok_or_else(|| Status::unauthenticated("only a node may make this call"))?;
+        match self.trust.role_of(fingerprint) {
+            Some(PeerRole::Node) => {}
+            Some(PeerRole::Operator) => {
+                return Err(Status::permission_denied("only a node may make this call"));
+            }
+            None => {
+                return Err(Status::unauthenticated(format!(
+                    "certificate {fingerprint} is not trusted"
+                )));
+            }
+        }
+        Ok(self
+            .cluster
+            .members()
+            .by_fingerprint(fingerprint.as_str())
+            .map(|(id, _)| id))
+    }
+}
+
+/// What a node may write for itself; configuration, trust and ownership go other ways.
+fn node_may_write(request: &LogRequest) -> bool {
+    matches!(
+        request,
+        LogRequest::Points(_) | LogRequest::Command(_) | LogRequest::Forwarding(_)
+    )
+}
+
+/// The nodes in whose name `request` writes.
+fn claims(request: &LogRequest) -> Vec<NodeId> {
+    match request {
+        LogRequest::Points(batches) => batches.iter().map(|b| b.node).collect(),
+        LogRequest::Command(CommandOp::Start { node, .. }) => vec![*node],
+        LogRequest::Forwarding(ForwardingOp::Acked { node, .. }) => vec![*node],
+        LogRequest::Forwarding(
+            ForwardingOp::Claim { holder, .. } | ForwardingOp::Release { holder, .. },
+        ) => vec![holder.node],
+        _ => Vec::new(),
+    }
+}
+
+fn decode<T: DeserializeOwned>(payload: PeerPayload, what: &str) -> Result<T, Status> {
+    serde_json::from_slice(&payload.json)
+        .map_err(|e| Status::invalid_argument(format!("not a {what}: {e}")))
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Response<PeerPayload>, Status> {
+    serde_json::to_vec(value)
+        .map(|json| Response::new(PeerPayload { json }))
+        .map_err(|e| Status::internal(format!("cannot encode the reply: {e}")))
+}
+
+/// A leader that cannot do it says why in the caller's terms; the caller retries.
+fn status(e: ClusterError) -> Status {
+    match e {
+        ClusterError::Refused(m) => Status::failed_precondition(m),
+        ClusterError::Membership(m) => Status::failed_precondition(m),
+        other => Status::unavailable(other.to_string()),
+    }
+}
+
+/// Counts every peer call by method and outcome.
+fn counted<T>(method: &'static str, result: Result<T, Status>) -> Result<T, Status> {
+    let code = match &result {
+        Ok(_) => "ok".to_string(),
+        Err(s) => format!("{:?}", s.code()).to_lowercase(),
+    };
+    metrics::counter!("fepha_peer_requests_total", "method" => method, "code" => code).increment(1);
+    result
+}
+
+impl PeerService {
+    async fn write(&self, request: Request<PeerPayload>) -> Result<Response<PeerPayload>, Status> {
+        let writer = self.caller(&request)?;
+        let request: LogRequest = decode(request.into_inner(), "log request")?;
+        if !node_may_write(&request) {
+            return Err(Status::permission_denied(
+                "a node writes only point batches, commands and forwarding positions",
+            ));
+        }
+        if claims(&request).iter().any(|n| Some(*n) != writer) {
+            return Err(Status::permission_denied(
+                "a node writes point changes and commands in its own name only",
+            ));
+        }
+        // Never forwarded again: if leadership moved meanwhile, the writer retries.
+        if !self.cluster.is_leader() {
+            return Err(Status::unavailable(
+                ClusterError::LeadershipMoving.to_string(),
+            ));
+        }
+        let written = self.cluster.propose_here(request).await.map_err(status)?;
+        reply(&(written.index, written.response))
+    }
+
+    async fn renew(&self, request: Request<PeerPayload>) -> Result<Response<PeerPayload>, Status> {
+        let caller = self.caller(&request)?;
+        let renewal: Renewal = decode(request.into_inner(), "session renewal")?;
+        if caller != Some(renewal.node) {
+            return Err(Status::permission_denied(
+                "a node renews its own session only",
+            ));
+        }
+        if !self.cluster.is_leader() {
+            return Err(Status::unavailable(
+                ClusterError::LeadershipMoving.to_string(),
+            ));
+        }
+        let index = self.cluster.renew_here(renewal).await.map_err(status)?;
+        reply(&index)
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn renew(&self, request: Request<PeerPayload>) -> Result<Response<PeerPayload>, Status> {
+        counted("renew", PeerService::renew(self, request).await)
+    }
+
+    async fn write(&self, request: Request<PeerPayload>) -> Result<Response<PeerPayload>, Status> {
+        counted("write", PeerService::write(self, request).await)
+    }
+
+    async fn leader(
+        &self,
+        request: Request<LeaderRequest>,
+    ) -> Result<Response<LeaderReply>, Status> {
+        let result = self.caller(&request).map(|_| {
+            Response::new(LeaderReply {
+                has_leader: self.cluster.leader().is_some(),
+            })
+        });
+        counted("leader", result)
+    }
+}
