@@ -36,7 +36,7 @@ pub struct SiteInfo {
     pub name: Spanned<String>,
 }
 
-/// Lease and batching timers (see DESIGN.md, "Leases and failover" and "Data path").
+/// Lease and batching timers (see docs/architecture.md, "The lease protocol").
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timers {
