@@ -56,9 +56,7 @@ fn layer(module: &str) -> Option<f64> {
     rules
         .iter()
         .filter(|(prefix, _)| {
-            prefix.is_empty()
-                || module == *prefix
-                || module.starts_with(&format!("{prefix}::"))
+            prefix.is_empty() || module == *prefix || module.starts_with(&format!("{prefix}::"))
         })
         .max_by_key(|(prefix, _)| prefix.len())
         .map(|(_, l)| *l)
@@ -73,7 +71,9 @@ fn top(module: &str) -> &str {
 /// Why the arrow from `from` to `to` (both module paths without `crate::`) is forbidden.
 fn violation(from: &str, to: &str) -> Option<String> {
     let (Some(lf), Some(lt)) = (layer(from), layer(to)) else {
-        return Some(format!("{from} or {to} has no layer: add it to tests/layers.rs"));
+        return Some(format!(
+            "{from} or {to} has no layer: add it to tests/layers.rs"
+        ));
     };
     if top(to) == "admin" && !["admin", "cli", "node"].contains(&top(from)) {
         return Some("only admin, cli and node may use crate::admin".into());
@@ -163,7 +163,11 @@ fn arrows(src: &Path, file: &Path, text: &str) -> Vec<(usize, String)> {
                         .filter(|s| !s.is_empty())
                         .collect()
                 } else {
-                    vec![rest.chars().take_while(|c| is_ident(*c) || *c == ':').collect()]
+                    vec![
+                        rest.chars()
+                            .take_while(|c| is_ident(*c) || *c == ':')
+                            .collect(),
+                    ]
                 };
                 for head in heads {
                     // `super::*` is how a test module reads what it tests.
@@ -210,12 +214,19 @@ fn every_arrow_points_down() {
         for (line, to) in arrows(&src, file, &text) {
             checked += 1;
             if let Some(why) = violation(&from, &to) {
-                let rel = file.strip_prefix(&src).unwrap_or(file).display().to_string();
+                let rel = file
+                    .strip_prefix(&src)
+                    .unwrap_or(file)
+                    .display()
+                    .to_string();
                 wrong.insert(format!("src/{rel}:{line}: {from} uses {to}: {why}"));
             }
         }
     }
-    assert!(checked > 200, "only {checked} arrows found: the reader is broken");
+    assert!(
+        checked > 200,
+        "only {checked} arrows found: the reader is broken"
+    );
     assert!(
         wrong.is_empty(),
         "forbidden arrows:\n{}",

@@ -21,11 +21,9 @@ pub async fn connections(cx: &Context, req: Iec104ConnectionsRequest) -> Iec104C
     }
     let others: Vec<(String, String)> = cx
         .cluster
-        .metrics()
-        .membership_config
-        .membership()
+        .members()
         .nodes()
-        .filter(|(id, _)| **id != cx.cluster.id())
+        .filter(|(id, _)| *id != cx.cluster.id())
         .map(|(_, n)| (n.name.clone(), n.admin_addr.clone()))
         .collect();
     let asks = others.into_iter().map(|(name, addr)| async move {

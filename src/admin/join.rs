@@ -90,15 +90,11 @@ pub async fn join(cx: &Context, req: JoinRequest) -> Result<JoinReply, Status> {
     )?;
     tracing::info!(peer, "trusted by the cluster; asking to be added");
     add_self(cx, &peer).await?;
-    let m = cx.cluster.metrics();
-    let leader = m
-        .current_leader
-        .and_then(|id| {
-            m.membership_config
-                .membership()
-                .get_node(&id)
-                .map(|n| n.name.clone())
-        })
+    let members = cx.cluster.members();
+    let leader = cx
+        .cluster
+        .leader()
+        .and_then(|id| members.get(id).map(|n| n.name.clone()))
         .unwrap_or_default();
     Ok(JoinReply {
         leader,

@@ -97,19 +97,18 @@ pub async fn add(
         req,
         |mut leader, req| async move { leader.add_member(req).await },
         |_| async move {
-            let metrics = cx.cluster.metrics();
-            let membership = metrics.membership_config.membership();
-            if let Some((id, _)) = membership
+            let members = cx.cluster.members();
+            if let Some((id, _)) = members
                 .nodes()
-                .find(|(id, n)| n.name == member.name && **id != member.id)
+                .find(|(id, n)| n.name == member.name && *id != member.id)
             {
                 return Err(Status::already_exists(format!(
                     "another node (id {id}) is already called {}",
                     member.name
                 )));
             }
-            if membership.voter_ids().any(|id| id == member.id) {
-                let index = metrics.last_applied.map_or(0, |l| l.index);
+            if members.is_voter(member.id) {
+                let index = cx.cluster.applied_index();
                 return Ok(AddMemberReply { log_index: index });
             }
             let info = FephaNode {
@@ -155,17 +154,15 @@ pub async fn remove(
         req,
         |mut leader, req| async move { leader.remove_member(req).await },
         |req| async move {
-            let metrics = cx.cluster.metrics();
-            let membership = metrics.membership_config.membership();
-            let Some((id, _)) = membership.nodes().find(|(_, n)| n.name == req.name) else {
+            let members = cx.cluster.members();
+            let Some((id, _)) = members.by_name(&req.name) else {
                 return Err(Status::not_found(format!(
                     "no member is called {}",
                     req.name
                 )));
             };
-            let id = *id;
-            let is_voter = membership.voter_ids().any(|v| v == id);
-            if is_voter && membership.voter_ids().all(|v| v == id) {
+            let is_voter = members.is_voter(id);
+            if is_voter && members.voters().all(|v| v == id) {
                 return Err(Status::failed_precondition(format!(
                     "{} is the last voter; a cluster cannot leave itself",
                     req.name
@@ -184,7 +181,7 @@ pub async fn remove(
                 .change_membership(change, false)
                 .await
                 .map_err(write_error)?;
-            if let Some(removed) = membership.get_node(&id) {
+            if let Some(removed) = members.get(id) {
                 let credentials = cx.peers.credentials().clone();
                 tokio::spawn(tell_retired(id, removed.admin_addr.clone(), credentials));
             }

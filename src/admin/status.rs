@@ -29,9 +29,9 @@ pub fn me(cx: &Context) -> Member {
 
 pub async fn status(cx: &Context, req: StatusRequest) -> StatusReply {
     let m = cx.cluster.metrics();
-    let membership = m.membership_config.membership().clone();
-    let initialised = m.membership_config.log_id().is_some() || membership.nodes().count() > 0;
-    let in_membership = membership.get_node(&cx.cluster.id()).is_some();
+    let membership = cx.cluster.members();
+    let initialised = membership.is_initialised();
+    let in_membership = membership.get(cx.cluster.id()).is_some();
     let state = match m.state {
         _ if !initialised => "uninitialised",
         _ if !in_membership || cx.cluster.is_retired() => "removed",
@@ -43,7 +43,7 @@ pub async fn status(cx: &Context, req: StatusRequest) -> StatusReply {
     };
     let leader = m
         .current_leader
-        .and_then(|id| membership.get_node(&id).map(|n| n.name.clone()));
+        .and_then(|id| membership.get(id).map(|n| n.name.clone()));
 
     let matched: BTreeMap<NodeId, Option<u64>> = match (&m.replication, req.local_only) {
         (Some(repl), _) => repl
@@ -61,9 +61,9 @@ pub async fn status(cx: &Context, req: StatusRequest) -> StatusReply {
         (None, true) => BTreeMap::new(),
     };
 
-    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    let voters: Vec<NodeId> = membership.voters().collect();
     let probes = membership.nodes().map(|(id, n)| {
-        let (id, addr) = (*id, n.admin_addr.clone());
+        let addr = n.admin_addr.clone();
         let local = id == cx.cluster.id() || req.local_only;
         async move { (id, local || probe(cx, &addr).await) }
     });
@@ -75,12 +75,12 @@ pub async fn status(cx: &Context, req: StatusRequest) -> StatusReply {
     let mut members: Vec<Member> = membership
         .nodes()
         .map(|(id, n)| Member {
-            id: *id,
+            id,
             name: n.name.clone(),
             role: n.role.to_string(),
-            voter: voters.contains(id),
-            reachable: reachable.get(id).copied().unwrap_or(false),
-            matched_index: matched.get(id).copied().flatten(),
+            voter: voters.contains(&id),
+            reachable: reachable.get(&id).copied().unwrap_or(false),
+            matched_index: matched.get(&id).copied().flatten(),
             raft_addr: n.raft_addr.clone(),
             admin_addr: n.admin_addr.clone(),
             fingerprint: n.fingerprint.clone(),
@@ -117,14 +117,7 @@ async fn probe(cx: &Context, addr: &str) -> bool {
 
 async fn leader_view(cx: &Context, leader: Option<NodeId>) -> Option<Vec<Member>> {
     let leader = leader.filter(|l| *l != cx.cluster.id())?;
-    let addr = cx
-        .cluster
-        .metrics()
-        .membership_config
-        .membership()
-        .get_node(&leader)?
-        .admin_addr
-        .clone();
+    let addr = cx.cluster.members().get(leader)?.admin_addr.clone();
     let call = async {
         let mut client = cx.peers.get(&addr).ok()?;
         let reply = client

@@ -43,9 +43,7 @@ async fn propose(cx: &Context, command: TrustCommand) -> Result<u64, Status> {
 /// Every node of the membership, with the fingerprint it joined with.
 fn cluster_nodes(cx: &Context) -> Vec<TrustedNode> {
     cx.cluster
-        .metrics()
-        .membership_config
-        .membership()
+        .members()
         .nodes()
         .map(|(_, n)| TrustedNode {
             name: n.name.clone(),
@@ -294,13 +292,11 @@ pub async fn revoke(
                     entry.name
                 )));
             }
-            let member = cx.cluster
-                .metrics()
-                .membership_config
-                .membership()
-                .nodes()
-                .find(|(_, n)| n.fingerprint == entry.fingerprint.as_str())
-                .map(|(id, _)| *id);
+            let member = cx
+                .cluster
+                .members()
+                .by_fingerprint(entry.fingerprint.as_str())
+                .map(|(id, _)| id);
             propose(
                 cx,
                 TrustCommand::Revoke {
@@ -310,12 +306,7 @@ pub async fn revoke(
             .await?;
             tracing::warn!(name = %entry.name, fingerprint = %entry.fingerprint, "certificate revoked");
             if let Some(id) = member {
-                let voter = cx.cluster
-                    .metrics()
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .any(|v| v == id);
+                let voter = cx.cluster.members().is_voter(id);
                 let change = if voter {
                     ChangeMembers::RemoveVoters(BTreeSet::from([id]))
                 } else {
