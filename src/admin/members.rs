@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::Context;
 use super::access::Caller;
-use super::route::{on_leader, write_error};
+use super::route::{cluster_status, on_leader, write_error};
 use crate::cluster::Cluster;
 use crate::config::Role;
 use crate::proto::admin::*;
@@ -44,8 +44,7 @@ pub async fn init(cx: &Context) -> Result<InitReply, Status> {
     loop {
         match cx
             .cluster
-            .raft()
-            .client_write(Request::Trust(TrustCommand::Add(entry.clone())))
+            .propose_here(Request::Trust(TrustCommand::Add(entry.clone())))
             .await
         {
             Ok(_) => return Ok(InitReply {}),
@@ -54,7 +53,7 @@ pub async fn init(cx: &Context) -> Result<InitReply, Status> {
                 tracing::debug!("waiting to lead the new cluster: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(e) => return Err(write_error(e)),
+            Err(e) => return Err(cluster_status(e)),
         }
     }
 }

@@ -3,7 +3,7 @@
 use tonic::Status;
 
 use super::Context;
-use super::route::{on_leader, write_error};
+use super::route::{cluster_status, on_leader};
 use crate::cluster::Cluster;
 use crate::proto::admin::*;
 use crate::site::Site;
@@ -29,17 +29,16 @@ pub async fn apply(cx: &Context, req: ConfigApplyRequest) -> Result<ConfigApplyR
             let changes = changes_from_applied(cx, &site);
             let written = cx
                 .cluster
-                .raft()
-                .client_write(Request::ApplyConfig {
+                .propose_here(Request::ApplyConfig {
                     text: req.text,
                     applied_at_ms: Cluster::now_ms(),
                 })
                 .await
-                .map_err(write_error)?;
-            match written.data {
+                .map_err(cluster_status)?;
+            match written.response {
                 Response::ConfigApplied { version, sha256 } => Ok(ConfigApplyReply {
                     version,
-                    log_index: written.log_id.index,
+                    log_index: written.index,
                     sha256,
                     changes,
                 }),

@@ -8,7 +8,7 @@ use tonic::Status;
 
 use super::Context;
 use super::access::Caller;
-use super::route::{on_leader, write_error};
+use super::route::{cluster_status, on_leader, write_error};
 use super::token::{JoinToken, TokenNode};
 use crate::cluster::Cluster;
 use crate::proto::admin::*;
@@ -29,12 +29,11 @@ fn parse_fingerprint(text: &str) -> Result<Fingerprint, Status> {
 async fn propose(cx: &Context, command: TrustCommand) -> Result<u64, Status> {
     let written = cx
         .cluster
-        .raft()
-        .client_write(Request::Trust(command))
+        .propose_here(Request::Trust(command))
         .await
-        .map_err(write_error)?;
-    match written.data {
-        Response::Trust(Ok(())) => Ok(written.log_id.index),
+        .map_err(cluster_status)?;
+    match written.response {
+        Response::Trust(Ok(())) => Ok(written.index),
         Response::Trust(Err(refusal)) => Err(Status::permission_denied(refusal.to_string())),
         other => Err(Status::internal(format!("unexpected reply {other:?}"))),
     }
