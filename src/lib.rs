@@ -2,24 +2,30 @@
 //!
 //! A few `fepha run` nodes form a Raft group (openraft over gRPC, stored in sled) that holds
 //! the site configuration and the membership; docs/architecture.md describes the layers.
+//!
+//! What other crates use (the command line, the codec, the generated protocol, the store's
+//! types, TLS and the admin client for the cluster tests) is public; the rest is the node's
+//! own, and `unreachable_pub` keeps it so.
 
-pub mod acquisition;
+#![warn(unreachable_pub)]
+
+mod acquisition;
 pub mod admin;
 pub mod cli;
-pub mod cluster;
+mod cluster;
 pub mod config;
-pub mod forwarder;
+mod forwarder;
 pub mod ids;
 pub mod iec104;
-pub mod lease;
-pub mod metrics;
+mod lease;
+mod metrics;
 pub mod node;
-pub mod peer;
+mod peer;
 pub mod proto;
 pub mod raft;
-pub mod shutdown;
-pub mod sim;
-pub mod site;
+mod shutdown;
+mod sim;
+mod site;
 pub mod state;
 pub mod tls;
 

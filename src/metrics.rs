@@ -12,7 +12,7 @@ pub struct MetricsError {
 }
 
 /// Installs the global recorder and returns the exporter's HTTP server, to be spawned.
-pub fn exporter(
+pub(crate) fn exporter(
     addr: SocketAddr,
 ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, MetricsError> {
     let err = |e: &dyn std::fmt::Display| MetricsError {
@@ -36,7 +36,7 @@ pub fn exporter(
 }
 
 /// Every gauge a node exports, with its help text.
-pub const GAUGES: &[(&str, &str)] = &[
+pub(crate) const GAUGES: &[(&str, &str)] = &[
     ("fepha_raft_term", "Current Raft term"),
     (
         "fepha_raft_last_log_index",
@@ -67,7 +67,7 @@ pub const GAUGES: &[(&str, &str)] = &[
 ];
 
 /// Every counter a node exports, with its help text.
-pub const COUNTERS: &[(&str, &str)] = &[
+pub(crate) const COUNTERS: &[(&str, &str)] = &[
     (
         "fepha_raft_metrics_updates_total",
         "Changes of openraft's metrics seen",

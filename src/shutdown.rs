@@ -9,17 +9,17 @@ pub struct Shutdown {
 }
 
 /// Held by whoever decides when the node stops.
-pub struct ShutdownTrigger {
+pub(crate) struct ShutdownTrigger {
     tx: watch::Sender<bool>,
 }
 
-pub fn channel() -> (ShutdownTrigger, Shutdown) {
+pub(crate) fn channel() -> (ShutdownTrigger, Shutdown) {
     let (tx, rx) = watch::channel(false);
     (ShutdownTrigger { tx }, Shutdown { rx })
 }
 
 impl ShutdownTrigger {
-    pub fn trigger(&self) {
+    pub(crate) fn trigger(&self) {
         self.tx.send_replace(true);
     }
 }
@@ -36,7 +36,7 @@ impl Shutdown {
 }
 
 /// Resolves on SIGTERM or SIGINT.
-pub async fn signal() -> std::io::Result<&'static str> {
+pub(crate) async fn signal() -> std::io::Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -48,7 +48,7 @@ pub async fn signal() -> std::io::Result<&'static str> {
 
 /// One part of a node: its tasks, and the signal that asks them to stop. The node stops its
 /// parts one after another, so a part can count on the parts below it until it has stopped.
-pub struct Part {
+pub(crate) struct Part {
     name: &'static str,
     trigger: ShutdownTrigger,
     signal: Shutdown,
@@ -56,7 +56,7 @@ pub struct Part {
 }
 
 impl Part {
-    pub fn new(name: &'static str) -> Part {
+    pub(crate) fn new(name: &'static str) -> Part {
         let (trigger, signal) = channel();
         Part {
             name,
@@ -67,17 +67,17 @@ impl Part {
     }
 
     /// What this part's tasks listen to.
-    pub fn signal(&self) -> Shutdown {
+    pub(crate) fn signal(&self) -> Shutdown {
         self.signal.clone()
     }
 
-    pub fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+    pub(crate) fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         self.tasks.spawn(task);
     }
 
     /// Asks the part's tasks to stop and waits up to `patience` for them; the ones still
     /// running then are aborted.
-    pub async fn stop(mut self, patience: std::time::Duration) {
+    pub(crate) async fn stop(mut self, patience: std::time::Duration) {
         self.trigger.trigger();
         let all = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(patience, all).await.is_err() {

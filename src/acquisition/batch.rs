@@ -18,20 +18,20 @@ use crate::state::{Request, Response};
 const QUEUE: usize = 1024;
 
 #[derive(Clone)]
-pub struct Batcher {
+pub(crate) struct Batcher {
     tx: mpsc::Sender<Batch>,
 }
 
 impl Batcher {
     /// Queues one poll round's changes of one RTU. Returns false once the node is stopping.
-    pub async fn send(&self, batch: Batch) -> bool {
+    pub(crate) async fn send(&self, batch: Batch) -> bool {
         self.tx.send(batch).await.is_ok()
     }
 }
 
 /// Starts the writer. It ends once every [`Batcher`] is gone and what they sent is written,
 /// or once `give_up` is triggered.
-pub fn start(cluster: Cluster, give_up: Shutdown) -> (Batcher, JoinHandle<()>) {
+pub(crate) fn start(cluster: Cluster, give_up: Shutdown) -> (Batcher, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
     (Batcher { tx }, tokio::spawn(run(cluster, rx, give_up)))
 }

@@ -6,13 +6,13 @@ use crate::site::{Format, Point, PointKind, Table, WordOrder};
 use crate::state::points::Value;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Write {
+pub(crate) enum Write {
     Coil { address: u16, value: bool },
     Registers { address: u16, values: Vec<u16> },
 }
 
 #[derive(Debug, Clone, PartialEq, Error)]
-pub enum CommandError {
+pub(crate) enum CommandError {
     #[error("{0:?} points are read, not commanded")]
     NotACommand(PointKind),
     #[error("a {kind:?} point cannot be written in the {table:?} table")]
@@ -39,7 +39,7 @@ pub enum CommandError {
     Number(String),
 }
 
-pub fn encode(point: &Point, value: &Value) -> Result<Write, CommandError> {
+pub(crate) fn encode(point: &Point, value: &Value) -> Result<Write, CommandError> {
     let (kind, table) = (*point.kind.get_ref(), *point.table.get_ref());
     let wanted = match kind {
         PointKind::SingleCommand | PointKind::DoubleCommand => Table::Coil,
@@ -117,7 +117,7 @@ const DOUBLE_WORDS: &str = "on, off, close, open";
 
 /// What an operator typed for `fepha point write POINT VALUE`. A setpoint is also checked
 /// against its format here, so that a value the device cannot hold is refused at once.
-pub fn parse_value(point: &Point, text: &str) -> Result<Value, CommandError> {
+pub(crate) fn parse_value(point: &Point, text: &str) -> Result<Value, CommandError> {
     let kind = *point.kind.get_ref();
     let word = text.trim().to_ascii_lowercase();
     let unknown = |accepted| CommandError::Word {

@@ -9,7 +9,7 @@ use crate::cluster::{Cluster, ClusterError, CommandOutcome, NewCommand};
 use crate::site::PointKind;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ControlError {
+pub(crate) enum ControlError {
     #[error("no site configuration applied")]
     NoSite,
     #[error("no point {0:?}")]
@@ -23,7 +23,7 @@ pub enum ControlError {
 }
 
 /// Writes `text` (as an operator types it) to the command point `point`.
-pub async fn write_point(
+pub(crate) async fn write_point(
     cluster: &Cluster,
     point: &str,
     text: &str,

@@ -7,7 +7,7 @@ use crate::site::{Format, Point, PointKind, Table, WordOrder};
 use crate::state::points::Value;
 
 #[derive(Debug, Clone, PartialEq, Error)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     #[error("no data for {table:?} address {address}")]
     Missing { table: Table, address: u16 },
     #[error("the value is not a finite number")]
@@ -28,7 +28,7 @@ enum Raw {
     Float(f32),
 }
 
-pub fn decode(point: &Point, image: &Image) -> Result<Value, DecodeError> {
+pub(crate) fn decode(point: &Point, image: &Image) -> Result<Value, DecodeError> {
     let (kind, table) = (*point.kind.get_ref(), *point.table.get_ref());
     match kind {
         PointKind::Single if table.is_bits() => {
@@ -135,7 +135,7 @@ fn word(image: &Image, table: Table, address: u16) -> Result<u16, DecodeError> {
 /// that a slow drift adds up until it crosses the deadband): None if not, else whether it is
 /// an event. Counters are reported on every change but never as events: masters interrogate
 /// them.
-pub fn change(point: &Point, last: Option<&Value>, new: &Value) -> Option<bool> {
+pub(crate) fn change(point: &Point, last: Option<&Value>, new: &Value) -> Option<bool> {
     let report = match (last, new) {
         (None, _) => true,
         (Some(Value::Measured(last)), Value::Measured(new)) => {

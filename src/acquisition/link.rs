@@ -13,7 +13,7 @@ use super::reads::{Data, Read};
 use crate::site::Table;
 
 #[derive(Debug, thiserror::Error)]
-pub enum LinkError {
+pub(crate) enum LinkError {
     #[error("endpoint {0:?} does not resolve")]
     Resolve(String),
     #[error("connect to {endpoint}: {source}")]
@@ -42,7 +42,7 @@ async fn resolve(endpoint: &str) -> Result<SocketAddr, LinkError> {
 }
 
 /// A TCP connection from `source` (when the node config names one), within `timeout`.
-pub async fn connect(
+pub(crate) async fn connect(
     endpoint: &str,
     source: Option<IpAddr>,
     timeout: Duration,
@@ -73,7 +73,7 @@ pub async fn connect(
 }
 
 /// Whether a standby's idle connection is still open: the device has not closed it.
-pub fn still_open(stream: &TcpStream) -> bool {
+pub(crate) fn still_open(stream: &TcpStream) -> bool {
     let mut byte = [0u8; 1];
     match stream.try_read(&mut byte) {
         // Closed by the device (or it sent something unasked, which a live device may do).
@@ -84,14 +84,13 @@ pub fn still_open(stream: &TcpStream) -> bool {
 }
 
 /// A Modbus TCP session with one endpoint.
-pub struct Session {
-    pub endpoint: String,
+pub(crate) struct Session {
     context: Context,
     timeout: Duration,
 }
 
 impl Session {
-    pub async fn open(
+    pub(crate) async fn open(
         endpoint: &str,
         source: Option<IpAddr>,
         unit_id: u8,
@@ -99,13 +98,12 @@ impl Session {
     ) -> Result<Session, LinkError> {
         let stream = connect(endpoint, source, timeout).await?;
         Ok(Session {
-            endpoint: endpoint.to_owned(),
             context: tokio_modbus::client::tcp::attach_slave(stream, Slave(unit_id)),
             timeout,
         })
     }
 
-    pub async fn read(&mut self, read: Read) -> Result<Data, LinkError> {
+    pub(crate) async fn read(&mut self, read: Read) -> Result<Data, LinkError> {
         let ctx = &mut self.context;
         let (start, count) = (read.start, read.count);
         let answer = tokio::time::timeout(self.timeout, async {
@@ -130,7 +128,7 @@ impl Session {
         answer.map_err(LinkError::Exception)
     }
 
-    pub async fn write(&mut self, write: &Write) -> Result<(), LinkError> {
+    pub(crate) async fn write(&mut self, write: &Write) -> Result<(), LinkError> {
         let ctx = &mut self.context;
         let answer = tokio::time::timeout(self.timeout, async {
             match write {

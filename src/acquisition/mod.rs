@@ -2,13 +2,13 @@
 //! links they use, the batcher that carries their changes into the log, and `point write`'s
 //! checks (`control`). Witnesses do none of it.
 
-pub mod batch;
-pub mod command;
-pub mod control;
-pub mod decode;
-pub mod link;
-pub mod reads;
-pub mod rtu;
+pub(crate) mod batch;
+pub(crate) mod command;
+pub(crate) mod control;
+pub(crate) mod decode;
+pub(crate) mod link;
+pub(crate) mod reads;
+pub(crate) mod rtu;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -23,7 +23,7 @@ use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::site::{Point, Rtu};
 
 /// What the RTU tasks use.
-pub struct Field {
+pub(crate) struct Field {
     pub cluster: Cluster,
     /// This node's own lease clock: no field I/O once it has run out.
     pub own: Arc<OwnLease>,
@@ -60,7 +60,7 @@ impl Running {
 
 /// Starts and stops RTU tasks as the applied configuration changes, until shutdown; then
 /// stops them, and the batcher after them.
-pub async fn run(field: Arc<Field>, shutdown: Shutdown) {
+pub(crate) async fn run(field: Arc<Field>, shutdown: Shutdown) {
     let (give_up, batcher_stop) = shutdown::channel();
     let (batcher, writer) = batch::start(field.cluster.clone(), batcher_stop);
     let stop = shutdown.wait();

@@ -17,7 +17,7 @@ const GAP_REGISTERS: u32 = 8;
 const ADDRESS_END: u32 = 0x1_0000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Read {
+pub(crate) struct Read {
     pub table: Table,
     pub start: u16,
     pub count: u16,
@@ -43,7 +43,7 @@ struct Span {
 /// The reads that cover every monitored point, as few as the gap and size rules allow,
 /// ordered by table then start. A point's addresses always lie inside one read, so that a
 /// 32-bit value or the two bits of a double indication come from the same answer.
-pub fn plan(points: &[&Point]) -> Vec<Read> {
+pub(crate) fn plan(points: &[&Point]) -> Vec<Read> {
     let mut spans: Vec<Span> = points
         .iter()
         .filter(|p| !p.kind.get_ref().is_command())
@@ -119,20 +119,20 @@ fn rank(table: Table) -> u8 {
 
 /// What a device answered to one read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Data {
+pub(crate) enum Data {
     Bits(Vec<bool>),
     Registers(Vec<u16>),
 }
 
 /// The answers of one poll round.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Image {
+pub(crate) struct Image {
     answers: Vec<(Read, Data)>,
 }
 
 impl Image {
     /// Records the answer to `read`, replacing an earlier answer to the same read.
-    pub fn insert(&mut self, read: Read, data: Data) {
+    pub(crate) fn insert(&mut self, read: Read, data: Data) {
         match self.answers.iter_mut().find(|(r, _)| *r == read) {
             Some(answer) => answer.1 = data,
             None => self.answers.push((read, data)),
@@ -141,7 +141,7 @@ impl Image {
 
     /// Values past what was asked (bit answers come padded to whole bytes) and values the
     /// device did not send are both treated as absent.
-    pub fn bit(&self, table: Table, addr: u16) -> Option<bool> {
+    pub(crate) fn bit(&self, table: Table, addr: u16) -> Option<bool> {
         self.answers.iter().find_map(|(read, data)| match data {
             Data::Bits(bits) => bits.get(read.index(table, addr, 1)?).copied(),
             Data::Registers(_) => None,
@@ -150,7 +150,7 @@ impl Image {
 
     /// The `n` registers from `addr`, only if one answer holds them all: registers from two
     /// answers could tear a value the device changed in between.
-    pub fn registers(&self, table: Table, addr: u16, n: u16) -> Option<Vec<u16>> {
+    pub(crate) fn registers(&self, table: Table, addr: u16, n: u16) -> Option<Vec<u16>> {
         self.answers.iter().find_map(|(read, data)| match data {
             Data::Registers(words) => {
                 let i = read.index(table, addr, n)?;

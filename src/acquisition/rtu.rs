@@ -27,7 +27,7 @@ use crate::state::points::{Batch, Change, Quality, Value};
 /// An endpoint by channel and position.
 type Endpoint = (usize, usize);
 
-pub struct RtuTask {
+pub(crate) struct RtuTask {
     field: Arc<Field>,
     rtu: Rtu,
     /// Points that are read, and points that are commanded.
@@ -51,7 +51,12 @@ pub struct RtuTask {
 }
 
 impl RtuTask {
-    pub fn new(field: Arc<Field>, rtu: Rtu, points: Vec<Point>, batcher: Batcher) -> RtuTask {
+    pub(crate) fn new(
+        field: Arc<Field>,
+        rtu: Rtu,
+        points: Vec<Point>,
+        batcher: Batcher,
+    ) -> RtuTask {
         let (commanded, monitored): (Vec<Point>, Vec<Point>) = points
             .into_iter()
             .partition(|p| p.kind.get_ref().is_command());
@@ -86,7 +91,7 @@ impl RtuTask {
 
     /// Polls (or stands by) until `stop`. A command it has started is finished first: the
     /// task only stops between steps, never while it has a command on the device.
-    pub async fn run(mut self, stop: Shutdown) {
+    pub(crate) async fn run(mut self, stop: Shutdown) {
         let poll = Duration::from_millis((*self.rtu.poll_interval_ms.get_ref()).max(10));
         let mut changes = self.field.cluster.raft().metrics();
         let mut next_poll = Instant::now();

@@ -8,7 +8,7 @@ use super::Context;
 use crate::tls::{Fingerprint, PeerInfo, PeerRole, TrustStore};
 
 #[derive(Debug, Clone)]
-pub enum Caller {
+pub(super) enum Caller {
     /// TLS without a client certificate: a node asking to join.
     Anonymous,
     Node(Fingerprint),
@@ -16,7 +16,7 @@ pub enum Caller {
 }
 
 impl Caller {
-    pub fn of<T>(cx: &Context, request: &Request<T>) -> Result<Caller, Status> {
+    pub(super) fn of<T>(cx: &Context, request: &Request<T>) -> Result<Caller, Status> {
         let fingerprint = request
             .extensions()
             .get::<PeerInfo>()
@@ -36,7 +36,7 @@ impl Caller {
     }
 
     /// A node or an operator.
-    pub fn trusted(&self) -> Result<(), Status> {
+    pub(super) fn trusted(&self) -> Result<(), Status> {
         match self {
             Caller::Anonymous => Err(Status::unauthenticated(
                 "this call needs a trusted certificate; without one a node can only ask to join",
@@ -45,7 +45,7 @@ impl Caller {
         }
     }
 
-    pub fn node(&self) -> Result<&Fingerprint, Status> {
+    pub(super) fn node(&self) -> Result<&Fingerprint, Status> {
         match self {
             Caller::Node(f) => Ok(f),
             Caller::Operator(_) => Err(Status::permission_denied("only a node may make this call")),
@@ -54,7 +54,7 @@ impl Caller {
     }
 
     /// A request marked as forwarded comes from a node, or is refused.
-    pub fn may_send(&self, forwarded: bool) -> Result<(), Status> {
+    pub(super) fn may_send(&self, forwarded: bool) -> Result<(), Status> {
         self.trusted()?;
         if forwarded {
             self.node()?;
@@ -63,7 +63,7 @@ impl Caller {
     }
 
     /// For audit fields such as `added_by`.
-    pub fn describe(&self, cx: &Context) -> String {
+    pub(super) fn describe(&self, cx: &Context) -> String {
         let fingerprint = match self {
             Caller::Anonymous => return "a client without a certificate".into(),
             Caller::Node(f) | Caller::Operator(f) => f,

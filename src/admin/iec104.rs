@@ -10,7 +10,10 @@ use crate::proto::admin::*;
 /// A member that does not answer this quickly is reported as not answering.
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub async fn connections(cx: &Context, req: Iec104ConnectionsRequest) -> Iec104ConnectionsReply {
+pub(super) async fn connections(
+    cx: &Context,
+    req: Iec104ConnectionsRequest,
+) -> Iec104ConnectionsReply {
     let mut reply = Iec104ConnectionsReply {
         connections: local(cx),
         answered: vec![cx.me.name.clone()],

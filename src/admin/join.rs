@@ -21,7 +21,7 @@ const PENDING_WAIT: Duration = Duration::from_secs(15 * 60);
 /// How long a member may take to apply the trust entry that lets this node's certificate in.
 const TRUST_SPREAD: Duration = Duration::from_secs(15);
 
-pub async fn join(cx: &Context, req: JoinRequest) -> Result<JoinReply, Status> {
+pub(super) async fn join(cx: &Context, req: JoinRequest) -> Result<JoinReply, Status> {
     if super::route::is_initialised(cx).await? {
         return Err(Status::already_exists(format!(
             "node {} is already part of a cluster; to move it, `fepha leave` and empty its data dir",

@@ -8,7 +8,7 @@ use super::route::{cluster_status, on_leader};
 use crate::lease::handover::{self, MoveError};
 use crate::proto::admin::*;
 
-pub async fn rtu_list(
+pub(super) async fn rtu_list(
     cx: &Context,
     caller: &Caller,
     req: RtuListRequest,
@@ -46,7 +46,7 @@ pub async fn rtu_list(
     .await
 }
 
-pub async fn rtu_move(
+pub(super) async fn rtu_move(
     cx: &Context,
     caller: &Caller,
     req: RtuMoveRequest,

@@ -20,7 +20,7 @@ use crate::state::Request;
 use crate::state::trust::{TrustCommand, TrustEntry};
 use crate::tls::{Fingerprint, PeerRole, TrustStore};
 
-pub async fn init(cx: &Context) -> Result<InitReply, Status> {
+pub(super) async fn init(cx: &Context) -> Result<InitReply, Status> {
     let members = BTreeMap::from([(cx.cluster.id(), cx.me.clone())]);
     match cx.cluster.raft().initialize(members).await {
         Ok(()) => {}
@@ -60,7 +60,7 @@ pub async fn init(cx: &Context) -> Result<InitReply, Status> {
 
 /// Runs on the leader: adds the node as a learner, waits until it has caught up, then makes
 /// it a voter. A witness is a voter too; it only does no field I/O.
-pub async fn add(
+pub(super) async fn add(
     cx: &Context,
     caller: &Caller,
     req: AddMemberRequest,
@@ -142,7 +142,7 @@ pub async fn add(
 }
 
 /// Runs on the leader: removes a node from the membership altogether.
-pub async fn remove(
+pub(super) async fn remove(
     cx: &Context,
     caller: &Caller,
     req: RemoveMemberRequest,
@@ -212,7 +212,11 @@ async fn tell_retired(id: u64, admin_addr: String, credentials: super::client::C
 }
 
 /// Runs on the removed node.
-pub fn retire(cx: &Context, caller: &Caller, req: RetireRequest) -> Result<RetireReply, Status> {
+pub(super) fn retire(
+    cx: &Context,
+    caller: &Caller,
+    req: RetireRequest,
+) -> Result<RetireReply, Status> {
     caller.node()?;
     if req.node_id != cx.cluster.id() {
         return Err(Status::invalid_argument(format!(

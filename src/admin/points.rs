@@ -15,7 +15,7 @@ use crate::state::points::Value;
 /// How long `point write` waits for the owner's outcome unless told otherwise.
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn point_list(cx: &Context, req: PointListRequest) -> PointListReply {
+pub(super) fn point_list(cx: &Context, req: PointListRequest) -> PointListReply {
     let Some(site) = cx.cluster.site() else {
         return PointListReply::default();
     };
@@ -96,7 +96,7 @@ fn number(v: &Value) -> f64 {
 }
 
 /// A command through the log to the RTU's owner; replies with its outcome.
-pub async fn point_write(
+pub(super) async fn point_write(
     cx: &Context,
     caller: &Caller,
     req: PointWriteRequest,

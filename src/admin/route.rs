@@ -7,13 +7,13 @@ use tonic::transport::Channel;
 
 use super::Context;
 use crate::cluster::ClusterError;
-pub use crate::cluster::NO_LEADER;
+pub use crate::proto::NO_LEADER;
 use crate::proto::admin::admin_client::AdminClient;
 use crate::proto::admin::*;
 
 /// A write request that a follower sends on to the leader, marked so that it is sent on at
 /// most once.
-pub trait Forwardable {
+pub(super) trait Forwardable {
     fn forwarded(&self) -> bool;
     fn mark_forwarded(self) -> Self;
 }
@@ -47,7 +47,7 @@ forwardable!(
 );
 
 /// Runs `local` if this node leads; otherwise sends the request to the leader with `send`.
-pub async fn on_leader<Req, Rep, Send, SendFut, Local, LocalFut>(
+pub(super) async fn on_leader<Req, Rep, Send, SendFut, Local, LocalFut>(
     cx: &Context,
     request: Req,
     send: Send,
@@ -66,12 +66,12 @@ where
     }
 }
 
-pub enum Route {
+pub(super) enum Route {
     Local,
     Leader(AdminClient<Channel>),
 }
 
-pub async fn ensure_initialised(cx: &Context) -> Result<(), Status> {
+pub(super) async fn ensure_initialised(cx: &Context) -> Result<(), Status> {
     if is_initialised(cx).await? {
         Ok(())
     } else {
@@ -84,7 +84,7 @@ pub async fn ensure_initialised(cx: &Context) -> Result<(), Status> {
 
 /// `forwarded` requests came from another node and are never forwarded again: if leadership
 /// moved in between, the caller retries from the start.
-pub async fn route(cx: &Context, forwarded: bool) -> Result<Route, Status> {
+pub(super) async fn route(cx: &Context, forwarded: bool) -> Result<Route, Status> {
     ensure_initialised(cx).await?;
     match cx.cluster.leader() {
         Some(leader) if leader == cx.cluster.id() => Ok(Route::Local),
@@ -103,12 +103,12 @@ pub async fn route(cx: &Context, forwarded: bool) -> Result<Route, Status> {
     }
 }
 
-pub async fn is_initialised(cx: &Context) -> Result<bool, Status> {
+pub(super) async fn is_initialised(cx: &Context) -> Result<bool, Status> {
     cx.cluster.is_initialised().await.map_err(cluster_status)
 }
 
 /// A membership change's failure as the operator sees it.
-pub fn write_error(
+pub(super) fn write_error(
     e: openraft::error::RaftError<
         crate::ids::NodeId,
         openraft::error::ClientWriteError<crate::ids::NodeId, crate::ids::FephaNode>,
@@ -119,7 +119,7 @@ pub fn write_error(
 
 /// The cluster's refusals as the operator sees them: anything that a new leader would fix is
 /// UNAVAILABLE, which the CLI retries.
-pub fn cluster_status(e: ClusterError) -> Status {
+pub(super) fn cluster_status(e: ClusterError) -> Status {
     match e {
         ClusterError::Membership(m) | ClusterError::Refused(m) => Status::failed_precondition(m),
         ClusterError::Codec(m) => Status::internal(m),

@@ -12,7 +12,10 @@ use crate::state::{Request, Response};
 /// The site configuration is one document; anything bigger than this is a mistake.
 const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 
-pub async fn apply(cx: &Context, req: ConfigApplyRequest) -> Result<ConfigApplyReply, Status> {
+pub(super) async fn apply(
+    cx: &Context,
+    req: ConfigApplyRequest,
+) -> Result<ConfigApplyReply, Status> {
     // Checked before routing, so a bad file is refused by whichever node the CLI reached.
     let site = validate(&req.text)?;
     if req.dry_run {
@@ -87,7 +90,7 @@ fn changes_from_applied(cx: &Context, site: &Site) -> Vec<String> {
     }
 }
 
-pub fn show(cx: &Context) -> ConfigShowReply {
+pub(super) fn show(cx: &Context) -> ConfigShowReply {
     cx.cluster.state().read(|s| match &s.config {
         Some(c) => ConfigShowReply {
             version: c.version,
@@ -100,7 +103,7 @@ pub fn show(cx: &Context) -> ConfigShowReply {
     })
 }
 
-pub fn history(cx: &Context) -> ConfigHistoryReply {
+pub(super) fn history(cx: &Context) -> ConfigHistoryReply {
     let entries = cx.cluster.state().read(|s| {
         s.history
             .iter()

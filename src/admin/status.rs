@@ -13,7 +13,7 @@ use crate::raft::NodeId;
 /// A member that does not answer this quickly counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
-pub fn me(cx: &Context) -> Member {
+pub(super) fn me(cx: &Context) -> Member {
     Member {
         id: cx.cluster.id(),
         name: cx.me.name.clone(),
@@ -27,7 +27,7 @@ pub fn me(cx: &Context) -> Member {
     }
 }
 
-pub async fn status(cx: &Context, req: StatusRequest) -> StatusReply {
+pub(super) async fn status(cx: &Context, req: StatusRequest) -> StatusReply {
     let m = cx.cluster.metrics();
     let membership = cx.cluster.members();
     let initialised = membership.is_initialised();

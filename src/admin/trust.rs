@@ -52,7 +52,7 @@ fn cluster_nodes(cx: &Context) -> Vec<TrustedNode> {
         .collect()
 }
 
-pub async fn token_create(
+pub(super) async fn token_create(
     cx: &Context,
     caller: &Caller,
     req: TokenCreateRequest,
@@ -109,7 +109,11 @@ pub async fn token_create(
 }
 
 /// Runs on any member; anyone may call it, as the new node has no trusted certificate yet.
-pub async fn enrol(cx: &Context, caller: &Caller, req: EnrolRequest) -> Result<EnrolReply, Status> {
+pub(super) async fn enrol(
+    cx: &Context,
+    caller: &Caller,
+    req: EnrolRequest,
+) -> Result<EnrolReply, Status> {
     if req.forwarded {
         caller.node()?;
     }
@@ -165,7 +169,7 @@ pub async fn enrol(cx: &Context, caller: &Caller, req: EnrolRequest) -> Result<E
     .await
 }
 
-pub fn enrol_status(cx: &Context, req: EnrolStatusRequest) -> Result<EnrolReply, Status> {
+pub(super) fn enrol_status(cx: &Context, req: EnrolStatusRequest) -> Result<EnrolReply, Status> {
     let fingerprint = parse_fingerprint(&req.fingerprint)?;
     let status = cx.cluster.state().read(|s| {
         if s.trust.entries.contains_key(&fingerprint) {
@@ -182,7 +186,7 @@ pub fn enrol_status(cx: &Context, req: EnrolStatusRequest) -> Result<EnrolReply,
     })
 }
 
-pub fn list(cx: &Context) -> CertListReply {
+pub(super) fn list(cx: &Context) -> CertListReply {
     cx.cluster.state().read(|s| CertListReply {
         trusted: s
             .trust
@@ -210,7 +214,7 @@ pub fn list(cx: &Context) -> CertListReply {
     })
 }
 
-pub async fn allow(
+pub(super) async fn allow(
     cx: &Context,
     caller: &Caller,
     req: CertAllowRequest,
@@ -238,7 +242,7 @@ pub async fn allow(
     .await
 }
 
-pub async fn trust_operator(
+pub(super) async fn trust_operator(
     cx: &Context,
     caller: &Caller,
     req: CertTrustRequest,
@@ -269,7 +273,7 @@ pub async fn trust_operator(
     .await
 }
 
-pub async fn revoke(
+pub(super) async fn revoke(
     cx: &Context,
     caller: &Caller,
     req: CertRevokeRequest,

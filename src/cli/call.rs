@@ -22,10 +22,10 @@ use crate::proto::admin::admin_client::AdminClient;
 use crate::tls::{Fingerprint, Identity, PinnedNodes};
 
 /// The nodes an operator identity trusts, written beside its key.
-pub const NODES_FILE: &str = "nodes.json";
+pub(super) const NODES_FILE: &str = "nodes.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KnownNode {
+pub(super) struct KnownNode {
     pub name: String,
     pub fingerprint: Fingerprint,
     pub admin_addr: String,
@@ -33,7 +33,7 @@ pub struct KnownNode {
 
 /// The node a command talks to, and how.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(super) struct Target {
     pub addr: String,
     pub credentials: Credentials,
     /// For messages: "node fep1" or the address.
@@ -42,7 +42,7 @@ pub struct Target {
 
 impl Target {
     /// The local node, with the node's own identity.
-    pub fn node(config: &NodeConfig) -> anyhow::Result<Target> {
+    pub(super) fn node(config: &NodeConfig) -> anyhow::Result<Target> {
         let dir = crate::node::tls_dir(&config.data_dir);
         if !dir.join(crate::tls::CERT_FILE).exists() {
             bail!(
@@ -70,7 +70,7 @@ impl Target {
     }
 
     /// An operator identity made by `fepha cert issue-operator`.
-    pub fn operator(dir: &Path, admin: Option<&str>) -> anyhow::Result<Target> {
+    pub(super) fn operator(dir: &Path, admin: Option<&str>) -> anyhow::Result<Target> {
         let identity = Identity::load(dir)?;
         let path = dir.join(NODES_FILE);
         let text = std::fs::read_to_string(&path)
@@ -93,21 +93,21 @@ impl Target {
         })
     }
 
-    pub async fn connect(&self) -> anyhow::Result<AdminClient<Channel>> {
+    pub(super) async fn connect(&self) -> anyhow::Result<AdminClient<Channel>> {
         dial(&self.addr, Duration::from_secs(2), &self.credentials)
             .await
             .map_err(|e| anyhow!("{e} (is `fepha run` running for {}?)", self.label))
     }
 
     /// The fingerprint this CLI presents.
-    pub fn fingerprint(&self) -> Option<&Fingerprint> {
+    pub(super) fn fingerprint(&self) -> Option<&Fingerprint> {
         self.credentials.identity.as_ref().map(|i| &i.fingerprint)
     }
 }
 
 /// Calls `f` until it succeeds, fails for a reason other than a missing leader, or
 /// `deadline` has passed.
-pub async fn retrying<T, F, Fut>(deadline: Duration, mut f: F) -> anyhow::Result<T>
+pub(super) async fn retrying<T, F, Fut>(deadline: Duration, mut f: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Status>>,
@@ -143,7 +143,7 @@ where
 
 /// A failed call, with the cause a transport failure hides below "operation was canceled"
 /// (a refused certificate, a reset connection).
-pub fn status_error(s: Status) -> anyhow::Error {
+pub(super) fn status_error(s: Status) -> anyhow::Error {
     use std::error::Error;
     let mut text = crate::admin::client::with_causes(s.message().to_owned(), s.source());
     if matches!(s.code(), Code::Unknown | Code::Cancelled) && text.contains("AccessDenied") {

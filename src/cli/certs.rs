@@ -11,7 +11,11 @@ use super::output::outln;
 use crate::proto::admin::*;
 use crate::tls::Identity;
 
-pub async fn token_create(target: &Target, ttl: Duration, timeout: Duration) -> anyhow::Result<()> {
+pub(super) async fn token_create(
+    target: &Target,
+    ttl: Duration,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let client = target.connect().await?;
     let reply = retrying(timeout, || {
         let mut c = client.clone();
@@ -33,7 +37,7 @@ pub async fn token_create(target: &Target, ttl: Duration, timeout: Duration) -> 
     Ok(())
 }
 
-pub async fn list(target: &Target, as_json: bool) -> anyhow::Result<()> {
+pub(super) async fn list(target: &Target, as_json: bool) -> anyhow::Result<()> {
     let reply = target
         .connect()
         .await?
@@ -91,7 +95,11 @@ pub async fn list(target: &Target, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn allow(target: &Target, fingerprint: &str, timeout: Duration) -> anyhow::Result<()> {
+pub(super) async fn allow(
+    target: &Target,
+    fingerprint: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let client = target.connect().await?;
     retrying(timeout, || {
         let mut c = client.clone();
@@ -109,7 +117,7 @@ pub async fn allow(target: &Target, fingerprint: &str, timeout: Duration) -> any
     Ok(())
 }
 
-pub async fn revoke(target: &Target, what: &str, timeout: Duration) -> anyhow::Result<()> {
+pub(super) async fn revoke(target: &Target, what: &str, timeout: Duration) -> anyhow::Result<()> {
     let client = target.connect().await?;
     let reply = retrying(timeout, || {
         let mut c = client.clone();
@@ -139,7 +147,7 @@ pub async fn revoke(target: &Target, what: &str, timeout: Duration) -> anyhow::R
 
 /// Makes an operator's key and certificate, trusts it, and writes them with the list of nodes
 /// the operator's CLI is to trust.
-pub async fn issue_operator(
+pub(super) async fn issue_operator(
     target: &Target,
     name: &str,
     out: &Path,

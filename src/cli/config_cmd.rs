@@ -11,7 +11,7 @@ use super::output::{out, outln};
 
 use crate::proto::admin::*;
 
-pub async fn apply(
+pub(super) async fn apply(
     target: &Target,
     file: &Path,
     dry_run: bool,
@@ -37,7 +37,7 @@ pub async fn apply(
 }
 
 /// What FILE would change against the configuration the node has applied.
-pub async fn diff(target: &Target, file: &Path) -> anyhow::Result<()> {
+pub(super) async fn diff(target: &Target, file: &Path) -> anyhow::Result<()> {
     let reply = send(target, file, true, Duration::from_secs(10)).await?;
     print_changes(&reply.changes);
     Ok(())
@@ -82,7 +82,7 @@ async fn send(
     Ok(reply.into_inner())
 }
 
-pub async fn show(target: &Target, as_json: bool) -> anyhow::Result<()> {
+pub(super) async fn show(target: &Target, as_json: bool) -> anyhow::Result<()> {
     let reply = target
         .connect()
         .await?
@@ -111,7 +111,7 @@ pub async fn show(target: &Target, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn history(target: &Target, as_json: bool) -> anyhow::Result<()> {
+pub(super) async fn history(target: &Target, as_json: bool) -> anyhow::Result<()> {
     let reply = target
         .connect()
         .await?

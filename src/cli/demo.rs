@@ -29,7 +29,7 @@ struct DemoNode {
     child: Child,
 }
 
-pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
+pub(super) async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let (dir, _temp) = match dir {
         Some(d) => {
             std::fs::create_dir_all(&d)

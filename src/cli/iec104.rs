@@ -21,7 +21,7 @@ const COLUMNS: [(&str, bool); 11] = [
     ("DROPPED", true),
 ];
 
-pub async fn connections(target: &Target, as_json: bool) -> anyhow::Result<()> {
+pub(super) async fn connections(target: &Target, as_json: bool) -> anyhow::Result<()> {
     let reply = target
         .connect()
         .await?

@@ -14,7 +14,7 @@ const JOIN_CATCH_UP: Duration = Duration::from_secs(120);
 /// The least time a join without a token waits for an operator's `cert allow`.
 const JOIN_PENDING: Duration = Duration::from_secs(15 * 60);
 
-pub async fn init(target: &Target, timeout: Duration) -> anyhow::Result<()> {
+pub(super) async fn init(target: &Target, timeout: Duration) -> anyhow::Result<()> {
     let client = target.connect().await?;
     retrying(timeout, || {
         let mut c = client.clone();
@@ -27,12 +27,12 @@ pub async fn init(target: &Target, timeout: Duration) -> anyhow::Result<()> {
 
 /// How a node joins: with a token, or with a member's address and fingerprint (and then an
 /// operator's `cert allow`).
-pub enum JoinWith {
+pub(super) enum JoinWith {
     Token(String),
     Peer { addr: String, fingerprint: String },
 }
 
-pub async fn join(target: &Target, with: JoinWith, timeout: Duration) -> anyhow::Result<()> {
+pub(super) async fn join(target: &Target, with: JoinWith, timeout: Duration) -> anyhow::Result<()> {
     let client = target.connect().await?;
     let (request, wait) = match with {
         JoinWith::Token(token) => (
@@ -75,7 +75,11 @@ pub async fn join(target: &Target, with: JoinWith, timeout: Duration) -> anyhow:
     Ok(())
 }
 
-pub async fn leave(target: &Target, name: Option<String>, timeout: Duration) -> anyhow::Result<()> {
+pub(super) async fn leave(
+    target: &Target,
+    name: Option<String>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let client = target.connect().await?;
     let name = match name {
         Some(n) => n,

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-pub fn write(args: std::fmt::Arguments<'_>) {
+pub(super) fn write(args: std::fmt::Arguments<'_>) {
     let mut out = std::io::stdout().lock();
     let written = out.write_fmt(args).and_then(|()| out.flush());
     if let Err(e) = written {

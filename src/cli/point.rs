@@ -11,7 +11,11 @@ use super::output::outln;
 use crate::admin::NO_LEADER;
 use crate::proto::admin::*;
 
-pub async fn list(target: &Target, rtu: Option<String>, as_json: bool) -> anyhow::Result<()> {
+pub(super) async fn list(
+    target: &Target,
+    rtu: Option<String>,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let mut client = target.connect().await?;
     let reply = client
         .point_list(PointListRequest {
@@ -96,7 +100,7 @@ fn format_time(ms: u64) -> String {
 
 /// Sends the command once: it is retried only while no leader took it, since a command
 /// that reached the log must not be proposed twice.
-pub async fn write(
+pub(super) async fn write(
     target: &Target,
     point: &str,
     value: &str,

@@ -8,7 +8,7 @@ use super::call::{Target, retrying};
 use super::output::outln;
 use crate::proto::admin::*;
 
-pub async fn list(target: &Target, as_json: bool, timeout: Duration) -> anyhow::Result<()> {
+pub(super) async fn list(target: &Target, as_json: bool, timeout: Duration) -> anyhow::Result<()> {
     let client = target.connect().await?;
     let reply = retrying(timeout, || {
         let mut c = client.clone();
@@ -61,7 +61,7 @@ pub async fn list(target: &Target, as_json: bool, timeout: Duration) -> anyhow::
     Ok(())
 }
 
-pub async fn move_to(
+pub(super) async fn move_to(
     target: &Target,
     rtu: &str,
     to: &str,

@@ -31,7 +31,7 @@ fn member_json(m: &Member) -> Value {
     })
 }
 
-pub async fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
+pub(super) async fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
     let s = fetch(target).await?;
     if as_json {
         let value = json!({
@@ -74,7 +74,7 @@ pub async fn status(target: &Target, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn members(target: &Target, as_json: bool) -> anyhow::Result<()> {
+pub(super) async fn members(target: &Target, as_json: bool) -> anyhow::Result<()> {
     let s = fetch(target).await?;
     if as_json {
         let list: Vec<_> = s.members.iter().map(member_json).collect();

@@ -5,8 +5,7 @@ use openraft::error::{ClientWriteError, RaftError};
 
 use crate::ids::{FephaNode, NodeId};
 
-/// The message an operator sees once the CLI gives up waiting for an election.
-pub const NO_LEADER: &str = "the cluster has no leader";
+use crate::proto::NO_LEADER;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClusterError {

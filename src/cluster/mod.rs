@@ -18,12 +18,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-pub use command::{CommandOutcome, NewCommand};
-pub use error::{ClusterError, NO_LEADER};
-pub use forward::PeerPool;
-pub use members::Members;
-pub use renewal::{Renewal, Renewals, Report, Reports};
-pub use trust::NodeTrust;
+pub(crate) use command::{CommandOutcome, NewCommand};
+pub(crate) use error::ClusterError;
+pub(crate) use forward::PeerPool;
+pub(crate) use members::Members;
+pub(crate) use renewal::{Renewal, Renewals, Report, Reports};
+pub(crate) use trust::NodeTrust;
 
 use crate::ids::NodeId;
 use crate::raft::{Raft, StateView};

@@ -14,7 +14,7 @@ use crate::state::Response;
 use crate::state::ownership::{Link, OwnershipCommand, Reach};
 
 /// Something per RTU id.
-pub type ByRtu<T> = Vec<(String, T)>;
+pub(super) type ByRtu<T> = Vec<(String, T)>;
 
 /// One node's session renewal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,7 +34,7 @@ pub struct Renewal {
 
 /// What this node says about one RTU in its session renewals.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Report {
+pub(crate) struct Report {
     pub reach: Option<Reach>,
     pub links: Vec<Link>,
 }
@@ -42,7 +42,7 @@ pub struct Report {
 /// Every RTU task's latest report; a change of reach wakes the session loop for an early
 /// renewal, so that a failed owner is replaced without waiting for the next regular one.
 #[derive(Debug, Default)]
-pub struct Reports {
+pub(crate) struct Reports {
     by_rtu: Mutex<BTreeMap<String, Report>>,
     pub changed: Notify,
 }
@@ -52,19 +52,19 @@ impl Reports {
         self.by_rtu.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn set(&self, rtu: &str, report: Report) {
+    pub(crate) fn set(&self, rtu: &str, report: Report) {
         let old = self.lock().insert(rtu.to_owned(), report.clone());
         if old.is_none_or(|o| o.reach != report.reach) {
             self.changed.notify_one();
         }
     }
 
-    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+    pub(crate) fn retain(&self, keep: impl Fn(&str) -> bool) {
         self.lock().retain(|rtu, _| keep(rtu));
     }
 
     /// Reach and links by RTU, for a renewal.
-    pub fn renewal(&self) -> (ByRtu<Reach>, ByRtu<Vec<Link>>) {
+    pub(crate) fn renewal(&self) -> (ByRtu<Reach>, ByRtu<Vec<Link>>) {
         let by_rtu = self.lock();
         let reach = by_rtu
             .iter()

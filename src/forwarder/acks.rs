@@ -12,16 +12,16 @@ use crate::state::forwarding::ForwardingOp;
 
 /// How often positions go to the log: each failover resends at most this much (and what
 /// was in flight).
-pub const RECORD_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const RECORD_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Default)]
-pub struct AckBook {
+pub(crate) struct AckBook {
     /// Per group key, the newest position known here and whether the log lacks it.
     positions: Mutex<HashMap<String, (u64, bool)>>,
 }
 
 impl AckBook {
-    pub fn record(&self, key: &str, seq: u64) {
+    pub(crate) fn record(&self, key: &str, seq: u64) {
         let mut p = self
             .positions
             .lock()
@@ -34,7 +34,7 @@ impl AckBook {
 
     /// Where a group goes on from: the newer of the log's position and this node's; None if
     /// neither knows the group (no master of it was ever started).
-    pub fn resume_from(&self, cluster: &Cluster, key: &str) -> Option<u64> {
+    pub(crate) fn resume_from(&self, cluster: &Cluster, key: &str) -> Option<u64> {
         let logged = cluster.read(|s| s.forwarding.acked.get(key).copied());
         let local = self
             .positions
@@ -75,7 +75,7 @@ impl AckBook {
 }
 
 /// Writes the positions that moved, every [`RECORD_EVERY`], until shutdown.
-pub async fn record(cluster: Cluster, book: Arc<AckBook>, shutdown: Shutdown) {
+pub(crate) async fn record(cluster: Cluster, book: Arc<AckBook>, shutdown: Shutdown) {
     let stop = shutdown.wait();
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(RECORD_EVERY);

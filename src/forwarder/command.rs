@@ -12,7 +12,7 @@ use super::station::Execute;
 use crate::cluster::{CommandOutcome, NewCommand};
 use crate::iec104::{Asdu, Cause};
 
-pub async fn execute(
+pub(crate) async fn execute(
     served: Arc<Served>,
     exec: Execute,
     origin: String,

@@ -32,7 +32,12 @@ const EVENTS_PER_READ: usize = 256;
 /// Mode `all`: how often a waiting STARTDT asks the log for its group again.
 const CLAIM_AGAIN: Duration = Duration::from_millis(500);
 
-pub async fn run(served: Arc<Served>, socket: TcpStream, peer: SocketAddr, stops: [Shutdown; 2]) {
+pub(crate) async fn run(
+    served: Arc<Served>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    stops: [Shutdown; 2],
+) {
     let host = &served.host;
     let Some(group) = served.spec.group_of(peer.ip()) else {
         metrics::counter!("fepha_iec104_connections_refused_total").increment(1);

@@ -18,7 +18,7 @@ use crate::config::Role;
 use crate::site::ForwardMode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gate {
+pub(crate) enum Gate {
     /// Start data transfer and send.
     Serve,
     /// Leading, but the quorum has not answered lately: send nothing until it does.
@@ -27,7 +27,7 @@ pub enum Gate {
     Refuse,
 }
 
-pub fn check(host: &Host, mode: ForwardMode) -> Gate {
+pub(crate) fn check(host: &Host, mode: ForwardMode) -> Gate {
     if host.role == Role::Witness {
         return Gate::Refuse;
     }

@@ -10,7 +10,7 @@ use crate::site::Takeover;
 
 /// Why a connection is told to close.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kick {
+pub(crate) enum Kick {
     /// Another connection of its group was started.
     GroupMoved { to: u64 },
 }
@@ -22,12 +22,12 @@ struct Holder {
 }
 
 #[derive(Debug, Default)]
-pub struct Groups {
+pub(crate) struct Groups {
     started: HashMap<String, Holder>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// The connection holds the group now.
     Granted,
     /// Another connection has it: ask again once it is released.
@@ -37,7 +37,7 @@ pub enum Claim {
 impl Groups {
     /// A STARTDT on `conn`. Under `OnStart` the group's connection is told to close and
     /// `conn` waits until it has (so the two never send at once), then gets the group.
-    pub fn claim(
+    pub(crate) fn claim(
         &mut self,
         group: &str,
         conn: u64,
@@ -64,7 +64,7 @@ impl Groups {
     }
 
     /// `conn` stopped or closed.
-    pub fn release(&mut self, group: &str, conn: u64) {
+    pub(crate) fn release(&mut self, group: &str, conn: u64) {
         if self.started.get(group).is_some_and(|h| h.conn == conn) {
             self.started.remove(group);
         }

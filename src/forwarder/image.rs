@@ -13,7 +13,7 @@ use crate::state::points::{self, Event, PointState, Value};
 
 /// How a mapped point travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Carrier {
+pub(crate) enum Carrier {
     /// M_SP (also link-status points).
     Single,
     /// M_DP.
@@ -27,7 +27,7 @@ pub enum Carrier {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mapped {
+pub(crate) struct Mapped {
     pub ioa: u32,
     pub point: String,
     pub carrier: Carrier,
@@ -35,7 +35,7 @@ pub struct Mapped {
 
 /// One forwarder's IOA map, in IOA order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Image {
+pub(crate) struct Image {
     pub common_address: u16,
     mapped: Vec<Mapped>,
     by_point: HashMap<String, usize>,
@@ -45,7 +45,7 @@ pub struct Image {
 impl Image {
     /// The map of `forwarder`; points the site does not have are link-status points (the
     /// site check lets only those through).
-    pub fn new(site: &Site, forwarder: &Forwarder) -> Image {
+    pub(crate) fn new(site: &Site, forwarder: &Forwarder) -> Image {
         let kinds: HashMap<&str, PointKind> = site
             .points
             .iter()
@@ -85,14 +85,14 @@ impl Image {
         }
     }
 
-    pub fn by_ioa(&self, ioa: u32) -> Option<&Mapped> {
+    pub(crate) fn by_ioa(&self, ioa: u32) -> Option<&Mapped> {
         self.by_ioa.get(&ioa).and_then(|i| self.mapped.get(*i))
     }
 
     /// The answer to a station interrogation (COT 20): every monitored point but counters,
     /// grouped by type and packed. A point never read goes out invalid, so that the master
     /// learns of every configured point.
-    pub fn interrogation(
+    pub(crate) fn interrogation(
         &self,
         states: &BTreeMap<String, PointState>,
     ) -> Result<Vec<Asdu>, EncodeError> {
@@ -102,7 +102,7 @@ impl Image {
     }
 
     /// The answer to a general counter interrogation (COT 37).
-    pub fn counters(
+    pub(crate) fn counters(
         &self,
         states: &BTreeMap<String, PointState>,
     ) -> Result<Vec<Asdu>, EncodeError> {
@@ -140,7 +140,7 @@ impl Image {
     /// k window. Each comes with the sequence number of the last event it accounts for
     /// (events this forwarder does not send included); also returned is the last event
     /// accounted for in all. Later events are left for the next burst.
-    pub fn burst(&self, events: &[Event], room: usize) -> (Vec<(Asdu, u64)>, u64) {
+    pub(crate) fn burst(&self, events: &[Event], room: usize) -> (Vec<(Asdu, u64)>, u64) {
         let mut out: Vec<(Asdu, u64)> = Vec::new();
         let mut open: Vec<InfoObject> = Vec::new();
         let mut through = 0;

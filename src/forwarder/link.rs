@@ -34,11 +34,11 @@ use crate::iec104::{
     ApciError, Apdu, EncodeError, IFrame, MAX_APDU_LEN, SeqNo, UFunction, decode_apdu,
 };
 
-pub use crate::iec104::{LinkParams, ParamError};
+pub(crate) use crate::iec104::{LinkParams, ParamError};
 
 /// The data-transfer state of an open connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkState {
+pub(crate) enum LinkState {
     /// Connected, data transfer not started (or stopped again).
     Stopped,
     /// STARTDT confirmed: I frames flow both ways.
@@ -50,7 +50,7 @@ pub enum LinkState {
 
 /// What the master did wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum ProtocolError {
+pub(crate) enum ProtocolError {
     #[error("unframeable bytes: {0}")]
     Apci(#[from] ApciError),
     #[error("I frame N(S) = {got}, expected {expected}")]
@@ -67,7 +67,7 @@ pub enum ProtocolError {
 
 /// Why the link closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     /// A sent I frame or TESTFR act went unanswered for t1.
     #[error("t1 expired")]
     T1,
@@ -80,7 +80,7 @@ pub enum CloseReason {
 
 /// What the link reports to its owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkEvent {
+pub(crate) enum LinkEvent {
     /// The master sent STARTDT act; answer it with [`Link::confirm_start`] or not at all.
     StartRequested,
     /// STARTDT con was sent.
@@ -98,7 +98,7 @@ pub enum LinkEvent {
 
 /// Why [`Link::send_asdu`] refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum SendError {
+pub(crate) enum SendError {
     #[error("data transfer is not started")]
     NotStarted,
     #[error("k unacknowledged I frames are outstanding")]
@@ -111,7 +111,7 @@ pub enum SendError {
 
 /// The controlled-station state machine of one connection.
 #[derive(Debug)]
-pub struct Link {
+pub(crate) struct Link {
     params: LinkParams,
     state: LinkState,
     closed: Option<CloseReason>,
@@ -140,7 +140,7 @@ pub struct Link {
 
 impl Link {
     /// A freshly connected link, in [`LinkState::Stopped`].
-    pub fn new(params: LinkParams, now: Instant) -> Result<Link, ParamError> {
+    pub(crate) fn new(params: LinkParams, now: Instant) -> Result<Link, ParamError> {
         params.validate()?;
         Ok(Link {
             params,
@@ -179,73 +179,66 @@ impl Link {
         Ok(link)
     }
 
-    pub fn params(&self) -> &LinkParams {
+    pub(crate) fn params(&self) -> &LinkParams {
         &self.params
     }
 
-    pub fn state(&self) -> LinkState {
+    pub(crate) fn state(&self) -> LinkState {
         self.state
     }
 
-    /// `Some` once the link has closed.
-    pub fn close_reason(&self) -> Option<CloseReason> {
-        self.closed
-    }
-
-    pub fn is_closed(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.is_some()
     }
 
     /// I frames sent so far.
-    pub fn sent_i_frames(&self) -> u64 {
+    pub(crate) fn sent_i_frames(&self) -> u64 {
         self.sent_i
     }
 
     /// I frames received (and accepted) so far.
-    pub fn received_i_frames(&self) -> u64 {
+    pub(crate) fn received_i_frames(&self) -> u64 {
         self.received_i
     }
 
     /// Sent I frames acknowledged so far; the first `acked_count()` sent frames are done.
-    pub fn acked_count(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn acked_count(&self) -> u64 {
         self.acked
     }
 
     /// Sent I frames awaiting acknowledgement (counted against k).
-    pub fn unacked_count(&self) -> u16 {
+    pub(crate) fn unacked_count(&self) -> u16 {
         // At most k <= 32767 entries.
         u16::try_from(self.unacked.len()).unwrap_or(u16::MAX)
     }
 
     /// Whether [`Link::send_asdu`] would accept an ASDU now.
-    pub fn can_send(&self) -> bool {
+    pub(crate) fn can_send(&self) -> bool {
         self.closed.is_none()
             && self.state == LinkState::Started
             && self.unacked.len() < usize::from(self.params.k)
     }
 
     /// Appends the bytes to write to `out`.
-    pub fn take_output(&mut self, out: &mut Vec<u8>) {
+    pub(crate) fn take_output(&mut self, out: &mut Vec<u8>) {
         out.append(&mut self.output);
     }
 
-    pub fn has_output(&self) -> bool {
-        !self.output.is_empty()
-    }
-
     /// The next event, oldest first.
-    pub fn poll_event(&mut self) -> Option<LinkEvent> {
+    pub(crate) fn poll_event(&mut self) -> Option<LinkEvent> {
         self.events.pop_front()
     }
 
     /// Closes the link on the owner's behalf.
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.shut(CloseReason::Local);
     }
 
     /// Received bytes, in any chunking. The receive buffer never holds more than two
     /// APDUs' worth: input is taken in chunks and decoded as it comes.
-    pub fn on_bytes(&mut self, mut bytes: &[u8], now: Instant) {
+    pub(crate) fn on_bytes(&mut self, mut bytes: &[u8], now: Instant) {
         while !bytes.is_empty() && self.closed.is_none() {
             let room = (2 * MAX_APDU_LEN).saturating_sub(self.rx_buf.len());
             let (chunk, rest) = bytes.split_at(room.min(bytes.len()));
@@ -275,7 +268,7 @@ impl Link {
     }
 
     /// One received APDU.
-    pub fn on_apdu(&mut self, apdu: Apdu, now: Instant) {
+    pub(crate) fn on_apdu(&mut self, apdu: Apdu, now: Instant) {
         if self.closed.is_some() {
             return;
         }
@@ -291,7 +284,7 @@ impl Link {
 
     /// Confirms a requested STARTDT: sends STARTDT con and enters [`LinkState::Started`].
     /// Returns `false` (and does nothing) if no STARTDT act is waiting for an answer.
-    pub fn confirm_start(&mut self, _now: Instant) -> bool {
+    pub(crate) fn confirm_start(&mut self, _now: Instant) -> bool {
         if self.closed.is_some() || !self.start_requested {
             return false;
         }
@@ -303,7 +296,7 @@ impl Link {
     }
 
     /// Sends one ASDU (already encoded) in an I frame.
-    pub fn send_asdu(&mut self, asdu: Vec<u8>, now: Instant) -> Result<(), SendError> {
+    pub(crate) fn send_asdu(&mut self, asdu: Vec<u8>, now: Instant) -> Result<(), SendError> {
         if self.closed.is_some() {
             return Err(SendError::Closed);
         }
@@ -329,7 +322,7 @@ impl Link {
     }
 
     /// When [`Link::on_timer`] should be called next; `None` when closed.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         if self.closed.is_some() {
             return None;
         }
@@ -345,7 +338,7 @@ impl Link {
     }
 
     /// Runs the timers that are due at `now`.
-    pub fn on_timer(&mut self, now: Instant) {
+    pub(crate) fn on_timer(&mut self, now: Instant) {
         if self.closed.is_some() {
             return;
         }

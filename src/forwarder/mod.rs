@@ -9,19 +9,19 @@
 //! [`stream`] tracks which events a connection has sent and had acknowledged, and
 //! [`acks`] records the acknowledged positions in the log.
 
-pub mod acks;
-pub mod command;
-pub mod connection;
-pub mod gate;
-pub mod groups;
-pub mod image;
-pub mod link;
-pub mod registry;
-pub mod serve;
-pub mod station;
-pub mod stream;
+pub(crate) mod acks;
+pub(crate) mod command;
+pub(crate) mod connection;
+pub(crate) mod gate;
+pub(crate) mod groups;
+pub(crate) mod image;
+pub(crate) mod link;
+pub(crate) mod registry;
+pub(crate) mod serve;
+pub(crate) mod station;
+pub(crate) mod stream;
 
-pub use serve::run;
+pub(crate) use serve::run;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ use crate::config::Role;
 use crate::lease::clock::OwnLease;
 
 /// The node as its forwarder sees it: what the listeners and connections use.
-pub struct Host {
+pub(crate) struct Host {
     pub cluster: Cluster,
     /// This node's own lease, which mode `all` (and a witness's stand-in) serves under.
     pub own: Arc<OwnLease>,

@@ -23,7 +23,7 @@ use crate::site::Forwarder;
 const BIND_RETRY: Duration = Duration::from_millis(250);
 
 /// What every connection of one forwarder shares.
-pub struct Served {
+pub(crate) struct Served {
     pub host: Arc<Host>,
     pub name: String,
     pub spec: Forwarder,
@@ -44,7 +44,7 @@ struct Running {
 }
 
 /// Keeps this node's listeners in line with the applied site configuration until shutdown.
-pub async fn run(host: Arc<Host>, shutdown: Shutdown) {
+pub(crate) async fn run(host: Arc<Host>, shutdown: Shutdown) {
     if host.role == Role::Witness {
         return;
     }

@@ -15,14 +15,14 @@ const BROADCAST: u16 = 0xFFFF;
 
 /// A command the caller proposes to the log; ACTCON and ACTTERM follow its outcome.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Execute {
+pub(crate) struct Execute {
     pub request: Asdu,
     pub point: String,
     pub value: Value,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Reaction {
+pub(crate) enum Reaction {
     /// Send these, in order.
     Send(Vec<Asdu>),
     Execute(Execute),
@@ -30,7 +30,7 @@ pub enum Reaction {
 
 /// Why a select or an execute was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SelectRefusal {
+pub(crate) enum SelectRefusal {
     /// Another connection holds a live select on the point.
     Foreign,
     /// This connection's select ran out before its execute.
@@ -49,12 +49,12 @@ struct Select {
 /// The selects (of select-before-operate) of one forwarder on this node, across its
 /// connections.
 #[derive(Debug, Default)]
-pub struct Selects {
+pub(crate) struct Selects {
     held: HashMap<u32, Select>,
 }
 
 impl Selects {
-    pub fn select(
+    pub(crate) fn select(
         &mut self,
         ioa: u32,
         conn: u64,
@@ -75,7 +75,7 @@ impl Selects {
 
     /// Whether `conn` may execute `value` on `ioa` now. Without any select it may (direct
     /// execute); its own select is used up either way.
-    pub fn execute(
+    pub(crate) fn execute(
         &mut self,
         ioa: u32,
         conn: u64,
@@ -101,7 +101,7 @@ impl Selects {
     }
 
     /// A deactivation of `conn`'s select; false if it held none that was still live.
-    pub fn deselect(&mut self, ioa: u32, conn: u64, now: Instant) -> bool {
+    pub(crate) fn deselect(&mut self, ioa: u32, conn: u64, now: Instant) -> bool {
         match self.held.get(&ioa) {
             Some(s) if s.conn == conn => {
                 let live = s.until > now;
@@ -113,13 +113,13 @@ impl Selects {
     }
 
     /// A closed connection's selects go with it.
-    pub fn forget(&mut self, conn: u64) {
+    pub(crate) fn forget(&mut self, conn: u64) {
         self.held.retain(|_, s| s.conn != conn);
     }
 }
 
 /// Everything [`react`] needs besides the ASDU.
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     pub image: &'a Image,
     pub conn: u64,
     pub now: Instant,
@@ -130,7 +130,7 @@ pub struct Context<'a> {
 }
 
 /// The answer to one ASDU from a master. `states` is read only for interrogations.
-pub fn react(
+pub(crate) fn react(
     asdu: &Asdu,
     cx: Context<'_>,
     states: impl FnOnce() -> BTreeMap<String, PointState>,
@@ -319,7 +319,7 @@ fn is_command(type_id: TypeId) -> bool {
 }
 
 /// The request mirrored with `cause` and P/N set.
-pub fn refuse(asdu: &Asdu, cause: Cause) -> Reaction {
+pub(crate) fn refuse(asdu: &Asdu, cause: Cause) -> Reaction {
     Reaction::Send(vec![asdu.reply(cause, true)])
 }
 

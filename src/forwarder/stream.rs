@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 #[derive(Debug, Clone)]
-pub struct Stream {
+pub(crate) struct Stream {
     /// The last event sequence number sent or passed over (not mapped here).
     cursor: u64,
     /// Per sent, unacknowledged I frame in send order, the cursor once it was sent.
@@ -18,7 +18,7 @@ pub struct Stream {
 
 impl Stream {
     /// A stream that goes on after event `acked`.
-    pub fn new(acked: u64, queue: u32) -> Stream {
+    pub(crate) fn new(acked: u64, queue: u32) -> Stream {
         Stream {
             cursor: acked,
             inflight: VecDeque::new(),
@@ -28,24 +28,24 @@ impl Stream {
         }
     }
 
-    pub fn cursor(&self) -> u64 {
+    pub(crate) fn cursor(&self) -> u64 {
         self.cursor
     }
 
-    pub fn acked(&self) -> u64 {
+    pub(crate) fn acked(&self) -> u64 {
         self.acked
     }
 
     /// Events dropped so far, because the queue bound was passed or the node no longer
     /// had them.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped
     }
 
     /// Moves the cursor over what can no longer be sent: events beyond the queue bound
     /// behind `head` (the newest event), and events older than `oldest` (the oldest the
     /// node keeps). Returns how many were dropped now.
-    pub fn bound(&mut self, head: u64, oldest: Option<u64>) -> u64 {
+    pub(crate) fn bound(&mut self, head: u64, oldest: Option<u64>) -> u64 {
         let mut to = self.cursor;
         if head.saturating_sub(to) > self.queue {
             to = head - self.queue;
@@ -60,18 +60,18 @@ impl Stream {
     }
 
     /// Event `seq` was taken (sent in the next I frame, or passed over).
-    pub fn take(&mut self, seq: u64) {
+    pub(crate) fn take(&mut self, seq: u64) {
         self.cursor = self.cursor.max(seq);
     }
 
     /// An I frame went out; it finishes the events taken so far.
-    pub fn sent(&mut self) {
+    pub(crate) fn sent(&mut self) {
         self.inflight.push_back(self.cursor);
     }
 
     /// The master acknowledged the oldest `n` I frames. Returns the new acknowledged
     /// position if it moved.
-    pub fn acknowledged(&mut self, n: u16) -> Option<u64> {
+    pub(crate) fn acknowledged(&mut self, n: u16) -> Option<u64> {
         let before = self.acked;
         for _ in 0..n {
             match self.inflight.pop_front() {

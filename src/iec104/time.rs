@@ -18,7 +18,7 @@
 use thiserror::Error;
 
 /// The encoded size of a CP56Time2a.
-pub const CP56_LEN: usize = 7;
+pub(super) const CP56_LEN: usize = 7;
 
 const MS_PER_DAY: i64 = 86_400_000;
 /// 2000-01-01T00:00:00Z in days since the Unix epoch.

@@ -7,7 +7,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
-pub struct LeaseClock {
+pub(crate) struct LeaseClock {
     ttl: Duration,
     drift: Duration,
     /// When the newest renewal that the cluster acknowledged was sent.
@@ -15,7 +15,7 @@ pub struct LeaseClock {
 }
 
 impl LeaseClock {
-    pub fn new(ttl: Duration, drift: Duration) -> LeaseClock {
+    pub(crate) fn new(ttl: Duration, drift: Duration) -> LeaseClock {
         LeaseClock {
             ttl,
             drift,
@@ -24,7 +24,7 @@ impl LeaseClock {
     }
 
     /// The same clock with the timers of a newly applied site configuration.
-    pub fn with_timers(&self, ttl: Duration, drift: Duration) -> LeaseClock {
+    pub(crate) fn with_timers(&self, ttl: Duration, drift: Duration) -> LeaseClock {
         LeaseClock {
             ttl,
             drift,
@@ -34,25 +34,19 @@ impl LeaseClock {
 
     /// The renewal sent at `sent_at` was committed. Acknowledgements may arrive out of order;
     /// the deadline never moves back.
-    pub fn acknowledged(&mut self, sent_at: Instant) {
+    pub(crate) fn acknowledged(&mut self, sent_at: Instant) {
         if self.acked_sent_at.is_none_or(|t| sent_at > t) {
             self.acked_sent_at = Some(sent_at);
         }
     }
 
-    /// The session was lost (expired, or the node restarted): no field I/O until a renewal of
-    /// a new session is acknowledged.
-    pub fn lost(&mut self) {
-        self.acked_sent_at = None;
-    }
-
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.acked_sent_at
             .map(|t| t + self.ttl.saturating_sub(self.drift))
     }
 
     /// Whether field I/O is allowed at `now`.
-    pub fn valid_at(&self, now: Instant) -> bool {
+    pub(crate) fn valid_at(&self, now: Instant) -> bool {
         self.deadline().is_some_and(|d| now < d)
     }
 }
@@ -60,7 +54,7 @@ impl LeaseClock {
 /// This node's own lease clock, shared by the session loop that moves it and the tasks that
 /// obey it (the RTU tasks, the forwarder in mode `all`).
 #[derive(Debug)]
-pub struct OwnLease {
+pub(crate) struct OwnLease {
     clock: Mutex<LeaseClock>,
 }
 
@@ -78,12 +72,12 @@ impl Default for OwnLease {
 
 impl OwnLease {
     /// Whether this node may do field I/O now.
-    pub fn valid(&self) -> bool {
+    pub(crate) fn valid(&self) -> bool {
         self.update(|c| c.valid_at(Instant::now()))
     }
 
     /// Changes the clock under its lock.
-    pub fn update<R>(&self, f: impl FnOnce(&mut LeaseClock) -> R) -> R {
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut LeaseClock) -> R) -> R {
         let mut clock = self.clock.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut clock)
     }
@@ -114,7 +108,5 @@ mod tests {
         c.acknowledged(t0 + Duration::from_millis(300));
         c.acknowledged(t0);
         assert_eq!(c.deadline(), Some(t0 + Duration::from_millis(1200)));
-        c.lost();
-        assert!(!c.valid_at(t0));
     }
 }

@@ -13,7 +13,7 @@ use crate::state::{Request, Response};
 const MOVE_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
-pub enum MoveError {
+pub(crate) enum MoveError {
     #[error("no member named {0:?}")]
     NoSuchMember(String),
     #[error("{0} is a {1}; only voters own RTUs")]
@@ -39,7 +39,7 @@ pub enum MoveError {
 }
 
 /// Moves `rtu` to the member named `to`, on the leader. Returns the new epoch.
-pub async fn move_rtu(
+pub(crate) async fn move_rtu(
     cluster: &Cluster,
     rtu: &str,
     to: &str,
@@ -98,7 +98,7 @@ pub async fn move_rtu(
 
 /// One RTU's lease as the leader sees it, for `rtu list`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LeaseView {
+pub(crate) struct LeaseView {
     pub rtu: String,
     /// Empty while nobody owns it.
     pub owner: String,
@@ -112,7 +112,7 @@ pub struct LeaseView {
 }
 
 /// Every RTU of the applied configuration with its lease, on the leader.
-pub fn leases(cluster: &Cluster) -> Vec<LeaseView> {
+pub(crate) fn leases(cluster: &Cluster) -> Vec<LeaseView> {
     let Some(site) = cluster.site() else {
         return Vec::new();
     };

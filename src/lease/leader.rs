@@ -14,7 +14,7 @@ fn ms_since(base: Instant, t: Instant) -> u64 {
     t.saturating_duration_since(base).as_millis() as u64
 }
 
-pub async fn run(cluster: Cluster, shutdown: Shutdown) {
+pub(crate) async fn run(cluster: Cluster, shutdown: Shutdown) {
     let stop = shutdown.wait();
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_millis(100));

@@ -2,11 +2,11 @@
 //! node's session renewals (`session`), the owner's own deadline (`clock`, pure), and the
 //! deliberate hand-overs of `rtu move` (`handover`).
 
-pub mod clock;
-pub mod handover;
-pub mod leader;
-pub mod plan;
-pub mod session;
+pub(crate) mod clock;
+pub(crate) mod handover;
+pub(crate) mod leader;
+pub(crate) mod plan;
+pub(crate) mod session;
 
 #[cfg(test)]
 mod tests;

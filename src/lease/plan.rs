@@ -9,7 +9,7 @@ use crate::ids::NodeId;
 use crate::state::ownership::{Lease, Ownership, OwnershipCommand, Reach};
 
 /// What the leader knows when it plans.
-pub struct View<'a> {
+pub(crate) struct View<'a> {
     pub ownership: &'a Ownership,
     /// The RTU ids of the applied site configuration.
     pub rtus: &'a [String],
@@ -32,7 +32,7 @@ pub struct View<'a> {
     pub backoff_max_ms: u64,
 }
 
-pub fn plan(v: &View<'_>) -> Vec<OwnershipCommand> {
+pub(crate) fn plan(v: &View<'_>) -> Vec<OwnershipCommand> {
     let mut commands = Vec::new();
     let o = v.ownership;
 

@@ -12,14 +12,14 @@ use crate::shutdown::Shutdown;
 const RETRY: Duration = Duration::from_millis(50);
 
 /// What the session loop uses.
-pub struct Session {
+pub(crate) struct Session {
     pub cluster: Cluster,
     /// What this node's RTU tasks report; a change of reach renews at once.
     pub reports: Arc<Reports>,
     pub own: Arc<OwnLease>,
 }
 
-pub async fn run(s: Session, shutdown: Shutdown) {
+pub(crate) async fn run(s: Session, shutdown: Shutdown) {
     let stop = shutdown.wait();
     tokio::pin!(stop);
     let cluster = &s.cluster;

@@ -17,13 +17,13 @@ use crate::state::commands::CommandOp;
 use crate::state::forwarding::ForwardingOp;
 use crate::tls::{PeerInfo, PeerRole, TrustStore};
 
-pub struct PeerService {
+pub(crate) struct PeerService {
     cluster: Cluster,
     trust: Arc<dyn TrustStore>,
 }
 
 impl PeerService {
-    pub fn new(cluster: Cluster, trust: Arc<dyn TrustStore>) -> PeerService {
+    pub(crate) fn new(cluster: Cluster, trust: Arc<dyn TrustStore>) -> PeerService {
         PeerService { cluster, trust }
     }
 

@@ -1,6 +1,6 @@
 //! The device's memory, how it answers each request, and the schedules that change it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::net::SocketAddr;
@@ -24,7 +24,7 @@ const MAX_WRITE_REGISTERS: usize = 123;
 
 /// The four Modbus tables.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Memory {
+pub(crate) struct Memory {
     pub coils: Vec<bool>,
     pub discrete_inputs: Vec<bool>,
     pub holding_registers: Vec<u16>,
@@ -65,7 +65,7 @@ impl Memory {
 
 /// A handle on a running simulated device: cheap to clone, shared by every connection.
 #[derive(Debug, Clone)]
-pub struct Device {
+pub(crate) struct Device {
     inner: Arc<Inner>,
 }
 
@@ -84,7 +84,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Device {
-    pub fn new(profile: &Profile, log: Option<RequestLog>) -> Device {
+    pub(crate) fn new(profile: &Profile, log: Option<RequestLog>) -> Device {
         let mut units = [false; 256];
         for &u in &profile.unit_ids {
             units[usize::from(u)] = true;
@@ -100,12 +100,14 @@ impl Device {
     }
 
     /// A copy of the device's tables as they are now.
-    pub fn snapshot(&self) -> Memory {
+    #[cfg(test)]
+    pub(crate) fn snapshot(&self) -> Memory {
         lock(&self.inner.memory).clone()
     }
 
     /// How many requests each client (ip:port) has sent since the device started.
-    pub fn requests_per_client(&self) -> BTreeMap<SocketAddr, u64> {
+    #[cfg(test)]
+    pub(crate) fn requests_per_client(&self) -> std::collections::BTreeMap<SocketAddr, u64> {
         lock(&self.inner.requests)
             .iter()
             .map(|(a, n)| (*a, *n))
@@ -113,7 +115,7 @@ impl Device {
     }
 
     /// Answers one request from `client`, counts it and logs it.
-    pub fn answer(
+    pub(crate) fn answer(
         &self,
         client: SocketAddr,
         req: &SlaveRequest<'_>,

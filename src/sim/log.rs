@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
-pub enum LogError {
+pub(crate) enum LogError {
     #[error("cannot open the request log {}", path.display())]
     Open {
         path: PathBuf,
@@ -23,7 +23,7 @@ pub enum LogError {
 
 /// One request as it appears in the log.
 #[derive(Debug, Clone, Serialize)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// When the request arrived, in milliseconds since the Unix epoch.
     pub time_ms: u64,
     /// The client's address (ip:port): on loopback every node is 127.0.0.1, so the port is
@@ -42,13 +42,13 @@ pub struct Entry {
 
 /// The open log file.
 #[derive(Debug)]
-pub struct RequestLog {
+pub(crate) struct RequestLog {
     file: File,
     path: PathBuf,
 }
 
 impl RequestLog {
-    pub fn open(path: &Path) -> Result<RequestLog, LogError> {
+    pub(crate) fn open(path: &Path) -> Result<RequestLog, LogError> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -63,13 +63,13 @@ impl RequestLog {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Appends one line. The file is unbuffered and the line goes out in one `write`, so a
     /// reader never sees half a line from a finished request, and nothing waits in a buffer.
-    pub fn write(&mut self, entry: &Entry) -> std::io::Result<()> {
+    pub(crate) fn write(&mut self, entry: &Entry) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(entry)?;
         line.push(b'\n');
         self.file.write_all(&line)?;

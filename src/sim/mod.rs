@@ -10,31 +10,30 @@
 //! # async fn demo(profile: fepha::sim::Profile) -> Result<(), fepha::sim::SimError> {
 //! let sim = fepha::sim::bind(([127, 0, 0, 1], 0).into(), &profile, None).await?;
 //! let addr = sim.local_addr();
-//! let device = sim.device().clone(); // snapshot(), requests_per_client()
 //! tokio::spawn(sim.serve(std::future::pending::<()>()));
 //! # Ok(()) }
 //! ```
 
 mod device;
 mod guard;
-pub mod log;
-pub mod profile;
+pub(crate) mod log;
+pub(crate) mod profile;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_modbus::server::tcp::Server;
 
-pub use device::{Device, Memory};
-pub use log::{Entry, LogError, RequestLog};
-pub use profile::{Profile, ProfileError};
+pub(crate) use device::Device;
+pub(crate) use log::{LogError, RequestLog};
+pub(crate) use profile::{Profile, ProfileError};
 
 #[derive(Debug, thiserror::Error)]
-pub enum SimError {
+pub(crate) enum SimError {
     #[error(transparent)]
     Profile(#[from] ProfileError),
     #[error(transparent)]
@@ -48,7 +47,7 @@ pub enum SimError {
 
 /// A device bound to its port, not yet serving.
 #[derive(Debug)]
-pub struct Sim {
+pub(crate) struct Sim {
     listener: TcpListener,
     local_addr: SocketAddr,
     device: Device,
@@ -58,7 +57,7 @@ pub struct Sim {
 /// Opens the log (if any) and binds `listen` (port 0 picks a free port; see
 /// [`Sim::local_addr`]). Connections are accepted by the kernel from here on and served
 /// once [`Sim::serve`] runs.
-pub async fn bind(
+pub(crate) async fn bind(
     listen: SocketAddr,
     profile: &Profile,
     log: Option<&Path>,
@@ -78,34 +77,15 @@ pub async fn bind(
     })
 }
 
-/// Binds and serves until `shutdown` resolves.
-pub async fn run(
-    listen: SocketAddr,
-    profile: Profile,
-    log: Option<PathBuf>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), SimError> {
-    bind(listen, &profile, log.as_deref())
-        .await?
-        .serve(shutdown)
-        .await;
-    Ok(())
-}
-
 impl Sim {
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local_addr
-    }
-
-    /// The device's memory and request counters, usable while and after it serves.
-    pub fn device(&self) -> &Device {
-        &self.device
     }
 
     /// Serves clients and runs the schedules until `shutdown` resolves, then returns its
     /// output; open connections are closed. Nothing else ends it: a failed accept (e.g. out of
     /// file descriptors) is retried.
-    pub async fn serve<F: Future>(self, shutdown: F) -> F::Output {
+    pub(crate) async fn serve<F: Future>(self, shutdown: F) -> F::Output {
         let Sim {
             listener,
             local_addr,
@@ -157,7 +137,11 @@ fn forever<F: Future<Output = Infallible>>(f: F) -> F {
 }
 
 /// `fepha sim modbus`: serves until SIGTERM or SIGINT.
-pub async fn run_cli(listen: SocketAddr, profile: &Path, log: Option<&Path>) -> anyhow::Result<()> {
+pub(crate) async fn run_cli(
+    listen: SocketAddr,
+    profile: &Path,
+    log: Option<&Path>,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     let profile = Profile::load(profile)?;
     // Install the signal handlers (on the future's first poll) before the port is bound:

@@ -29,10 +29,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// Modbus addresses are 16 bits wide, so a table has at most 65536 entries.
-pub const MAX_TABLE_SIZE: u32 = 1 << 16;
+pub(crate) const MAX_TABLE_SIZE: u32 = 1 << 16;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProfileError {
+pub(crate) enum ProfileError {
     #[error("cannot read the profile {}", path.display())]
     Read {
         path: PathBuf,
@@ -51,7 +51,7 @@ pub enum ProfileError {
 /// A validated profile.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Profile {
+pub(crate) struct Profile {
     /// The unit ids (slave ids) this device answers; any other gets exception 0x0B.
     pub unit_ids: Vec<u8>,
     /// The default seed of every `random_walk` schedule (each one mixes in its own index).
@@ -72,7 +72,7 @@ pub struct Profile {
 /// A table of bits (coils or discrete inputs).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Bits {
+pub(crate) struct Bits {
     /// How many addresses exist (0..count); others answer exception 2.
     pub count: u32,
     /// Initial values from address 0; the rest start false.
@@ -83,7 +83,7 @@ pub struct Bits {
 /// A table of 16-bit registers (holding or input).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Registers {
+pub(crate) struct Registers {
     pub count: u32,
     /// Initial values from address 0; the rest start 0.
     #[serde(default)]
@@ -92,7 +92,7 @@ pub struct Registers {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Table {
+pub(crate) enum Table {
     Coils,
     DiscreteInputs,
     HoldingRegisters,
@@ -100,7 +100,7 @@ pub enum Table {
 }
 
 impl Table {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Table::Coils => "coils",
             Table::DiscreteInputs => "discrete_inputs",
@@ -116,7 +116,7 @@ impl Table {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A bit flips every `every_ms`.
     Toggle,
     /// A register goes up by `step` every `every_ms`; past `max` it starts again at `min`.
@@ -132,7 +132,7 @@ pub enum Kind {
 /// The fields that only some kinds use are checked in [`Profile::validate`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     pub kind: Kind,
     pub table: Table,
     pub address: u16,
@@ -145,7 +145,7 @@ pub struct Schedule {
 }
 
 impl Profile {
-    pub fn load(path: &Path) -> Result<Profile, ProfileError> {
+    pub(crate) fn load(path: &Path) -> Result<Profile, ProfileError> {
         let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
             path: path.to_owned(),
             source,
@@ -154,7 +154,7 @@ impl Profile {
     }
 
     /// Parses and validates; `path` is only used in error messages.
-    pub fn parse(path: &Path, text: &str) -> Result<Profile, ProfileError> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Profile, ProfileError> {
         let profile: Profile = toml::from_str(text).map_err(|e| ProfileError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
@@ -170,7 +170,7 @@ impl Profile {
     }
 
     /// The size of a table.
-    pub fn count(&self, table: Table) -> u32 {
+    pub(crate) fn count(&self, table: Table) -> u32 {
         match table {
             Table::Coils => self.coils.count,
             Table::DiscreteInputs => self.discrete_inputs.count,
@@ -180,7 +180,7 @@ impl Profile {
     }
 
     /// The seed a random_walk schedule at `index` uses.
-    pub fn seed_of(&self, index: usize, schedule: &Schedule) -> u64 {
+    pub(crate) fn seed_of(&self, index: usize, schedule: &Schedule) -> u64 {
         schedule
             .seed
             .unwrap_or_else(|| self.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))

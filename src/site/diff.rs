@@ -7,7 +7,7 @@ use std::fmt;
 use super::Site;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     Added { what: &'static str, id: String },
     Removed { what: &'static str, id: String },
     Changed { what: &'static str, id: String },
@@ -24,7 +24,7 @@ impl fmt::Display for Change {
 }
 
 /// The changes from `old` to `new`, in file order: site, timers, RTUs, points, forwarders.
-pub fn diff(old: &Site, new: &Site) -> Vec<Change> {
+pub(crate) fn diff(old: &Site, new: &Site) -> Vec<Change> {
     let mut changes = Vec::new();
     if old.site != new.site {
         changes.push(Change::Changed {

@@ -8,7 +8,7 @@ use super::{Forwarder, Group};
 use crate::iec104::LinkParams;
 
 /// The name of the group of a forwarder that declares none.
-pub const DEFAULT_GROUP: &str = "default";
+pub(crate) const DEFAULT_GROUP: &str = "default";
 
 impl Forwarder {
     /// The link parameters this forwarder's configuration gives, or why they are not numbers.

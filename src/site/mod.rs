@@ -12,9 +12,8 @@ mod tests;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-pub use diff::{Change, diff};
-pub use forwarding::DEFAULT_GROUP;
-pub use validate::{Issue, parse};
+pub(crate) use diff::diff;
+pub(crate) use validate::parse;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -1,3 +1,4 @@
+use super::validate::Issue;
 use super::*;
 
 const EXAMPLE: &str = include_str!("../../examples/site.toml");

@@ -13,7 +13,7 @@ use super::{Format, PointKind, Site, Table};
 const MAX_IOA: u32 = 0xFF_FFFF;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issue {
+pub(crate) struct Issue {
     /// Where in the file, as a key path: `rtu[2].channel[0].endpoints[1]`.
     pub path: String,
     /// 1-based; None for something that is missing rather than wrong.
@@ -31,7 +31,7 @@ impl fmt::Display for Issue {
 }
 
 /// Parses and checks `text`; on failure, every problem found.
-pub fn parse(text: &str) -> Result<Site, Vec<Issue>> {
+pub(crate) fn parse(text: &str) -> Result<Site, Vec<Issue>> {
     let site: Site = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start));
         vec![Issue {

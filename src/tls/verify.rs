@@ -84,13 +84,13 @@ fn refused() -> Error {
 /// The server's check of a client certificate. A client may also present none: such a
 /// connection can only ask to join (see `admin::access`).
 #[derive(Debug)]
-pub struct ClientVerifier {
+pub(super) struct ClientVerifier {
     trust: Arc<dyn TrustStore>,
     signatures: Signatures,
 }
 
 impl ClientVerifier {
-    pub fn new(trust: Arc<dyn TrustStore>) -> ClientVerifier {
+    pub(super) fn new(trust: Arc<dyn TrustStore>) -> ClientVerifier {
         ClientVerifier {
             trust,
             signatures: Signatures::new(),
@@ -153,13 +153,13 @@ impl ClientCertVerifier for ClientVerifier {
 
 /// The client's check of a server certificate: servers are always nodes.
 #[derive(Debug)]
-pub struct ServerVerifier {
+pub(super) struct ServerVerifier {
     trust: Arc<dyn TrustStore>,
     signatures: Signatures,
 }
 
 impl ServerVerifier {
-    pub fn new(trust: Arc<dyn TrustStore>) -> ServerVerifier {
+    pub(super) fn new(trust: Arc<dyn TrustStore>) -> ServerVerifier {
         ServerVerifier {
             trust,
             signatures: Signatures::new(),
