@@ -75,6 +75,8 @@ struct Inner {
     units: [bool; 256],
     log: Option<Mutex<RequestLog>>,
     requests: Mutex<HashMap<SocketAddr, u64>>,
+    /// How long a write takes to be confirmed (the profile's `write_delay_ms`).
+    write_delay: Duration,
 }
 
 /// Our critical sections cannot panic half-way, so a poisoned lock still guards consistent
@@ -95,6 +97,7 @@ impl Device {
                 units,
                 log: log.map(Mutex::new),
                 requests: Mutex::new(HashMap::new()),
+                write_delay: Duration::from_millis(profile.write_delay_ms),
             }),
         }
     }
@@ -208,10 +211,23 @@ impl Service for Connection {
     type Request = SlaveRequest<'static>;
     type Response = Response;
     type Exception = ExceptionCode;
-    type Future = Ready<Result<Response, ExceptionCode>>;
+    type Future = futures::future::Either<
+        Ready<Result<Response, ExceptionCode>>,
+        futures::future::BoxFuture<'static, Result<Response, ExceptionCode>>,
+    >;
 
+    /// A write is applied (and logged) when it arrives and confirmed `write_delay_ms` later,
+    /// as a breaker confirms once it has moved.
     fn call(&self, req: Self::Request) -> Self::Future {
-        ready(self.device.answer(self.peer, &req))
+        let answer = self.device.answer(self.peer, &req);
+        let delay = self.device.inner.write_delay;
+        if delay.is_zero() || !is_write(&req.request) {
+            return futures::future::Either::Left(ready(answer));
+        }
+        futures::future::Either::Right(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            answer
+        }))
     }
 }
 
@@ -328,6 +344,18 @@ fn execute(m: &mut Memory, req: &Request<'_>) -> Result<Response, ExceptionCode>
         // A plain register device: no diagnostics, file records, FIFOs or identification.
         _ => Err(ExceptionCode::IllegalFunction),
     }
+}
+
+fn is_write(req: &Request<'_>) -> bool {
+    matches!(
+        req,
+        Request::WriteSingleCoil(..)
+            | Request::WriteSingleRegister(..)
+            | Request::WriteMultipleCoils(..)
+            | Request::WriteMultipleRegisters(..)
+            | Request::MaskWriteRegister(..)
+            | Request::ReadWriteMultipleRegisters(..)
+    )
 }
 
 /// The function's name and the address range it touches, for the log.

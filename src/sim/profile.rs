@@ -67,6 +67,10 @@ pub(crate) struct Profile {
     pub input_registers: Registers,
     #[serde(default, rename = "schedule")]
     pub schedules: Vec<Schedule>,
+    /// How long the device takes to confirm a write, as a breaker confirms once it has
+    /// moved; 0 (the default) confirms at once.
+    #[serde(default)]
+    pub write_delay_ms: u64,
 }
 
 /// A table of bits (coils or discrete inputs).
