@@ -279,7 +279,7 @@ impl Conn {
 
     fn propose(&self, op: ForwardingOp) {
         let host = self.served.host.clone();
-        tokio::spawn(async move {
+        self.served.tasks.spawn(async move {
             if let Err(e) = host.cluster.propose(Request::Forwarding(op)).await {
                 tracing::debug!("forwarding claim not written: {e}");
             }
@@ -396,7 +396,7 @@ impl Conn {
             Reaction::Send(asdus) => asdus.iter().for_each(|a| self.queue(a)),
             Reaction::Execute(exec) => {
                 let origin = format!("104 master {} via {}", self.peer, host.name);
-                tokio::spawn(super::command::execute(
+                served.tasks.spawn(super::command::execute(
                     served.clone(),
                     exec,
                     origin,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
 
 use super::Host;
 use super::acks::{self, AckBook};
@@ -34,6 +35,10 @@ pub(crate) struct Served {
     pub book: Arc<AckBook>,
     /// Wakes connections waiting for a group when one is released.
     pub released: Notify,
+    /// What the connections leave running when they close: commands on their way to an
+    /// outcome (and their cancellation), claims and releases of a group in the log. The
+    /// listener waits for them before it ends.
+    pub tasks: TaskTracker,
 }
 
 struct Running {
@@ -102,6 +107,7 @@ pub(crate) async fn run(host: Arc<Host>, shutdown: Shutdown) {
                     groups: Mutex::default(),
                     book: book.clone(),
                     released: Notify::new(),
+                    tasks: TaskTracker::new(),
                 });
                 let listener = tokio::spawn(listen(served, shutdown.clone(), own));
                 running.insert(
@@ -181,4 +187,6 @@ async fn listen(served: Arc<Served>, node_stop: Shutdown, own_stop: Shutdown) {
     }
     // Every connection watches the same stop signals and closes itself.
     while connections.join_next().await.is_some() {}
+    served.tasks.close();
+    served.tasks.wait().await;
 }
