@@ -15,7 +15,7 @@ use crate::proto::peer::{LeaderReply, LeaderRequest, PeerPayload};
 use crate::state::Request as LogRequest;
 use crate::state::commands::CommandOp;
 use crate::state::forwarding::ForwardingOp;
-use crate::tls::{PeerInfo, PeerRole, TrustStore};
+use crate::tls::TrustStore;
 
 pub(crate) struct PeerService {
     cluster: Cluster,
@@ -27,25 +27,10 @@ impl PeerService {
         PeerService { cluster, trust }
     }
 
-    /// The member id of the calling node; a certificate revoked while its connection was
-    /// open is refused from the next call on.
+    /// The member id of the calling node (None for a trusted node not in the membership).
     fn caller<T>(&self, request: &Request<T>) -> Result<Option<NodeId>, Status> {
-        let fingerprint = request
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|p| p.fingerprint.as_ref())
-            .ok_or_else(|| Status::unauthenticated("only a node may make this call"))?;
-        match self.trust.role_of(fingerprint) {
-            Some(PeerRole::Node) => {}
-            Some(PeerRole::Operator) => {
-                return Err(Status::permission_denied("only a node may make this call"));
-            }
-            None => {
-                return Err(Status::unauthenticated(format!(
-                    "certificate {fingerprint} is not trusted"
-                )));
-            }
-        }
+        let fingerprint =
+            crate::tls::require_node(request, self.trust.as_ref(), "the peer service")?;
         Ok(self
             .cluster
             .members()

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::{Raft, TypeConfig};
 use crate::proto::raft::raft_server::Raft as RaftRpc;
 use crate::proto::raft::{RaftPayload, SnapshotChunk};
-use crate::tls::{PeerInfo, PeerRole, TrustStore};
+use crate::tls::TrustStore;
 
 pub struct RaftService {
     raft: Raft,
@@ -24,20 +24,7 @@ impl RaftService {
     /// Only nodes speak Raft, and a certificate revoked while its connection was open is
     /// refused from the next request on.
     fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let fingerprint = request
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|p| p.fingerprint.as_ref())
-            .ok_or_else(|| Status::unauthenticated("Raft needs a node certificate"))?;
-        match self.trust.role_of(fingerprint) {
-            Some(PeerRole::Node) => Ok(()),
-            Some(PeerRole::Operator) => Err(Status::permission_denied(
-                "an operator certificate cannot speak Raft",
-            )),
-            None => Err(Status::unauthenticated(format!(
-                "certificate {fingerprint} is not trusted"
-            ))),
-        }
+        crate::tls::require_node(request, self.trust.as_ref(), "Raft").map(|_| ())
     }
 }
 

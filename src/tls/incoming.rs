@@ -19,7 +19,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
 
-use super::{Fingerprint, Identity, TrustStore, verify};
+use super::{Fingerprint, Identity, PeerRole, TrustStore, verify};
 
 /// A handshake that takes longer than this is abandoned.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,6 +32,32 @@ pub struct PeerInfo {
     pub remote: SocketAddr,
     /// None for a client that presented no certificate (it may only ask to join).
     pub fingerprint: Option<Fingerprint>,
+}
+
+/// The calling node's fingerprint, for a service only member nodes may call (`service`
+/// names it in the refusals). Checked on every request, so a certificate revoked while its
+/// connection was open is refused from the next request on.
+pub fn require_node<'a, T>(
+    request: &'a tonic::Request<T>,
+    trust: &dyn TrustStore,
+    service: &str,
+) -> Result<&'a Fingerprint, tonic::Status> {
+    let fingerprint = request
+        .extensions()
+        .get::<PeerInfo>()
+        .and_then(|p| p.fingerprint.as_ref())
+        .ok_or_else(|| {
+            tonic::Status::unauthenticated(format!("{service} needs a node certificate"))
+        })?;
+    match trust.role_of(fingerprint) {
+        Some(PeerRole::Node) => Ok(fingerprint),
+        Some(PeerRole::Operator) => Err(tonic::Status::permission_denied(format!(
+            "an operator certificate cannot speak {service}"
+        ))),
+        None => Err(tonic::Status::unauthenticated(format!(
+            "certificate {fingerprint} is not trusted"
+        ))),
+    }
 }
 
 pub fn server_config(

@@ -11,6 +11,6 @@ mod verify;
 pub use connect::{BadEndpoint, endpoint, refusal};
 pub use fingerprint::{BadFingerprint, Fingerprint};
 pub use identity::{CERT_FILE, Identity, IdentityError, KEY_FILE};
-pub use incoming::{Connections, PeerConn, PeerInfo, incoming, server_config};
+pub use incoming::{Connections, PeerConn, PeerInfo, incoming, require_node, server_config};
 pub use pinned::PinnedNodes;
 pub use verify::{PeerRole, TrustStore};
