@@ -231,6 +231,9 @@ impl RtuTask {
                     }
                     return Some(Reach::Reachable);
                 }
+                // The lease ran out between two reads (no request was left on the wire):
+                // that says nothing about the link, so nothing goes down or invalid.
+                Err(_) if !self.may_io(epoch) => return None,
                 Err(e) => {
                     // Said once per endpoint going down, not every round.
                     if self.up.get(&at) != Some(&false) {
