@@ -94,6 +94,18 @@ pub(crate) const COUNTERS: &[(&str, &str)] = &[
         "Admin API calls, by method and result code",
     ),
     (
+        "fepha_raft_campaigns_leader_gone_total",
+        "Elections this node started at once because the leader's port refused connections",
+    ),
+    (
+        "fepha_peer_probes_total",
+        "Calls that keep this node's connections to the other members' peer services open",
+    ),
+    (
+        "fepha_peer_probes_unanswered_total",
+        "Of those, the ones a member did not answer in time",
+    ),
+    (
         "fepha_peer_requests_total",
         "Node-to-node peer calls (renewals, forwarded writes), by method and result code",
     ),

@@ -22,6 +22,9 @@ pub enum ClusterError {
     Membership(String),
     #[error("raft has stopped: {0}")]
     Stopped(String),
+    /// The leader's port refuses connections: its process is gone (see `Cluster::leader_gone`).
+    #[error("leader {0} is gone: its port refuses connections")]
+    LeaderGone(String),
     /// The leader could not be reached, or failed the call.
     #[error("leader {leader}: {message}")]
     Leader { leader: String, message: String },

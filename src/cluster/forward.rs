@@ -96,6 +96,37 @@ impl Cluster {
         }))
     }
 
+    /// Keeps a live connection to every other member's peer service, until `shutdown`: the
+    /// first write or renewal to a new leader after a failover must not wait for a TCP, TLS
+    /// and HTTP/2 handshake while the writer's lease runs down. A cheap `Leader` call every
+    /// second opens (or proves) each connection.
+    pub async fn keep_peers_connected(self, shutdown: crate::shutdown::Shutdown) {
+        const EVERY: Duration = Duration::from_secs(1);
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = &mut stop => return,
+            }
+            let members = self.members();
+            let others: Vec<String> = members
+                .nodes()
+                .filter(|(id, _)| *id != self.id())
+                .map(|(_, n)| n.raft_addr.clone())
+                .collect();
+            let asks = others
+                .iter()
+                .map(|addr| self.leader_seen_by(addr, Duration::from_millis(500)));
+            let answers = futures::future::join_all(asks).await;
+            let silent = answers.iter().filter(|a| a.is_none()).count();
+            metrics::counter!("fepha_peer_probes_total").increment(answers.len() as u64);
+            metrics::counter!("fepha_peer_probes_unanswered_total").increment(silent as u64);
+        }
+    }
+
     /// Asks the node at `raft_addr` whether it follows a leader; None if it does not answer
     /// within `timeout`.
     pub async fn leader_seen_by(&self, raft_addr: &str, timeout: Duration) -> Option<bool> {
@@ -134,9 +165,27 @@ fn decode<A: DeserializeOwned>(
         .map_err(|e| ClusterError::Codec(format!("the leader's reply does not decode: {e}")))
 }
 
+/// Whether the call failed because the peer's port refused the connection, which a live
+/// process never does: a partitioned or slow one lets the call time out instead.
+fn refused(s: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// What the leader's peer service answered, back as the error it stood for.
 fn from_status(leader: &str, s: tonic::Status) -> ClusterError {
     use tonic::Code;
+    if s.code() == Code::Unavailable && refused(&s) {
+        return ClusterError::LeaderGone(leader.to_owned());
+    }
     match s.code() {
         Code::PermissionDenied | Code::InvalidArgument | Code::FailedPrecondition => {
             ClusterError::Refused(s.message().to_owned())

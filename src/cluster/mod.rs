@@ -15,6 +15,7 @@ mod renewal;
 mod trust;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -47,6 +48,8 @@ struct Inner {
     /// Present once this node has been removed from its cluster: it never campaigns again,
     /// also after a restart.
     retired_marker: PathBuf,
+    /// The last term in which this node campaigned because its leader was gone.
+    campaigned_in: AtomicU64,
 }
 
 /// A write that the log took, with where.
@@ -73,6 +76,7 @@ impl Cluster {
                 renewals: Renewals::default(),
                 site: Mutex::new(None),
                 retired_marker,
+                campaigned_in: AtomicU64::new(0),
             }),
         }
     }
@@ -175,6 +179,36 @@ impl Cluster {
 
     pub fn retired_marker(&self) -> &std::path::Path {
         &self.inner.retired_marker
+    }
+
+    /// The leader's process is gone (its port refuses connections): this voter campaigns at
+    /// once, once per term, instead of waiting out openraft's leader lease and election
+    /// timeout first, during which every owner's lease runs down. Safe: the other voters grant
+    /// their votes only once their own lease of the old leader has run out, and a node that
+    /// does not campaign (retired, or stepped down without a quorum) stays out of it.
+    pub async fn leader_gone(&self) {
+        let m = self.metrics();
+        let campaigns = m.state == openraft::ServerState::Follower
+            && m.current_leader.is_some_and(|l| l != self.id())
+            && self.members().is_voter(self.id())
+            && !self.is_retired();
+        if !campaigns
+            || self
+                .inner
+                .campaigned_in
+                .fetch_max(m.current_term, Ordering::Relaxed)
+                >= m.current_term
+        {
+            return;
+        }
+        metrics::counter!("fepha_raft_campaigns_leader_gone_total").increment(1);
+        tracing::info!(
+            term = m.current_term,
+            "the leader's port refuses connections; campaigning at once"
+        );
+        if let Err(e) = self.inner.raft.trigger().elect().await {
+            tracing::warn!("cannot campaign: {e}");
+        }
     }
 
     /// Waits until `check` gives a value, looking again at every change of openraft's metrics

@@ -74,6 +74,9 @@ pub(crate) async fn run(s: Session, shutdown: Shutdown) {
             Ok(Ok(false)) => "lagging",
             Ok(Err(e)) => {
                 tracing::debug!("session renewal failed: {e}");
+                if matches!(e, ClusterError::LeaderGone(_)) {
+                    cluster.leader_gone().await;
+                }
                 "failed"
             }
             Err(_) => "timeout",

@@ -156,6 +156,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         config.raft.clone(),
         watchers.signal(),
     ));
+    watchers.spawn(cluster.clone().keep_peers_connected(watchers.signal()));
     watchers.spawn(cut_revoked(
         cluster.clone(),
         admin_cx.clone(),
