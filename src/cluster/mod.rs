@@ -17,7 +17,7 @@ mod trust;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub(crate) use command::{CommandOutcome, NewCommand};
 pub(crate) use error::ClusterError;
@@ -50,6 +50,8 @@ struct Inner {
     retired_marker: PathBuf,
     /// The last term in which this node campaigned because its leader was gone.
     campaigned_in: AtomicU64,
+    /// When the Raft service last took a leader's AppendEntries.
+    leader_heard: Arc<crate::raft::LeaderHeard>,
 }
 
 /// A write that the log took, with where.
@@ -66,6 +68,7 @@ impl Cluster {
         state: StateView,
         peers: PeerPool,
         retired_marker: PathBuf,
+        leader_heard: Arc<crate::raft::LeaderHeard>,
     ) -> Cluster {
         Cluster {
             inner: Arc::new(Inner {
@@ -77,6 +80,7 @@ impl Cluster {
                 site: Mutex::new(None),
                 retired_marker,
                 campaigned_in: AtomicU64::new(0),
+                leader_heard,
             }),
         }
     }
@@ -181,14 +185,18 @@ impl Cluster {
         &self.inner.retired_marker
     }
 
-    /// The leader's process is gone (its port refuses connections): this voter campaigns at
-    /// once, once per term, instead of waiting out openraft's leader lease and election
-    /// timeout first, during which every owner's lease runs down. Safe: the other voters grant
-    /// their votes only once their own lease of the old leader has run out, and a node that
-    /// does not campaign (retired, or stepped down without a quorum) stays out of it.
+    /// The leader's process is gone (its port refuses connections, and its heartbeats have
+    /// stopped for two intervals): this voter campaigns at once, once per term, instead of
+    /// waiting out openraft's leader lease and election timeout first, during which every
+    /// owner's lease runs down. Safe: the other voters grant their votes only once their own
+    /// lease of the old leader has run out, and a node that does not campaign (retired, or
+    /// stepped down without a quorum) stays out of it.
     pub async fn leader_gone(&self) {
         let m = self.metrics();
-        let campaigns = m.state == openraft::ServerState::Follower
+        let quiet = 2 * Duration::from_millis(self.inner.raft.config().heartbeat_interval);
+        let silent = self.inner.leader_heard.ago().is_none_or(|ago| ago > quiet);
+        let campaigns = silent
+            && m.state == openraft::ServerState::Follower
             && m.current_leader.is_some_and(|l| l != self.id())
             && self.members().is_voter(self.id())
             && !self.is_retired();

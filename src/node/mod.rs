@@ -81,12 +81,14 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     )
     .await
     .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let leader_heard = Arc::new(crate::raft::LeaderHeard::default());
     let cluster = Cluster::new(
         id,
         raft.clone(),
         state,
         PeerPool::new(identity.clone(), trust.clone()),
         retired_marker(data_dir),
+        leader_heard.clone(),
     );
     if cluster.is_retired() {
         tracing::warn!(
@@ -167,7 +169,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     watchers.spawn(exporter);
     let mut servers = Part::new("gRPC servers");
     servers.spawn(serve_raft(
-        raft.clone(),
+        RaftService::new(raft.clone(), trust.clone(), leader_heard),
         cluster.clone(),
         trust.clone(),
         raft_listener,
@@ -254,14 +256,14 @@ async fn cut_revoked(
 
 /// Raft and the peer service share the raft address: both are node-to-node.
 async fn serve_raft(
-    raft: Raft,
+    raft: RaftService,
     cluster: Cluster,
     trust: Arc<NodeTrust>,
     incoming: Incoming,
     shutdown: Shutdown,
 ) {
     let trust: Arc<dyn TrustStore> = trust;
-    let service = RaftServer::new(RaftService::new(raft, trust.clone()))
+    let service = RaftServer::new(raft)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
     let peer = PeerServer::new(PeerService::new(cluster, trust))

@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub use gauges::watch_raft;
 pub use network::Network;
 pub use quorum_watch::step_down_without_quorum;
-pub use service::RaftService;
+pub use service::{LeaderHeard, RaftService};
 
 use crate::config::NodeConfig;
 pub use crate::ids::{FephaNode, NodeId};

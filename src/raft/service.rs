@@ -14,11 +14,37 @@ use crate::tls::TrustStore;
 pub struct RaftService {
     raft: Raft,
     trust: Arc<dyn TrustStore>,
+    heard: Arc<LeaderHeard>,
+}
+
+/// When this node last took an AppendEntries (a leader's heartbeat or entries).
+#[derive(Debug, Default)]
+pub struct LeaderHeard {
+    at: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl LeaderHeard {
+    fn record(&self) {
+        let mut at = self
+            .at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *at = Some(std::time::Instant::now());
+    }
+
+    /// How long ago; None if never.
+    pub fn ago(&self) -> Option<std::time::Duration> {
+        let at = self
+            .at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        at.map(|t| t.elapsed())
+    }
 }
 
 impl RaftService {
-    pub fn new(raft: Raft, trust: Arc<dyn TrustStore>) -> RaftService {
-        RaftService { raft, trust }
+    pub fn new(raft: Raft, trust: Arc<dyn TrustStore>, heard: Arc<LeaderHeard>) -> RaftService {
+        RaftService { raft, trust, heard }
     }
 
     /// Only nodes speak Raft, and a certificate revoked while its connection was open is
@@ -53,6 +79,7 @@ impl RaftRpc for RaftService {
         self.check(&request)?;
         let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> =
             decode(&request.into_inner().json, "append_entries")?;
+        self.heard.record();
         reply(&self.raft.append_entries(rpc).await)
     }
 
