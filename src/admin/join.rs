@@ -157,10 +157,15 @@ async fn add_self(cx: &Context, peer: &str) -> Result<(), Status> {
         };
         match attempt.await {
             Ok(_) => return Ok(()),
+            // A member that has not applied our trust entry yet refuses the handshake, which
+            // shows up as any of these, depending on where the call was when it did.
             Err(s)
                 if matches!(
                     s.code(),
-                    tonic::Code::Unauthenticated | tonic::Code::Unknown | tonic::Code::Unavailable
+                    tonic::Code::Unauthenticated
+                        | tonic::Code::Unknown
+                        | tonic::Code::Unavailable
+                        | tonic::Code::Cancelled
                 ) && Instant::now() < deadline =>
             {
                 tracing::debug!("not added yet: {}", s.message());
