@@ -5,13 +5,11 @@
 //! values on a schedule, and logs every request with its client's address, so that tests can
 //! prove which node polled the device when. Built on tokio-modbus's TCP server.
 //!
-//! Used in-process too (e.g. by `fepha demo`):
-//! ```no_run
-//! # async fn demo(profile: fepha::sim::Profile) -> Result<(), fepha::sim::SimError> {
-//! let sim = fepha::sim::bind(([127, 0, 0, 1], 0).into(), &profile, None).await?;
+//! Used in-process too (by `fepha demo`):
+//! ```text
+//! let sim = sim::bind(([127, 0, 0, 1], 0).into(), &profile, None).await?;
 //! let addr = sim.local_addr();
 //! tokio::spawn(sim.serve(std::future::pending::<()>()));
-//! # Ok(()) }
 //! ```
 
 mod device;
