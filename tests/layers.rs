@@ -25,7 +25,6 @@ fn layer(module: &str) -> Option<f64> {
         ("lease::plan", 1.3),
         ("lease::clock", 1.3),
         ("lease::tests", 1.3),
-        ("forwarder::link", 1.4),
         ("forwarder::stream", 1.4),
         ("forwarder::groups", 1.4),
         ("forwarder::image", 1.4),

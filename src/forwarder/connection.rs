@@ -13,12 +13,12 @@ use tokio::sync::mpsc;
 
 use super::gate::{self, Gate};
 use super::groups::{Claim, Kick};
-use super::link::{Link, LinkEvent, LinkState};
 use super::registry::ConnInfo;
 use super::serve::Served;
 use super::station::{self, Reaction};
 use super::stream::Stream;
 use crate::cluster::Cluster;
+use crate::iec104::link::{Link, LinkEvent, LinkState};
 use crate::iec104::{Asdu, AsduError, Cause, mirror_raw};
 use crate::shutdown::Shutdown;
 use crate::site::ForwardMode;

@@ -1,9 +1,9 @@
 //! The IEC 60870-5-104 forwarder: the controlled-station (server) side that SCADA masters
 //! connect to.
 //!
-//! The protocol parts have no I/O: [`link`] is one connection's state machine (STARTDT/
-//! STOPDT/TESTFR, the k and w windows, timers t1..t3), [`image`] maps the replicated point
-//! image to a forwarder's IOAs and 104 types, [`station`] answers what a master asks.
+//! The protocol parts have no I/O: `iec104::link` is one connection's state machine
+//! (STARTDT/STOPDT/TESTFR, the k and w windows, timers t1..t3), [`image`] maps the replicated
+//! point image to a forwarder's IOAs and 104 types, [`station`] answers what a master asks.
 //! [`serve`] runs one listener per `[[forwarder]]` of the site, [`connection`] one task per
 //! master connection; [`groups`] keeps at most one connection per redundancy group started,
 //! [`stream`] tracks which events a connection has sent and had acknowledged, and
@@ -15,7 +15,6 @@ pub(crate) mod connection;
 pub(crate) mod gate;
 pub(crate) mod groups;
 pub(crate) mod image;
-pub(crate) mod link;
 pub(crate) mod registry;
 pub(crate) mod serve;
 pub(crate) mod station;

@@ -14,9 +14,9 @@ use super::Host;
 use super::acks::{self, AckBook};
 use super::groups::Groups;
 use super::image::Image;
-use super::link::LinkParams;
 use super::station::Selects;
 use crate::config::Role;
+use crate::iec104::LinkParams;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::site::Forwarder;
 

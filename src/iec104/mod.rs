@@ -1,5 +1,7 @@
 //! The IEC 60870-5-104 codec: bytes in, frames out, and back. No I/O, no timers, no
-//! connection state; the link layer (k/w windows, t1..t3) and the forwarder build on it.
+//! connection state. [`link`] builds the state machine of one connection on it (k/w
+//! windows, t1..t3, STARTDT/STOPDT/TESTFR), for either station: the forwarder serves
+//! masters as the controlled station, acquisition polls devices as the controlling one.
 //!
 //! Two layers, decoded separately (as stepfunc's dnp3 and rodbus keep a link/frame layer
 //! apart from the application layer, each a parser over a buffer):
@@ -37,6 +39,7 @@ pub mod asdu;
 mod cause;
 mod elements;
 mod error;
+pub(crate) mod link;
 mod params;
 mod qualifiers;
 mod quality;

@@ -2,27 +2,27 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-const ASDU: [u8; 3] = [1, 2, 3];
+pub(super) const ASDU: [u8; 3] = [1, 2, 3];
 
-fn seq(n: u16) -> SeqNo {
+pub(super) fn seq(n: u16) -> SeqNo {
     SeqNo::wrapping(n)
 }
 
-fn bytes(apdu: &Apdu) -> Vec<u8> {
+pub(super) fn bytes(apdu: &Apdu) -> Vec<u8> {
     let mut out = Vec::new();
     apdu.encode(&mut out).expect("encodes");
     out
 }
 
-fn u(f: UFunction) -> Vec<u8> {
+pub(super) fn u(f: UFunction) -> Vec<u8> {
     bytes(&Apdu::U(f))
 }
 
-fn s(nr: u16) -> Vec<u8> {
+pub(super) fn s(nr: u16) -> Vec<u8> {
     bytes(&Apdu::S { recv_seq: seq(nr) })
 }
 
-fn i(ns: u16, nr: u16) -> Vec<u8> {
+pub(super) fn i(ns: u16, nr: u16) -> Vec<u8> {
     bytes(&Apdu::I(IFrame {
         send_seq: seq(ns),
         recv_seq: seq(nr),
@@ -31,7 +31,7 @@ fn i(ns: u16, nr: u16) -> Vec<u8> {
 }
 
 /// Everything the link wrote, decoded.
-fn written(link: &mut Link) -> Vec<Apdu> {
+pub(super) fn written(link: &mut Link) -> Vec<Apdu> {
     let mut buf = Vec::new();
     link.take_output(&mut buf);
     let mut apdus = Vec::new();
@@ -44,11 +44,11 @@ fn written(link: &mut Link) -> Vec<Apdu> {
     apdus
 }
 
-fn events(link: &mut Link) -> Vec<LinkEvent> {
+pub(super) fn events(link: &mut Link) -> Vec<LinkEvent> {
     std::iter::from_fn(|| link.poll_event()).collect()
 }
 
-fn closed_with(link: &mut Link) -> Option<CloseReason> {
+pub(super) fn closed_with(link: &mut Link) -> Option<CloseReason> {
     events(link).into_iter().find_map(|e| match e {
         LinkEvent::Closed(r) => Some(r),
         _ => None,

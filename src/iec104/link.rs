@@ -1,5 +1,6 @@
-//! One IEC 60870-5-104 connection seen from the controlled station (the server), as a
-//! sans-IO state machine in the manner of stepfunc's dnp3 and rodbus link layers.
+//! One IEC 60870-5-104 connection, from either end, as a sans-IO state machine in the manner
+//! of stepfunc's dnp3 and rodbus link layers: the controlled station (the forwarder serving
+//! SCADA masters) or the controlling station (104 acquisition, polling a device).
 //!
 //! The link owns no socket, task or clock. The caller:
 //!
@@ -13,10 +14,17 @@
 //! Every call takes `now`; the link never reads a clock itself, so tests drive it with a
 //! base [`Instant`] plus durations.
 //!
-//! Starting data transfer is the owner's decision: a STARTDT act from the master becomes
-//! [`LinkEvent::StartRequested`], and only [`Link::confirm_start`] answers it (the
-//! forwarder confirms only while its node leads). Unconfirmed, the master's STARTDT simply
-//! stays unanswered.
+//! As the controlled station ([`Link::new`]), starting data transfer is the owner's
+//! decision: a STARTDT act from the master becomes [`LinkEvent::StartRequested`], and only
+//! [`Link::confirm_start`] answers it (the forwarder confirms only while its node leads).
+//! Unconfirmed, the master's STARTDT simply stays unanswered.
+//!
+//! As the controlling station ([`Link::controlling`]), [`Link::start`] and [`Link::stop`]
+//! send STARTDT and STOPDT act, and a confirmation that does not come within t1 closes the
+//! link. Received I frames are acknowledged only as far as [`Link::release`] allows: the
+//! owner releases them once the changes they carried are committed, so a device resends to
+//! the next owner whatever this one had not made safe (acknowledge after commit). w and t2
+//! count from the release, not the receipt.
 //!
 //! Acknowledgements of sent I frames come out as [`LinkEvent::Acknowledged`] with the
 //! number of newly acknowledged frames; frames are acknowledged in send order, so the
@@ -30,11 +38,9 @@ use std::time::Instant;
 
 use thiserror::Error;
 
-use crate::iec104::{
-    ApciError, Apdu, EncodeError, IFrame, MAX_APDU_LEN, SeqNo, UFunction, decode_apdu,
-};
+use super::{ApciError, Apdu, EncodeError, IFrame, MAX_APDU_LEN, SeqNo, UFunction, decode_apdu};
 
-pub(crate) use crate::iec104::{LinkParams, ParamError};
+use super::{LinkParams, ParamError};
 
 /// The data-transfer state of an open connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,9 +115,19 @@ pub(crate) enum SendError {
     Encode(#[from] EncodeError),
 }
 
-/// The controlled-station state machine of one connection.
+/// Which end of the connection a link is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The server: answers the master's STARTDT/STOPDT, acknowledges on receipt.
+    Controlled,
+    /// The client: sends STARTDT/STOPDT, acknowledges what the owner released.
+    Controlling,
+}
+
+/// The state machine of one connection.
 #[derive(Debug)]
 pub(crate) struct Link {
+    role: Role,
     params: LinkParams,
     state: LinkState,
     closed: Option<CloseReason>,
@@ -123,11 +139,16 @@ pub(crate) struct Link {
     unacked: VecDeque<Instant>,
     /// N(S) expected in the next received I frame.
     recv_seq: SeqNo,
-    /// Received I frames not yet acknowledged by us.
+    /// The N(R) this link may send: every received frame before it was released (at once
+    /// for the controlled station, by [`Link::release`] for the controlling one).
+    released: SeqNo,
+    /// Released I frames not yet acknowledged by us.
     recv_unacked: u16,
     t2_deadline: Option<Instant>,
     /// t1 deadline of our TESTFR act, if one is outstanding.
     test_deadline: Option<Instant>,
+    /// Our STARTDT or STOPDT act awaiting its confirmation, and its t1 deadline.
+    pending: Option<(UFunction, Instant)>,
     last_received: Instant,
     start_requested: bool,
     rx_buf: Vec<u8>,
@@ -139,10 +160,15 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// A freshly connected link, in [`LinkState::Stopped`].
+    /// A freshly connected link of the controlled station, in [`LinkState::Stopped`].
     pub(crate) fn new(params: LinkParams, now: Instant) -> Result<Link, ParamError> {
+        Link::with_role(Role::Controlled, params, now)
+    }
+
+    fn with_role(role: Role, params: LinkParams, now: Instant) -> Result<Link, ParamError> {
         params.validate()?;
         Ok(Link {
+            role,
             params,
             state: LinkState::Stopped,
             closed: None,
@@ -150,9 +176,11 @@ impl Link {
             ack_base: SeqNo::ZERO,
             unacked: VecDeque::new(),
             recv_seq: SeqNo::ZERO,
+            released: SeqNo::ZERO,
             recv_unacked: 0,
             t2_deadline: None,
             test_deadline: None,
+            pending: None,
             last_received: now,
             start_requested: false,
             rx_buf: Vec::with_capacity(2 * MAX_APDU_LEN),
@@ -176,6 +204,7 @@ impl Link {
         link.send_seq = send;
         link.ack_base = send;
         link.recv_seq = recv;
+        link.released = recv;
         Ok(link)
     }
 
@@ -295,6 +324,17 @@ impl Link {
         true
     }
 
+    fn released_more(&mut self, n: u16, now: Instant) {
+        // Both below 32768, so the sum fits.
+        self.released = SeqNo::wrapping(self.released.value() + n);
+        self.recv_unacked = self.recv_unacked.saturating_add(n);
+        if self.recv_unacked >= self.params.w {
+            self.send_s();
+        } else if self.t2_deadline.is_none() {
+            self.t2_deadline = Some(now + self.params.t2);
+        }
+    }
+
     /// Sends one ASDU (already encoded) in an I frame.
     pub(crate) fn send_asdu(&mut self, asdu: Vec<u8>, now: Instant) -> Result<(), SendError> {
         if self.closed.is_some() {
@@ -308,14 +348,14 @@ impl Link {
         }
         let frame = Apdu::I(IFrame {
             send_seq: self.send_seq,
-            recv_seq: self.recv_seq,
+            recv_seq: self.released,
             asdu,
         });
         frame.encode(&mut self.output)?;
         self.send_seq = self.send_seq.next();
         self.unacked.push_back(now);
         self.sent_i += 1;
-        // The I frame acknowledges everything received.
+        // The I frame acknowledges everything released.
         self.recv_unacked = 0;
         self.t2_deadline = None;
         Ok(())
@@ -331,7 +371,8 @@ impl Link {
             Some(_) => None,
             None => Some(self.last_received + self.params.t3),
         };
-        [t1, self.test_deadline, self.t2_deadline, t3]
+        let pending = self.pending.map(|(_, deadline)| deadline);
+        [t1, self.test_deadline, self.t2_deadline, t3, pending]
             .into_iter()
             .flatten()
             .min()
@@ -347,7 +388,8 @@ impl Link {
             .front()
             .is_some_and(|sent| *sent + self.params.t1 <= now);
         let test_expired = self.test_deadline.is_some_and(|d| d <= now);
-        if i_expired || test_expired {
+        let act_expired = self.pending.is_some_and(|(_, d)| d <= now);
+        if i_expired || test_expired || act_expired {
             self.shut(CloseReason::T1);
             return;
         }
@@ -380,12 +422,9 @@ impl Link {
         }
         self.recv_seq = self.recv_seq.next();
         self.received_i += 1;
-        self.recv_unacked = self.recv_unacked.saturating_add(1);
         self.events.push_back(LinkEvent::Asdu(frame.asdu));
-        if self.recv_unacked >= self.params.w {
-            self.send_s();
-        } else if self.t2_deadline.is_none() {
-            self.t2_deadline = Some(now + self.params.t2);
+        if self.role == Role::Controlled {
+            self.released_more(1, now);
         }
     }
 
@@ -417,6 +456,9 @@ impl Link {
     }
 
     fn on_u(&mut self, function: UFunction) {
+        if self.role == Role::Controlling {
+            return self.on_u_controlling(function);
+        }
         match function {
             UFunction::StartDtAct => {
                 self.start_requested = true;
@@ -437,6 +479,29 @@ impl Link {
         }
     }
 
+    fn on_u_controlling(&mut self, function: UFunction) {
+        let pending = self.pending.map(|(f, _)| f);
+        match function {
+            UFunction::StartDtCon if pending == Some(UFunction::StartDtAct) => {
+                self.pending = None;
+                self.state = LinkState::Started;
+                self.events.push_back(LinkEvent::Started);
+            }
+            UFunction::StopDtCon if pending == Some(UFunction::StopDtAct) => {
+                self.pending = None;
+                self.state = LinkState::Stopped;
+                self.events.push_back(LinkEvent::Stopped);
+            }
+            UFunction::TestFrAct => self.send_u(UFunction::TestFrCon),
+            UFunction::TestFrCon => self.test_deadline = None,
+            // Acts only a master sends, and confirmations of acts not made: ignored.
+            UFunction::StartDtAct
+            | UFunction::StopDtAct
+            | UFunction::StartDtCon
+            | UFunction::StopDtCon => {}
+        }
+    }
+
     /// Acknowledges what was received, sends STOPDT con, enters Stopped.
     fn finish_stop(&mut self) {
         if self.recv_unacked > 0 {
@@ -449,7 +514,7 @@ impl Link {
 
     fn send_s(&mut self) {
         self.push_frame(&Apdu::S {
-            recv_seq: self.recv_seq,
+            recv_seq: self.released,
         });
         self.recv_unacked = 0;
         self.t2_deadline = None;
@@ -473,9 +538,77 @@ impl Link {
         self.closed = Some(reason);
         self.t2_deadline = None;
         self.test_deadline = None;
+        self.pending = None;
         self.events.push_back(LinkEvent::Closed(reason));
     }
 }
 
+/// The controlling station's own calls.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "IEC 104 acquisition, the controlling station, is built on these next"
+    )
+)]
+impl Link {
+    /// A freshly connected link of the controlling station, in [`LinkState::Stopped`];
+    /// [`Link::start`] asks the device to start data transfer.
+    pub(crate) fn controlling(params: LinkParams, now: Instant) -> Result<Link, ParamError> {
+        Link::with_role(Role::Controlling, params, now)
+    }
+
+    /// Received I frames the owner has not released yet (controlling station).
+    pub(crate) fn unreleased_count(&self) -> u16 {
+        self.released.distance_to(self.recv_seq)
+    }
+
+    /// Controlling station: sends STARTDT act. Returns `false` (and does nothing) unless the
+    /// link is open, stopped and has no act of its own waiting for a confirmation.
+    pub(crate) fn start(&mut self, now: Instant) -> bool {
+        self.act(UFunction::StartDtAct, LinkState::Stopped, now)
+    }
+
+    /// Controlling station: sends STOPDT act; the device answers once it has had its sent
+    /// frames acknowledged. Returns `false` unless data transfer is started and no act of
+    /// this link's is waiting.
+    pub(crate) fn stop(&mut self, now: Instant) -> bool {
+        if self.may_act(LinkState::Started) && self.recv_unacked > 0 {
+            self.send_s();
+        }
+        self.act(UFunction::StopDtAct, LinkState::Started, now)
+    }
+
+    fn may_act(&self, from: LinkState) -> bool {
+        self.role == Role::Controlling
+            && self.closed.is_none()
+            && self.state == from
+            && self.pending.is_none()
+    }
+
+    fn act(&mut self, function: UFunction, from: LinkState, now: Instant) -> bool {
+        if !self.may_act(from) {
+            return false;
+        }
+        self.send_u(function);
+        self.pending = Some((function, now + self.params.t1));
+        true
+    }
+
+    /// Controlling station: the oldest `frames` received I frames that were not released yet
+    /// are committed and may be acknowledged (at most those received).
+    pub(crate) fn release(&mut self, frames: u16, now: Instant) {
+        if self.closed.is_some() {
+            return;
+        }
+        let n = frames.min(self.unreleased_count());
+        if n > 0 {
+            self.released_more(n, now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod controlling_tests;
 #[cfg(test)]
 mod tests;
