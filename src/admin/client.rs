@@ -42,7 +42,10 @@ pub async fn dial(
     Ok(AdminClient::new(channel))
 }
 
-/// Every admin connection's settings. No call takes longer than a join's catch-up.
+/// No admin call takes longer than a join's catch-up.
+const CALL_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Every admin connection's settings.
 fn endpoint(
     addr: &str,
     connect_timeout: Duration,
@@ -55,7 +58,7 @@ fn endpoint(
     )?;
     Ok(endpoint
         .connect_timeout(connect_timeout)
-        .timeout(Duration::from_secs(180))
+        .timeout(CALL_TIMEOUT)
         .tcp_nodelay(true))
 }
 
@@ -79,19 +82,19 @@ pub fn with_causes(first: String, mut source: Option<&dyn std::error::Error>) ->
     text
 }
 
-/// Admin channels to other nodes, kept open between calls: forwarding each write to the
-/// leader over a fresh connection would add a TCP, TLS and HTTP/2 handshake to every write.
+/// Admin channels to other nodes, for forwarding operators' writes to the leader and for
+/// status probes.
 #[derive(Debug)]
 pub struct Pool {
     credentials: Credentials,
-    channels: std::sync::Mutex<std::collections::HashMap<String, Channel>>,
+    channels: crate::tls::Channels,
 }
 
 impl Pool {
     pub fn new(identity: Option<Identity>, trust: Arc<dyn TrustStore>) -> Pool {
         Pool {
+            channels: crate::tls::Channels::new(identity.clone(), trust.clone(), CALL_TIMEOUT),
             credentials: Credentials { identity, trust },
-            channels: Default::default(),
         }
     }
 
@@ -102,26 +105,11 @@ impl Pool {
     /// Drops the channels to addresses not in `keep` (nodes that left or were revoked), which
     /// closes their connections.
     pub fn retain(&self, keep: &std::collections::BTreeSet<String>) {
-        let mut channels = self
-            .channels
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        channels.retain(|addr, _| keep.contains(addr));
+        self.channels.retain(keep);
     }
 
-    /// A client for `addr`. The channel connects lazily and reconnects by itself; a dead node
-    /// shows up as an UNAVAILABLE call.
+    /// A client for `addr`; a dead node shows up as an UNAVAILABLE call.
     pub fn get(&self, addr: &str) -> Result<AdminClient<Channel>, DialError> {
-        // A poisoned lock only means another caller panicked; the map is still usable.
-        let mut channels = self
-            .channels
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(channel) = channels.get(addr) {
-            return Ok(AdminClient::new(channel.clone()));
-        }
-        let channel = endpoint(addr, Duration::from_secs(1), &self.credentials)?.connect_lazy();
-        channels.insert(addr.to_owned(), channel.clone());
-        Ok(AdminClient::new(channel))
+        Ok(AdminClient::new(self.channels.get(addr)?))
     }
 }

@@ -4,7 +4,7 @@ use tonic::Status;
 
 use super::Context;
 use super::access::Caller;
-use super::route::{cluster_status, on_leader};
+use super::route::on_leader;
 use crate::lease::handover::{self, MoveError};
 use crate::proto::admin::*;
 
@@ -66,7 +66,7 @@ pub(super) async fn rtu_move(
                         Status::aborted(e.to_string())
                     }
                     MoveError::NotYet => Status::deadline_exceeded(e.to_string()),
-                    MoveError::Cluster(e) => cluster_status(e),
+                    MoveError::Cluster(e) => Status::from(e),
                     _ => Status::failed_precondition(e.to_string()),
                 })
         },

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::Context;
 use super::access::Caller;
-use super::route::{cluster_status, on_leader, write_error};
+use super::route::{on_leader, write_error};
 use crate::cluster::Cluster;
 use crate::config::Role;
 use crate::proto::admin::*;
@@ -53,7 +53,7 @@ pub(super) async fn init(cx: &Context) -> Result<InitReply, Status> {
                 tracing::debug!("waiting to lead the new cluster: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(e) => return Err(cluster_status(e)),
+            Err(e) => return Err(Status::from(e)),
         }
     }
 }

@@ -6,7 +6,7 @@ use tonic::Status;
 
 use super::Context;
 use super::access::Caller;
-use super::route::{cluster_status, on_leader};
+use super::route::on_leader;
 use crate::acquisition::control::{self, ControlError};
 use crate::cluster::CommandOutcome;
 use crate::proto::admin::*;
@@ -121,7 +121,7 @@ pub(super) async fn point_write(
                         ControlError::NotACommand(..) | ControlError::BadValue(_) => {
                             Status::invalid_argument(e.to_string())
                         }
-                        ControlError::Cluster(e) => cluster_status(e),
+                        ControlError::Cluster(e) => Status::from(e),
                     })?;
             let (id, outcome, ok) = match outcome {
                 CommandOutcome::Refused(refusal) => {

@@ -104,7 +104,7 @@ pub(super) async fn route(cx: &Context, forwarded: bool) -> Result<Route, Status
 }
 
 pub(super) async fn is_initialised(cx: &Context) -> Result<bool, Status> {
-    cx.cluster.is_initialised().await.map_err(cluster_status)
+    cx.cluster.is_initialised().await.map_err(Status::from)
 }
 
 /// A membership change's failure as the operator sees it.
@@ -114,16 +114,5 @@ pub(super) fn write_error(
         openraft::error::ClientWriteError<crate::ids::NodeId, crate::ids::FephaNode>,
     >,
 ) -> Status {
-    cluster_status(ClusterError::from_write(e))
-}
-
-/// The cluster's refusals as the operator sees them: anything that a new leader would fix is
-/// UNAVAILABLE, which the CLI retries.
-pub(super) fn cluster_status(e: ClusterError) -> Status {
-    match e {
-        ClusterError::Membership(m) | ClusterError::Refused(m) => Status::failed_precondition(m),
-        ClusterError::Codec(m) => Status::internal(m),
-        ClusterError::NotInitialised => Status::failed_precondition(e.to_string()),
-        other => Status::unavailable(other.to_string()),
-    }
+    Status::from(ClusterError::from_write(e))
 }

@@ -3,7 +3,7 @@
 use tonic::Status;
 
 use super::Context;
-use super::route::{cluster_status, on_leader};
+use super::route::on_leader;
 use crate::cluster::Cluster;
 use crate::proto::admin::*;
 use crate::site::Site;
@@ -36,8 +36,7 @@ pub(super) async fn apply(
                     text: req.text,
                     applied_at_ms: Cluster::now_ms(),
                 })
-                .await
-                .map_err(cluster_status)?;
+                .await?;
             match written.response {
                 Response::ConfigApplied { version, sha256 } => Ok(ConfigApplyReply {
                     version,

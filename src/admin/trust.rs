@@ -8,7 +8,7 @@ use tonic::Status;
 
 use super::Context;
 use super::access::Caller;
-use super::route::{cluster_status, on_leader, write_error};
+use super::route::{on_leader, write_error};
 use super::token::{JoinToken, TokenNode};
 use crate::cluster::Cluster;
 use crate::proto::admin::*;
@@ -27,11 +27,7 @@ fn parse_fingerprint(text: &str) -> Result<Fingerprint, Status> {
 
 /// Proposes a trust change on the leader and turns a refusal into a clear status.
 async fn propose(cx: &Context, command: TrustCommand) -> Result<u64, Status> {
-    let written = cx
-        .cluster
-        .propose_here(Request::Trust(command))
-        .await
-        .map_err(cluster_status)?;
+    let written = cx.cluster.propose_here(Request::Trust(command)).await?;
     match written.response {
         Response::Trust(Ok(())) => Ok(written.index),
         Response::Trust(Err(refusal)) => Err(Status::permission_denied(refusal.to_string())),

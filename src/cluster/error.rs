@@ -36,6 +36,21 @@ pub enum ClusterError {
     Codec(String),
 }
 
+/// How a gRPC service answers with it: anything a new leader would fix is UNAVAILABLE, which
+/// the CLI and the nodes retry.
+impl From<ClusterError> for tonic::Status {
+    fn from(e: ClusterError) -> tonic::Status {
+        match e {
+            ClusterError::Membership(m) | ClusterError::Refused(m) => {
+                tonic::Status::failed_precondition(m)
+            }
+            ClusterError::Codec(m) => tonic::Status::internal(m),
+            ClusterError::NotInitialised => tonic::Status::failed_precondition(e.to_string()),
+            other => tonic::Status::unavailable(other.to_string()),
+        }
+    }
+}
+
 impl ClusterError {
     pub(crate) fn from_write(e: RaftError<NodeId, ClientWriteError<NodeId, FephaNode>>) -> Self {
         match e {

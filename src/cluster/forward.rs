@@ -1,8 +1,8 @@
 //! A node's own requests on their way to the leader when this node does not lead: the peer
 //! service's client side, over mutual TLS to the leader's raft address.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -13,49 +13,30 @@ use super::{Cluster, ClusterError, Renewal, Written};
 use crate::proto::peer::peer_client::PeerClient;
 use crate::proto::peer::{LeaderRequest, PeerPayload};
 use crate::state::Request;
-use crate::tls::{Identity, TrustStore};
+use crate::tls::{Channels, Identity, TrustStore};
 
 /// No forwarded call may hold its caller longer: the batcher and the session loop retry.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Channels to the other nodes' peer services, kept open between calls: forwarding each
-/// write over a fresh connection would add a TCP, TLS and HTTP/2 handshake to every write.
-pub struct PeerPool {
-    identity: Identity,
-    trust: Arc<dyn TrustStore>,
-    channels: Mutex<HashMap<String, Channel>>,
-}
+/// Channels to the other nodes' peer services.
+pub struct PeerPool(Channels);
 
 impl PeerPool {
     pub fn new(identity: Identity, trust: Arc<dyn TrustStore>) -> PeerPool {
-        PeerPool {
-            identity,
-            trust,
-            channels: Mutex::default(),
-        }
+        PeerPool(Channels::new(Some(identity), trust, CALL_TIMEOUT))
     }
 
-    /// A client for the node at `raft_addr`. The channel connects lazily and reconnects by
-    /// itself; a dead node shows up as a failed call.
-    pub fn get(&self, raft_addr: &str) -> Result<PeerClient<Channel>, String> {
-        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(channel) = channels.get(raft_addr) {
-            return Ok(PeerClient::new(channel.clone()));
-        }
-        let channel = crate::tls::endpoint(raft_addr, Some(&self.identity), self.trust.clone())
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(CALL_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        channels.insert(raft_addr.to_owned(), channel.clone());
-        Ok(PeerClient::new(channel))
+    /// A client for the node at `raft_addr`.
+    fn get(&self, raft_addr: &str) -> Result<PeerClient<Channel>, String> {
+        self.0
+            .get(raft_addr)
+            .map(PeerClient::new)
+            .map_err(|e| e.to_string())
     }
 
     /// Drops the channels to addresses not in `keep` (nodes that left or were revoked).
     pub fn retain(&self, keep: &BTreeSet<String>) {
-        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        channels.retain(|addr, _| keep.contains(addr));
+        self.0.retain(keep);
     }
 }
 
@@ -72,11 +53,14 @@ pub(super) struct Leader {
 impl Cluster {
     /// Where this node's own request goes now.
     pub(super) async fn route(&self) -> Result<Route, ClusterError> {
-        if !self.is_initialised().await? {
-            return Err(ClusterError::NotInitialised);
-        }
+        // A known leader means a cluster: openraft is asked only when there is none, not on
+        // every write that goes this way.
         let Some(leader) = self.leader() else {
-            return Err(ClusterError::NoLeader);
+            return Err(if self.is_initialised().await? {
+                ClusterError::NoLeader
+            } else {
+                ClusterError::NotInitialised
+            });
         };
         if leader == self.id() {
             return Ok(Route::Local);

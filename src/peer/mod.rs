@@ -71,15 +71,6 @@ fn reply<T: Serialize>(value: &T) -> Result<Response<PeerPayload>, Status> {
         .map_err(|e| Status::internal(format!("cannot encode the reply: {e}")))
 }
 
-/// A leader that cannot do it says why in the caller's terms; the caller retries.
-fn status(e: ClusterError) -> Status {
-    match e {
-        ClusterError::Refused(m) => Status::failed_precondition(m),
-        ClusterError::Membership(m) => Status::failed_precondition(m),
-        other => Status::unavailable(other.to_string()),
-    }
-}
-
 /// Counts every peer call by method and outcome.
 fn counted<T>(method: &'static str, result: Result<T, Status>) -> Result<T, Status> {
     let code = match &result {
@@ -110,7 +101,7 @@ impl PeerService {
                 ClusterError::LeadershipMoving.to_string(),
             ));
         }
-        let written = self.cluster.propose_here(request).await.map_err(status)?;
+        let written = self.cluster.propose_here(request).await?;
         reply(&(written.index, written.response))
     }
 
@@ -127,7 +118,7 @@ impl PeerService {
                 ClusterError::LeadershipMoving.to_string(),
             ));
         }
-        let index = self.cluster.renew_here(renewal).await.map_err(status)?;
+        let index = self.cluster.renew_here(renewal).await?;
         reply(&index)
     }
 }

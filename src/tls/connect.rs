@@ -1,10 +1,11 @@
 //! The client's side of mutual TLS: endpoints that present an identity (or none, to ask to
 //! join) and accept only servers whose fingerprint is trusted.
 
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tonic::transport::{ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::{Identity, TrustStore, verify::ServerVerifier};
 
@@ -35,6 +36,56 @@ pub fn endpoint(
         .map_err(|e| bad(e.to_string()))?
         .tls_config_with_verifier(tls, Arc::new(ServerVerifier::new(trust)))
         .map_err(|e| bad(e.to_string()))
+}
+
+/// Channels to other nodes by address, kept open between calls: a fresh connection per call
+/// would add a TCP, TLS and HTTP/2 handshake to every one. A channel connects lazily and
+/// reconnects by itself; a dead node shows up as a failed call.
+#[derive(Debug)]
+pub struct Channels {
+    identity: Option<Identity>,
+    trust: Arc<dyn TrustStore>,
+    /// The longest any call on these channels may take.
+    call_timeout: Duration,
+    open: Mutex<HashMap<String, Channel>>,
+}
+
+impl Channels {
+    pub fn new(
+        identity: Option<Identity>,
+        trust: Arc<dyn TrustStore>,
+        call_timeout: Duration,
+    ) -> Channels {
+        Channels {
+            identity,
+            trust,
+            call_timeout,
+            open: Mutex::default(),
+        }
+    }
+
+    /// The channel to `addr`, made on first use.
+    pub fn get(&self, addr: &str) -> Result<Channel, BadEndpoint> {
+        // A poisoned lock only means another caller panicked; the map is still usable.
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(channel) = open.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = endpoint(addr, self.identity.as_ref(), self.trust.clone())?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(self.call_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        open.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Drops the channels to addresses not in `keep` (nodes that left or were revoked), which
+    /// closes their connections.
+    pub fn retain(&self, keep: &BTreeSet<String>) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.retain(|addr, _| keep.contains(addr));
+    }
 }
 
 /// Why a node might have dropped our connections: a raw TLS handshake with the same identity,

@@ -8,7 +8,7 @@ mod incoming;
 mod pinned;
 mod verify;
 
-pub use connect::{BadEndpoint, endpoint, refusal};
+pub use connect::{BadEndpoint, Channels, endpoint, refusal};
 pub use fingerprint::{BadFingerprint, Fingerprint};
 pub use identity::{CERT_FILE, Identity, IdentityError, KEY_FILE};
 pub use incoming::{Connections, PeerConn, PeerInfo, incoming, require_node, server_config};
