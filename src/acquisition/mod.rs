@@ -62,7 +62,7 @@ impl Running {
 /// stops them, and the batcher after them.
 pub(crate) async fn run(field: Arc<Field>, shutdown: Shutdown) {
     let (give_up, batcher_stop) = shutdown::channel();
-    let (batcher, writer) = batch::start(field.cluster.clone(), batcher_stop);
+    let (batcher, mut writer) = batch::start(field.cluster.clone(), batcher_stop);
     let stop = shutdown.wait();
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -126,7 +126,6 @@ pub(crate) async fn run(field: Arc<Field>, shutdown: Shutdown) {
     // The tasks are gone, and with them every sender: the batcher writes what it holds and
     // ends, unless the cluster cannot take it in time.
     drop(batcher);
-    let mut writer = writer;
     if tokio::time::timeout(STOP_WAIT, &mut writer).await.is_err() {
         tracing::warn!("point changes still unwritten at shutdown");
         give_up.trigger();

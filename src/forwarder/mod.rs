@@ -27,17 +27,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::Cluster;
-use crate::config::Role;
 use crate::lease::clock::OwnLease;
 
-/// The node as its forwarder sees it: what the listeners and connections use.
+/// The node as its forwarder sees it: what the listeners and connections use. Only voters
+/// run a forwarder; a witness serves no master.
 pub(crate) struct Host {
     pub cluster: Cluster,
     /// This node's own lease, which mode `all` (and a witness's stand-in) serves under.
     pub own: Arc<OwnLease>,
     /// The connections open here, for `fepha iec104 connections`.
     pub registry: Arc<registry::Registry>,
-    pub role: Role,
     /// This node's name, for the commands' origin.
     pub name: String,
     /// Where the listeners bind.

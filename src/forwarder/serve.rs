@@ -15,7 +15,6 @@ use super::acks::{self, AckBook};
 use super::groups::Groups;
 use super::image::Image;
 use super::station::Selects;
-use crate::config::Role;
 use crate::iec104::LinkParams;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::site::Forwarder;
@@ -50,9 +49,6 @@ struct Running {
 
 /// Keeps this node's listeners in line with the applied site configuration until shutdown.
 pub(crate) async fn run(host: Arc<Host>, shutdown: Shutdown) {
-    if host.role == Role::Witness {
-        return;
-    }
     let book = Arc::new(AckBook::default());
     let recorder = tokio::spawn(acks::record(
         host.cluster.clone(),
@@ -126,8 +122,8 @@ pub(crate) async fn run(host: Arc<Host>, shutdown: Shutdown) {
             _ = &mut stop => break,
         }
     }
-    // Each listener closes its connections before it ends; the positions they had
-    // acknowledged are recorded on the way out.
+    // Each listener closes its connections, and waits for what they left running, before
+    // it ends.
     for (_, r) in running {
         r.stop.trigger();
         let _ = r.listener.await;

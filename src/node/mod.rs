@@ -136,7 +136,6 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
             cluster: cluster.clone(),
             own: own.clone(),
             registry,
-            role: config.role,
             name: config.name.clone(),
             listen_ip: config.forwarder_ip,
             quorum_fresh: Duration::from_millis(config.raft.election_timeout_min_ms),
@@ -191,12 +190,11 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         }
     };
     tracing::info!("shutting down ({reason})");
-    for part in [field, leases, watchers] {
+    // The servers stop taking calls last: a stopping RTU task may still need the leader's
+    // peer service, and other nodes this node's Raft.
+    for part in [field, leases, watchers, servers] {
         part.stop(STOP_PATIENCE).await;
     }
-    // The servers stop taking calls only now: a stopping RTU task may still have needed the
-    // leader's peer service, and other nodes this node's Raft.
-    servers.stop(STOP_PATIENCE).await;
     if let Err(e) = raft.shutdown().await {
         tracing::error!("raft shutdown: {e}");
     }
