@@ -40,7 +40,7 @@ pub(crate) enum CommandError {
 }
 
 pub(crate) fn encode(point: &Point, value: &Value) -> Result<Write, CommandError> {
-    let (kind, table) = (*point.kind.get_ref(), *point.table.get_ref());
+    let (kind, table) = (*point.kind.get_ref(), point.modbus_table());
     let wanted = match kind {
         PointKind::SingleCommand | PointKind::DoubleCommand => Table::Coil,
         PointKind::Setpoint => Table::Holding,
@@ -49,7 +49,7 @@ pub(crate) fn encode(point: &Point, value: &Value) -> Result<Write, CommandError
     if table != wanted {
         return Err(CommandError::WrongTable { kind, table });
     }
-    let address = point.address;
+    let address = point.modbus_address();
     match (kind, *value) {
         (PointKind::SingleCommand, Value::Single(value)) => Ok(Write::Coil { address, value }),
         (PointKind::DoubleCommand, Value::Double(2)) => Ok(Write::Coil {

@@ -29,18 +29,23 @@ enum Raw {
 }
 
 pub(crate) fn decode(point: &Point, image: &Image) -> Result<Value, DecodeError> {
-    let (kind, table) = (*point.kind.get_ref(), *point.table.get_ref());
+    let (kind, table) = (*point.kind.get_ref(), point.modbus_table());
     match kind {
         PointKind::Single if table.is_bits() => {
-            Ok(Value::Single(bit(image, table, point.address)?))
+            Ok(Value::Single(bit(image, table, point.modbus_address())?))
         }
-        PointKind::Single => Ok(Value::Single(word(image, table, point.address)? != 0)),
+        PointKind::Single => Ok(Value::Single(
+            word(image, table, point.modbus_address())? != 0,
+        )),
         PointKind::Double if table.is_bits() => {
-            let on = bit(image, table, point.address)?;
-            let next = point.address.checked_add(1).ok_or(DecodeError::Missing {
-                table,
-                address: point.address,
-            })?;
+            let on = bit(image, table, point.modbus_address())?;
+            let next = point
+                .modbus_address()
+                .checked_add(1)
+                .ok_or(DecodeError::Missing {
+                    table,
+                    address: point.modbus_address(),
+                })?;
             let off = bit(image, table, next)?;
             Ok(Value::Double((u8::from(on) << 1) | u8::from(off)))
         }
@@ -71,14 +76,17 @@ pub(crate) fn decode(point: &Point, image: &Image) -> Result<Value, DecodeError>
                 Err(DecodeError::CounterOutOfRange(scaled))
             }
         }
-        PointKind::SingleCommand | PointKind::DoubleCommand | PointKind::Setpoint => {
-            Err(DecodeError::NotReadable(kind))
-        }
+        // Step positions and bitstrings come from 104 devices only (the site check).
+        PointKind::SingleCommand
+        | PointKind::DoubleCommand
+        | PointKind::Setpoint
+        | PointKind::Step
+        | PointKind::Bitstring => Err(DecodeError::NotReadable(kind)),
     }
 }
 
 fn raw(point: &Point, image: &Image) -> Result<Raw, DecodeError> {
-    let (table, address) = (*point.table.get_ref(), point.address);
+    let (table, address) = (point.modbus_table(), point.modbus_address());
     if table.is_bits() {
         return Ok(Raw::Int(i64::from(bit(image, table, address)?)));
     }

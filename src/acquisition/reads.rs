@@ -64,7 +64,7 @@ pub(crate) fn plan(points: &[&Point]) -> Vec<Read> {
 }
 
 fn span(point: &Point) -> Span {
-    let table = *point.table.get_ref();
+    let table = point.modbus_table();
     let width = if table.is_bits() {
         if *point.kind.get_ref() == PointKind::Double {
             2
@@ -80,10 +80,10 @@ fn span(point: &Point) -> Span {
     };
     // The validator refuses a point that runs past the last address; should one get here, it
     // is read as far as it goes and decoding reports the rest missing.
-    let end = (u32::from(point.address) + u32::from(width)).min(ADDRESS_END);
+    let end = (u32::from(point.modbus_address()) + u32::from(width)).min(ADDRESS_END);
     Span {
         table,
-        start: point.address,
+        start: point.modbus_address(),
         end,
     }
 }
@@ -178,8 +178,11 @@ pub(crate) mod tests {
             id: Spanned::new(0..0, format!("p{address}")),
             rtu: Spanned::new(0..0, "rtu".into()),
             kind: Spanned::new(0..0, kind),
-            table: Spanned::new(0..0, table),
-            address,
+            table: Some(Spanned::new(0..0, table)),
+            address: Some(Spanned::new(0..0, address)),
+            type_id: None,
+            ioa: None,
+            common_address: None,
             format: format.map(|f| Spanned::new(0..0, f)),
             word_order: WordOrder::Big,
             scale: 1.0,

@@ -318,11 +318,7 @@ impl RtuTask {
                 Err(e) => {
                     let Some((v, _)) = last else { continue };
                     tracing::debug!(point = %id, "cannot decode: {e}");
-                    let invalid = Quality {
-                        invalid: true,
-                        not_topical: false,
-                    };
-                    (v, invalid)
+                    (v, Quality::INVALID)
                 }
             };
             let event = match last {

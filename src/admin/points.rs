@@ -92,6 +92,8 @@ fn number(v: &Value) -> f64 {
         Value::Double(d) => f64::from(*d),
         Value::Measured(m) => *m,
         Value::Counter(c) => *c as f64,
+        Value::Step { value, .. } => f64::from(*value),
+        Value::Bits(b) => f64::from(*b),
     }
 }
 

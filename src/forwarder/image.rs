@@ -20,6 +20,10 @@ pub(crate) enum Carrier {
     Double,
     /// M_ME_NC / M_ME_TF: short floating point, the engineering value as it is.
     Float,
+    /// M_ST.
+    Step,
+    /// M_BO.
+    Bitstring,
     /// M_IT: sent on counter interrogation only.
     Counter,
     /// A command point: never sent, only commanded.
@@ -61,7 +65,13 @@ impl Image {
                     Some(PointKind::Double) => Carrier::Double,
                     Some(PointKind::Measured) => Carrier::Float,
                     Some(PointKind::Counter) => Carrier::Counter,
-                    Some(k) => Carrier::Command(*k),
+                    Some(PointKind::Step) => Carrier::Step,
+                    Some(PointKind::Bitstring) => Carrier::Bitstring,
+                    Some(
+                        k @ (PointKind::SingleCommand
+                        | PointKind::DoubleCommand
+                        | PointKind::Setpoint),
+                    ) => Carrier::Command(*k),
                 };
                 Mapped {
                     ioa: *m.ioa.get_ref(),
@@ -221,17 +231,19 @@ impl Image {
 const UNIX_MS_AT_2000: i64 = 946_684_800_000;
 const UNIX_MS_AT_2100: i64 = 4_102_444_800_000;
 
-const NEVER_READ: points::Quality = points::Quality {
-    invalid: true,
-    not_topical: true,
-};
+const NEVER_READ: points::Quality = points::Quality::LINK_DOWN;
 
 fn never_read(carrier: Carrier) -> Value {
     match carrier {
         Carrier::Double => Value::Double(0),
         Carrier::Float => Value::Measured(0.0),
         Carrier::Counter => Value::Counter(0),
-        _ => Value::Single(false),
+        Carrier::Step => Value::Step {
+            value: 0,
+            transient: false,
+        },
+        Carrier::Bitstring => Value::Bits(0),
+        Carrier::Single | Carrier::Command(_) => Value::Single(false),
     }
 }
 
@@ -239,7 +251,9 @@ fn quality(q: points::Quality) -> Quality {
     Quality {
         invalid: q.invalid,
         not_topical: q.not_topical,
-        ..Quality::default()
+        substituted: q.substituted,
+        blocked: q.blocked,
+        overflow: q.overflow,
     }
 }
 
@@ -271,7 +285,7 @@ fn element(
             let value = v as f32;
             let mut quality = quality(q);
             // Too large for a short float: sent as the largest one, marked overflowed.
-            quality.overflow = !value.is_finite();
+            quality.overflow |= !value.is_finite();
             Element::Float {
                 value: if value.is_finite() {
                     value
@@ -282,6 +296,17 @@ fn element(
                 time,
             }
         }
+        (Carrier::Step, Value::Step { value, transient }) => Element::StepPosition {
+            value,
+            transient,
+            quality: quality(q),
+            time,
+        },
+        (Carrier::Bitstring, Value::Bits(value)) => Element::Bitstring {
+            value,
+            quality: quality(q),
+            time,
+        },
         (Carrier::Counter, Value::Counter(c)) => Element::IntegratedTotal {
             value: i32::try_from(c).unwrap_or(if c < 0 { i32::MIN } else { i32::MAX }),
             quality: CounterQuality {

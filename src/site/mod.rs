@@ -4,6 +4,7 @@
 
 mod diff;
 mod forwarding;
+mod iec104;
 mod validate;
 
 #[cfg(test)]
@@ -13,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 pub(crate) use diff::diff;
+pub(crate) use iec104::Iec104Rtu;
+pub(crate) use iec104::{kind_of, untimed};
 pub(crate) use validate::parse;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -68,6 +71,8 @@ impl Default for Timers {
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Modbus,
+    /// IEC 60870-5-104: the RTU is a controlled station, fepha its controlling station.
+    Iec104,
 }
 
 /// What the nodes that do not own an RTU do with it.
@@ -79,7 +84,8 @@ pub enum Standby {
     /// Open a TCP connection to each endpoint and send nothing, to report reachability.
     #[default]
     Probe,
-    /// Also poll read-only, for an instant take-over where the device allows several masters.
+    /// Also poll read-only, for an instant take-over where the device allows several masters
+    /// (Modbus only: a 104 device serves one started master per redundancy group).
     Hot,
 }
 
@@ -98,6 +104,9 @@ pub struct Rtu {
     pub standby: Standby,
     #[serde(default, rename = "channel")]
     pub channels: Vec<Channel>,
+    /// The IEC 104 parameters; required for, and only for, `protocol = "iec104"`.
+    #[serde(default)]
+    pub iec104: Option<Iec104Rtu>,
 }
 
 fn default_unit_id() -> u8 {
@@ -130,6 +139,10 @@ pub enum PointKind {
     SingleCommand,
     DoubleCommand,
     Setpoint,
+    /// A step position (IEC 104 RTUs only).
+    Step,
+    /// A bitstring of 32 bits (IEC 104 RTUs only).
+    Bitstring,
 }
 
 impl PointKind {
@@ -197,9 +210,21 @@ pub struct Point {
     pub id: Spanned<String>,
     pub rtu: Spanned<String>,
     pub kind: Spanned<PointKind>,
-    pub table: Spanned<Table>,
-    /// Zero-based. A double indication uses this bit and the next.
-    pub address: u16,
+    /// Modbus points: the table and the zero-based address (a double indication uses this
+    /// bit and the next). Read through [`Point::modbus_table`] and [`Point::modbus_address`].
+    #[serde(default)]
+    pub table: Option<Spanned<Table>>,
+    #[serde(default)]
+    pub address: Option<Spanned<u16>>,
+    /// IEC 104 points: the device's type (the standard's mnemonic, such as `M_SP_TB_1`; the
+    /// plain and the time-tagged twin are the same point), its IOA, and its common address
+    /// when it is not the RTU's.
+    #[serde(default, rename = "type")]
+    pub type_id: Option<Spanned<String>>,
+    #[serde(default)]
+    pub ioa: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub common_address: Option<Spanned<u16>>,
     #[serde(default)]
     pub format: Option<Spanned<Format>>,
     #[serde(default)]
@@ -278,6 +303,24 @@ pub struct Forwarder {
     pub groups: Vec<Group>,
     #[serde(default, rename = "map")]
     pub maps: Vec<IoaMap>,
+    /// How much of the traffic with the masters is logged.
+    #[serde(default)]
+    pub decode: DecodeLevel,
+}
+
+/// How much of each IEC 104 frame is logged, for debugging in the field (at `info`, target
+/// `fepha::iec104::frames`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecodeLevel {
+    #[default]
+    Nothing,
+    /// The APCI: frame format, sequence numbers, U function.
+    Apci,
+    /// The APCI and the ASDU's data unit identifier (type, cause, common address).
+    Header,
+    /// Everything, each information object included.
+    Objects,
 }
 
 fn default_k() -> u16 {

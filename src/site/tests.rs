@@ -23,9 +23,9 @@ fn has(issues: &[Issue], path: &str, words: &str) -> bool {
 #[test]
 fn the_examples_are_valid() {
     let site = parse(EXAMPLE).unwrap_or_else(|e| panic!("{e:?}"));
-    assert_eq!(site.rtus.len(), 3);
-    assert_eq!(site.points.len(), 14);
-    assert_eq!(site.forwarders[0].maps.len(), 16);
+    assert_eq!(site.rtus.len(), 4);
+    assert_eq!(site.points.len(), 22);
+    assert_eq!(site.forwarders[0].maps.len(), 23);
     parse(DEMO).unwrap_or_else(|e| panic!("{e:?}"));
 }
 
@@ -188,4 +188,95 @@ fn link_status_points_can_be_mapped_for_channels_and_endpoints_that_exist() {
             "{bad}: {found:?}"
         );
     }
+}
+
+#[test]
+fn a_bad_iec104_rtu_is_refused_with_the_key_path_and_line_of_each_problem() {
+    let cases = [
+        (
+            example_with("type = \"M_ST_TB_1\"", "type = \"M_XX_TB_1\""),
+            "point[18].type",
+            "unknown type",
+        ),
+        (
+            example_with("type = \"M_ST_TB_1\"", "type = \"M_SP_TB_1\""),
+            "point[18].type",
+            "carries a Single point",
+        ),
+        (
+            example_with("  w = 8 ", "  w = 13 "),
+            "rtu[3].iec104.w",
+            "outside 1..=k",
+        ),
+        (
+            example_with("  t2_s = 10 ", "  t2_s = 15 "),
+            "rtu[3].iec104.t2_s",
+            "shorter than t1",
+        ),
+        (
+            // The time-tagged twin is the same point.
+            example_with(
+                "type = \"M_SP_TB_1\"\nioa = 102",
+                "type = \"M_DP_NA_1\"\nioa = 101",
+            ),
+            "point[15].ioa",
+            "duplicate 104 address \"M_DP_NA_1 IOA 101 at common address 5\"",
+        ),
+        (
+            example_with(
+                "standby = \"probe\"                # never hot",
+                "standby = \"hot\" #",
+            ),
+            "rtu[3].standby",
+            "hot standby is for Modbus RTUs",
+        ),
+        (
+            example_with("  common_address = 5 ", "  common_address = 65535 "),
+            "rtu[3].iec104.common_address",
+            "reserved",
+        ),
+        (
+            example_with("  gi_period_s = 900", "  gi_period_s = -1"),
+            "rtu[3].iec104.gi_period_s",
+            "is not 0 or a time",
+        ),
+        (
+            example_with(
+                "type = \"M_BO_NA_1\"\nioa = 204",
+                "type = \"M_BO_NA_1\"\nioa = 204\ntable = \"coil\"",
+            ),
+            "point[19].table",
+            "for points of Modbus RTUs",
+        ),
+        (
+            example_with("type = \"M_IT_NA_1\"\nioa = 301", "type = \"M_IT_NA_1\""),
+            "point[20]",
+            "needs a type and an ioa",
+        ),
+        (
+            example_with("protocol = \"iec104\"", "protocol = \"modbus\""),
+            "rtu[3].iec104",
+            "is for iec104 RTUs",
+        ),
+        (
+            example_with(
+                "id = \"feeder-a.breaker\"\nrtu = \"feeder-a\"",
+                "id = \"feeder-a.breaker\"\nrtu = \"feeder-a\"\nioa = 4",
+            ),
+            "point[0].ioa",
+            "for points of iec104 RTUs",
+        ),
+    ];
+    for (text, path, words) in cases {
+        let found = issues(&text);
+        assert!(
+            has(&found, path, words),
+            "expected {path}: {words}; got {found:?}"
+        );
+    }
+    let missing = example_with(
+        "  [rtu.iec104]\n  common_address = 5 ",
+        "  [rtu.nothing]\n  common_address = 5 ",
+    );
+    assert!(!issues(&missing).is_empty());
 }

@@ -7,7 +7,10 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::{Format, PointKind, Site, Table};
+use super::{
+    Format, Iec104Rtu, Point, PointKind, Protocol, Rtu, Site, Standby, Table, kind_of, untimed,
+};
+use crate::iec104::{ParamError, TypeId};
 
 /// The largest information object address: three octets.
 const MAX_IOA: u32 = 0xFF_FFFF;
@@ -125,12 +128,14 @@ impl Checker {
         }
     }
 
-    /// Returns the RTU ids.
-    fn rtus(&mut self, site: &Site) -> BTreeSet<String> {
+    /// Returns the RTUs by id, with their protocol.
+    fn rtus<'s>(&mut self, site: &'s Site) -> BTreeMap<String, &'s Rtu> {
         let mut ids = Unique::default();
+        let mut rtus = BTreeMap::new();
         for (r, rtu) in site.rtus.iter().enumerate() {
             let path = format!("rtu[{r}]");
             self.unique(&mut ids, &format!("{path}.id"), &rtu.id, "RTU id");
+            rtus.entry(rtu.id.get_ref().clone()).or_insert(rtu);
             let poll = *rtu.poll_interval_ms.get_ref();
             if poll < 10 {
                 self.issue(
@@ -153,6 +158,7 @@ impl Checker {
                     format!("RTU {} has no channel", rtu.id.get_ref()),
                 );
             }
+            self.protocol(&path, rtu);
             let mut names = Unique::default();
             for (c, channel) in rtu.channels.iter().enumerate() {
                 let cpath = format!("{path}.channel[{c}]");
@@ -176,72 +182,132 @@ impl Checker {
                 }
             }
         }
-        ids.seen.into_keys().collect()
+        rtus
+    }
+
+    /// What the RTU's protocol asks of its entry.
+    fn protocol(&mut self, path: &str, rtu: &Rtu) {
+        match (rtu.protocol, &rtu.iec104) {
+            (Protocol::Modbus, None) => {}
+            (Protocol::Modbus, Some(t)) => self.issue(
+                format!("{path}.iec104"),
+                t.common_address.span(),
+                "an [rtu.iec104] table is for iec104 RTUs; this one speaks Modbus".into(),
+            ),
+            (Protocol::Iec104, None) => self.issue(
+                format!("{path}.iec104"),
+                rtu.id.span(),
+                format!(
+                    "the iec104 RTU {} needs an [rtu.iec104] table with its common_address",
+                    rtu.id.get_ref()
+                ),
+            ),
+            (Protocol::Iec104, Some(t)) => self.iec104_rtu(&format!("{path}.iec104"), t),
+        }
+        if rtu.protocol == Protocol::Iec104 && rtu.standby == Standby::Hot {
+            // A 104 device serves one started master per redundancy group: a second one
+            // polling "read-only" would take the data transfer away from the owner.
+            self.issue(
+                format!("{path}.standby"),
+                rtu.id.span(),
+                "hot standby is for Modbus RTUs; a 104 device serves one started master at a \
+                 time (use probe or cold)"
+                    .into(),
+            );
+        }
+    }
+
+    fn iec104_rtu(&mut self, path: &str, t: &Iec104Rtu) {
+        let ca = *t.common_address.get_ref();
+        if ca == 0 || ca == 0xFFFF {
+            self.issue(
+                format!("{path}.common_address"),
+                t.common_address.span(),
+                format!("{ca} is reserved (0: unused, 65535: broadcast)"),
+            );
+        }
+        let times = [
+            ("t0_s", t.t0_s.span(), t.t0().err()),
+            ("gi_period_s", t.gi_period_s.span(), t.gi_period().err()),
+            (
+                "counter_period_s",
+                t.counter_period_s.span(),
+                t.counter_period().err(),
+            ),
+            (
+                "clock_sync_period_s",
+                t.clock_sync_period_s.span(),
+                t.clock_sync_period().err(),
+            ),
+        ];
+        for (key, span, bad) in times {
+            if let Some((_, why)) = bad {
+                self.issue(format!("{path}.{key}"), span, why);
+            }
+        }
+        match t.link_params() {
+            Err((key, why)) => {
+                let span = match key {
+                    "t1_s" => t.t1_s.span(),
+                    "t2_s" => t.t2_s.span(),
+                    _ => t.t3_s.span(),
+                };
+                self.issue(format!("{path}.{key}"), span, why);
+            }
+            Ok(params) => {
+                let (key, span) = match params.validate() {
+                    Ok(()) => return self.command_timeout(path, t),
+                    Err(ParamError::K(_)) => ("k", t.k.span()),
+                    Err(ParamError::W { .. }) => ("w", t.w.span()),
+                    Err(ParamError::T2NotBelowT1 { .. }) => ("t2_s", t.t2_s.span()),
+                };
+                if let Err(e) = params.validate() {
+                    self.issue(format!("{path}.{key}"), span, e.to_string());
+                }
+            }
+        }
+        self.command_timeout(path, t);
+    }
+
+    fn command_timeout(&mut self, path: &str, t: &Iec104Rtu) {
+        if *t.command_timeout_ms.get_ref() == 0 {
+            self.issue(
+                format!("{path}.command_timeout_ms"),
+                t.command_timeout_ms.span(),
+                "must be above 0".into(),
+            );
+        }
     }
 
     /// Returns the point ids.
-    fn points(&mut self, site: &Site, rtus: &BTreeSet<String>) -> BTreeSet<String> {
+    fn points(&mut self, site: &Site, rtus: &BTreeMap<String, &Rtu>) -> BTreeSet<String> {
         let mut ids = Unique::default();
+        // Per RTU, the 104 addresses taken: (common address, type without time tag, IOA).
+        let mut addresses: BTreeMap<String, Unique> = BTreeMap::new();
         for (p, point) in site.points.iter().enumerate() {
             let path = format!("point[{p}]");
             self.unique(&mut ids, &format!("{path}.id"), &point.id, "point id");
-            if !rtus.contains(point.rtu.get_ref()) {
+            let Some(rtu) = rtus.get(point.rtu.get_ref()) else {
                 self.issue(
                     format!("{path}.rtu"),
                     point.rtu.span(),
                     format!("no RTU is called {:?}", point.rtu.get_ref()),
                 );
-            }
-            let (kind, table) = (*point.kind.get_ref(), *point.table.get_ref());
-            let fits = match kind {
-                PointKind::Single | PointKind::Double => table.is_bits(),
-                PointKind::Measured | PointKind::Counter => !table.is_bits(),
-                PointKind::SingleCommand | PointKind::DoubleCommand => table == Table::Coil,
-                PointKind::Setpoint => table == Table::Holding,
+                continue;
             };
-            if !fits {
-                self.issue(
-                    format!("{path}.table"),
-                    point.table.span(),
-                    format!("a {kind:?} point cannot live in the {table:?} table"),
-                );
-            }
-            if let Some(format) = &point.format
-                && table.is_bits()
-            {
-                self.issue(
-                    format!("{path}.format"),
-                    format.span(),
-                    format!(
-                        "{:?} is for registers, not for the {table:?} table",
-                        format.get_ref()
-                    ),
-                );
-            }
-            let width = match (&point.format, kind) {
-                (Some(f), _) => f.get_ref().registers(),
-                (None, PointKind::Double) => 2,
-                _ => 1,
-            };
-            if u32::from(point.address) + u32::from(width) > 65_536 {
-                self.issue(
-                    format!("{path}.address"),
-                    point.id.span(),
-                    format!("address {} plus its width runs past 65535", point.address),
-                );
-            }
-            if matches!(
-                point.format.as_ref().map(|f| *f.get_ref()),
-                Some(Format::F32)
-            ) && kind == PointKind::Counter
-            {
-                self.issue(
-                    format!("{path}.format"),
-                    point.id.span(),
-                    "a counter is an integer; f32 does not fit".into(),
-                );
+            match rtu.protocol {
+                Protocol::Modbus => self.modbus_point(&path, point),
+                Protocol::Iec104 => {
+                    let taken = addresses.entry(rtu.id.get_ref().clone()).or_default();
+                    let ca = rtu
+                        .iec104
+                        .as_ref()
+                        .map_or(0, |t| *t.common_address.get_ref());
+                    self.iec104_point(&path, point, ca, taken);
+                }
             }
             if let Some(deadband) = &point.deadband {
+                let kind = *point.kind.get_ref();
                 if kind != PointKind::Measured {
                     self.issue(
                         format!("{path}.deadband"),
@@ -265,6 +331,184 @@ impl Checker {
             }
         }
         ids.seen.into_keys().collect()
+    }
+
+    fn modbus_point(&mut self, path: &str, point: &Point) {
+        let kind = *point.kind.get_ref();
+        let foreign = [
+            ("type", point.type_id.as_ref().map(Spanned::span)),
+            ("ioa", point.ioa.as_ref().map(Spanned::span)),
+            (
+                "common_address",
+                point.common_address.as_ref().map(Spanned::span),
+            ),
+        ];
+        for (key, span) in foreign {
+            if let Some(span) = span {
+                self.issue(
+                    format!("{path}.{key}"),
+                    span,
+                    format!("`{key}` is for points of iec104 RTUs; use table and address"),
+                );
+            }
+        }
+        let (Some(table), Some(address)) = (&point.table, &point.address) else {
+            self.issue(
+                path.into(),
+                point.id.span(),
+                format!(
+                    "the Modbus point {} needs a table and an address",
+                    point.id.get_ref()
+                ),
+            );
+            return;
+        };
+        let table_kind = *table.get_ref();
+        let fits = match kind {
+            PointKind::Single | PointKind::Double => table_kind.is_bits(),
+            PointKind::Measured | PointKind::Counter => !table_kind.is_bits(),
+            PointKind::SingleCommand | PointKind::DoubleCommand => table_kind == Table::Coil,
+            PointKind::Setpoint => table_kind == Table::Holding,
+            PointKind::Step | PointKind::Bitstring => {
+                self.issue(
+                    format!("{path}.kind"),
+                    point.kind.span(),
+                    format!("a {kind:?} point is for iec104 RTUs"),
+                );
+                return;
+            }
+        };
+        if !fits {
+            self.issue(
+                format!("{path}.table"),
+                table.span(),
+                format!("a {kind:?} point cannot live in the {table_kind:?} table"),
+            );
+        }
+        if let Some(format) = &point.format
+            && table_kind.is_bits()
+        {
+            self.issue(
+                format!("{path}.format"),
+                format.span(),
+                format!(
+                    "{:?} is for registers, not for the {table_kind:?} table",
+                    format.get_ref()
+                ),
+            );
+        }
+        let width = match (&point.format, kind) {
+            (Some(f), _) => f.get_ref().registers(),
+            (None, PointKind::Double) => 2,
+            _ => 1,
+        };
+        let address = *address.get_ref();
+        if u32::from(address) + u32::from(width) > 65_536 {
+            self.issue(
+                format!("{path}.address"),
+                point.id.span(),
+                format!("address {address} plus its width runs past 65535"),
+            );
+        }
+        if matches!(
+            point.format.as_ref().map(|f| *f.get_ref()),
+            Some(Format::F32)
+        ) && kind == PointKind::Counter
+        {
+            self.issue(
+                format!("{path}.format"),
+                point.id.span(),
+                "a counter is an integer; f32 does not fit".into(),
+            );
+        }
+    }
+
+    fn iec104_point(&mut self, path: &str, point: &Point, rtu_ca: u16, taken: &mut Unique) {
+        let kind = *point.kind.get_ref();
+        let foreign = [
+            ("table", point.table.as_ref().map(Spanned::span)),
+            ("address", point.address.as_ref().map(Spanned::span)),
+            ("format", point.format.as_ref().map(Spanned::span)),
+        ];
+        for (key, span) in foreign {
+            if let Some(span) = span {
+                self.issue(
+                    format!("{path}.{key}"),
+                    span,
+                    format!("`{key}` is for points of Modbus RTUs; use type and ioa"),
+                );
+            }
+        }
+        let (Some(type_name), Some(ioa)) = (&point.type_id, &point.ioa) else {
+            self.issue(
+                path.into(),
+                point.id.span(),
+                format!(
+                    "the 104 point {} needs a type and an ioa",
+                    point.id.get_ref()
+                ),
+            );
+            return;
+        };
+        let Some(type_id) = TypeId::from_mnemonic(type_name.get_ref()) else {
+            self.issue(
+                format!("{path}.type"),
+                type_name.span(),
+                format!(
+                    "unknown type {:?} (the standard's mnemonic, such as M_SP_TB_1)",
+                    type_name.get_ref()
+                ),
+            );
+            return;
+        };
+        match kind_of(type_id) {
+            None => self.issue(
+                format!("{path}.type"),
+                type_name.span(),
+                format!("{} is not a type that carries a point", type_id.mnemonic()),
+            ),
+            Some(carries) if carries != kind => self.issue(
+                format!("{path}.type"),
+                type_name.span(),
+                format!(
+                    "{} carries a {carries:?} point; this point is {kind:?}",
+                    type_id.mnemonic()
+                ),
+            ),
+            Some(_) => {}
+        }
+        let number = *ioa.get_ref();
+        if number == 0 || number > MAX_IOA {
+            self.issue(
+                format!("{path}.ioa"),
+                ioa.span(),
+                format!("{number} is outside 1..={MAX_IOA}"),
+            );
+        }
+        let ca = match &point.common_address {
+            Some(ca) => {
+                let value = *ca.get_ref();
+                if value == 0 || value == 0xFFFF {
+                    self.issue(
+                        format!("{path}.common_address"),
+                        ca.span(),
+                        format!("{value} is reserved (0: unused, 65535: broadcast)"),
+                    );
+                }
+                value
+            }
+            None => rtu_ca,
+        };
+        let key = format!(
+            "{} IOA {number} at common address {ca}",
+            untimed(type_id).mnemonic()
+        );
+        self.unique(
+            taken,
+            &format!("{path}.ioa"),
+            &Spanned::new(ioa.span(), key),
+            "104 address",
+        );
     }
 
     fn forwarders(&mut self, site: &Site, points: &BTreeSet<String>) {

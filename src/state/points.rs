@@ -22,6 +22,11 @@ pub enum Value {
     /// Scaled to engineering units.
     Measured(f64),
     Counter(i64),
+    /// IEC 60870-5 step position (a transformer tap, say): -64..=63, and whether the
+    /// equipment is moving between steps.
+    Step { value: i8, transient: bool },
+    /// IEC 60870-5 bitstring of 32 bits.
+    Bits(u32),
 }
 
 impl std::fmt::Display for Value {
@@ -34,27 +39,58 @@ impl std::fmt::Display for Value {
             Value::Double(_) => f.write_str("indeterminate"),
             Value::Measured(v) => write!(f, "{v}"),
             Value::Counter(c) => write!(f, "{c}"),
+            Value::Step {
+                value,
+                transient: false,
+            } => write!(f, "step {value}"),
+            Value::Step {
+                value,
+                transient: true,
+            } => write!(f, "step {value} (moving)"),
+            Value::Bits(b) => write!(f, "{b:#010x}"),
         }
     }
 }
 
-/// IEC 60870-5 quality bits that fepha sets itself.
+/// IEC 60870-5 quality bits: the first two fepha sets itself (a lost link makes a point
+/// invalid and not topical); all of them are kept as a 104 device reported them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quality {
-    /// The value could not be acquired correctly (the link to the device is down).
+    /// IV: the value could not be acquired correctly (the link to the device is down).
     pub invalid: bool,
-    /// The value was not refreshed when it was due.
+    /// NT: the value was not refreshed when it was due.
     pub not_topical: bool,
+    /// SB: set by an operator or an automatic source at the device, not measured.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub substituted: bool,
+    /// BL: the device blocks its transmission; it is the value from before blocking.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub blocked: bool,
+    /// OV: the measurand overflowed its representation at the device.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub overflow: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Quality {
     pub const GOOD: Quality = Quality {
         invalid: false,
         not_topical: false,
+        substituted: false,
+        blocked: false,
+        overflow: false,
     };
     pub const LINK_DOWN: Quality = Quality {
         invalid: true,
         not_topical: true,
+        ..Quality::GOOD
+    };
+    pub const INVALID: Quality = Quality {
+        invalid: true,
+        ..Quality::GOOD
     };
 
     pub fn is_good(self) -> bool {
