@@ -41,6 +41,23 @@ pub enum Element {
         quality: Quality,
         time: Option<Cp56Time2a>,
     },
+    /// `M_ST_NA_1` / `M_ST_TB_1`: a step position (VTI), e.g. of a transformer tap
+    /// changer. `value` is the seven-bit two's complement I7, `-64..=63`; encoding one
+    /// outside that range is [`EncodeError::FieldOutOfRange`]. `transient` is the T bit:
+    /// the equipment is moving between positions.
+    StepPosition {
+        value: i8,
+        transient: bool,
+        quality: Quality,
+        time: Option<Cp56Time2a>,
+    },
+    /// `M_BO_NA_1` / `M_BO_TB_1`: a bitstring of 32 bits (BSI), bit 1 of the first octet
+    /// being the least significant bit of `value`.
+    Bitstring {
+        value: u32,
+        quality: Quality,
+        time: Option<Cp56Time2a>,
+    },
     /// `M_ME_NA_1` / `M_ME_TD_1`: see [`nva_to_f32`].
     Normalized {
         value: i16,
@@ -136,6 +153,8 @@ impl Element {
         let (plain, timed, time) = match self {
             Self::SinglePoint { time, .. } => (MSpNa1, MSpTb1, time),
             Self::DoublePoint { time, .. } => (MDpNa1, MDpTb1, time),
+            Self::StepPosition { time, .. } => (MStNa1, MStTb1, time),
+            Self::Bitstring { time, .. } => (MBoNa1, MBoTb1, time),
             Self::Normalized { time, .. } => (MMeNa1, MMeTd1, time),
             Self::Scaled { time, .. } => (MMeNb1, MMeTe1, time),
             Self::Float { time, .. } => (MMeNc1, MMeTf1, time),
@@ -159,6 +178,8 @@ impl Element {
         match self {
             Self::SinglePoint { time, .. }
             | Self::DoublePoint { time, .. }
+            | Self::StepPosition { time, .. }
+            | Self::Bitstring { time, .. }
             | Self::Normalized { time, .. }
             | Self::Scaled { time, .. }
             | Self::Float { time, .. }
@@ -188,6 +209,20 @@ impl Element {
                 quality,
                 time,
             } => (&[quality.point_bits() | value.bits()], time),
+            Self::StepPosition {
+                value,
+                transient,
+                quality,
+                time,
+            } => (&[vti(value, transient)?, quality.qds()], time),
+            Self::Bitstring {
+                value,
+                quality,
+                time,
+            } => {
+                let [a, b, c, d] = value.to_le_bytes();
+                (&[a, b, c, d, quality.qds()], time)
+            }
             Self::Normalized {
                 value,
                 quality,
@@ -285,6 +320,20 @@ impl Element {
                     time: time_tag(type_id, r)?,
                 }
             }
+            MStNa1 | MStTb1 => {
+                let vti = r.u8()?;
+                Self::StepPosition {
+                    value: i7(vti),
+                    transient: vti & VTI_TRANSIENT != 0,
+                    quality: Quality::from_qds(r.u8()?),
+                    time: time_tag(type_id, r)?,
+                }
+            }
+            MBoNa1 | MBoTb1 => Self::Bitstring {
+                value: u32::from_le_bytes(r.array()?),
+                quality: Quality::from_qds(r.u8()?),
+                time: time_tag(type_id, r)?,
+            },
             MMeNa1 | MMeTd1 => Self::Normalized {
                 value: r.i16_le()?,
                 quality: Quality::from_qds(r.u8()?),
@@ -353,6 +402,27 @@ impl Element {
     }
 }
 
+/// The T bit of a VTI: the equipment is in transient state.
+const VTI_TRANSIENT: u8 = 0x80;
+
+/// The VTI octet: I7 in bits 1-7, T in bit 8.
+fn vti(value: i8, transient: bool) -> Result<u8, EncodeError> {
+    if !(-64..=63).contains(&value) {
+        // The error carries a u32, so a negative value is shown as its octet.
+        return Err(EncodeError::FieldOutOfRange {
+            field: "VTI step position (two's complement octet)",
+            value: value.cast_unsigned().into(),
+        });
+    }
+    let transient = if transient { VTI_TRANSIENT } else { 0 };
+    Ok(value.cast_unsigned() & 0x7f | transient)
+}
+
+/// I7, bits 1-7 of a VTI, sign-extended from its bit 7.
+fn i7(vti: u8) -> i8 {
+    (vti << 1).cast_signed() >> 1
+}
+
 fn time_tag(type_id: TypeId, r: &mut Reader<'_>) -> Result<Option<Cp56Time2a>, ElementFault> {
     if type_id.has_time() {
         Ok(Some(Cp56Time2a::decode(r.array()?)?))
@@ -402,5 +472,50 @@ mod tests {
         };
         assert!(bad.encode(&mut out).is_err());
         assert_eq!(out.len(), 1, "nothing appended on error");
+    }
+
+    #[test]
+    fn vti_octets() {
+        for (value, transient, octet) in [
+            (0, false, 0x00),
+            (1, false, 0x01),
+            (63, false, 0x3F),
+            (-1, false, 0x7F),
+            (-3, true, 0xFD),
+            (-64, false, 0x40),
+            (-64, true, 0xC0),
+            (63, true, 0xBF),
+        ] {
+            assert_eq!(vti(value, transient), Ok(octet), "{value} {transient}");
+            assert_eq!(i7(octet), value, "{octet:#04x}");
+            assert_eq!(octet & VTI_TRANSIENT != 0, transient);
+        }
+        for octet in 0..=u8::MAX {
+            let value = i7(octet);
+            assert!((-64..=63).contains(&value), "{octet:#04x}");
+            assert_eq!(vti(value, octet & VTI_TRANSIENT != 0), Ok(octet));
+        }
+    }
+
+    #[test]
+    fn step_position_outside_i7_is_refused() {
+        let mut out = vec![7];
+        for value in [64, 127, -65, -128] {
+            let element = Element::StepPosition {
+                value,
+                transient: false,
+                quality: Quality::GOOD,
+                time: None,
+            };
+            assert_eq!(
+                element.encode(&mut out),
+                Err(EncodeError::FieldOutOfRange {
+                    field: "VTI step position (two's complement octet)",
+                    value: u32::from(value.cast_unsigned()),
+                }),
+                "{value}"
+            );
+        }
+        assert_eq!(out, [7], "nothing appended on error");
     }
 }

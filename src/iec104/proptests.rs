@@ -82,6 +82,21 @@ fn element(type_id: TypeId) -> BoxedStrategy<Element> {
                 time,
             })
             .boxed(),
+        MStNa1 | MStTb1 => (-64i8..=63, any::<bool>(), quality(true), time)
+            .prop_map(|(value, transient, quality, time)| Element::StepPosition {
+                value,
+                transient,
+                quality,
+                time,
+            })
+            .boxed(),
+        MBoNa1 | MBoTb1 => (any::<u32>(), quality(true), time)
+            .prop_map(|(value, quality, time)| Element::Bitstring {
+                value,
+                quality,
+                time,
+            })
+            .boxed(),
         MMeNa1 | MMeTd1 => (any::<i16>(), quality(true), time)
             .prop_map(|(value, quality, time)| Element::Normalized {
                 value,
@@ -343,6 +358,30 @@ proptest! {
             objects.extend(Asdu::decode(&encoded(part)).expect("valid").objects);
         }
         prop_assert_eq!(objects, asdu.objects);
+    }
+
+    #[test]
+    fn step_positions_encode_exactly_within_i7(
+        value in any::<i8>(),
+        transient in any::<bool>(),
+        quality in quality(true),
+    ) {
+        let asdu = Asdu::single(
+            Cause::SPONTANEOUS,
+            1,
+            1,
+            Element::StepPosition { value, transient, quality, time: None },
+        );
+        let mut out = Vec::new();
+        let result = asdu.encode(&mut out);
+        if (-64..=63).contains(&value) {
+            prop_assert!(result.is_ok());
+            prop_assert_eq!(Asdu::decode(&out), Ok(asdu));
+        } else {
+            let is_out_of_range = matches!(result, Err(EncodeError::FieldOutOfRange { .. }));
+            prop_assert!(is_out_of_range, "{:?}", result);
+            prop_assert!(out.is_empty());
+        }
     }
 
     #[test]

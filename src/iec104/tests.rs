@@ -166,6 +166,146 @@ fn single_points_in_sequence() {
 }
 
 #[test]
+fn step_position_with_time() {
+    // M_ST_TB_1 = 32 = 0x20, spontaneous, IOA 3000 = 0x000BB8. VTI: I7 -3 is 0b111_1101
+    // (0x7D) with T in bit 8, 0xFD; QDS: IV, 0x80.
+    let bytes = hex(&format!("20 01 03 00 01 00 B8 0B 00 FD 80 {TIME_BYTES}"));
+    let expected = Asdu::single(
+        Cause::SPONTANEOUS,
+        1,
+        3000,
+        Element::StepPosition {
+            value: -3,
+            transient: true,
+            quality: Quality {
+                invalid: true,
+                ..Quality::GOOD
+            },
+            time: Some(time()),
+        },
+    );
+    assert_eq!(expected.type_id, TypeId::MStTb1);
+    assert_eq!(encode_asdu(&expected), bytes);
+    let asdu = Asdu::decode(&bytes).expect("valid");
+    assert_eq!(asdu, expected);
+    let decoded_time = asdu.objects[0].element.time().expect("time tagged");
+    assert_eq!(decoded_time.to_unix_ms(), TIME_UNIX_MS);
+}
+
+#[test]
+fn step_position_without_time() {
+    // M_ST_NA_1 = 5, interrogated by station, IOA 7. VTI 63 without T = 0x3F; QDS OV + NT.
+    let bytes = hex("05 01 14 00 01 00 07 00 00 3F 41");
+    let expected = Asdu::single(
+        Cause::INTERROGATED_BY_STATION,
+        1,
+        7,
+        Element::StepPosition {
+            value: 63,
+            transient: false,
+            quality: Quality {
+                overflow: true,
+                not_topical: true,
+                ..Quality::GOOD
+            },
+            time: None,
+        },
+    );
+    assert_eq!(expected.type_id, TypeId::MStNa1);
+    assert_eq!(Asdu::decode(&bytes).expect("valid"), expected);
+    assert_eq!(encode_asdu(&expected), bytes);
+
+    // I7 -64 is 0x40; a missing QDS octet is a length mismatch.
+    let lowest = Asdu::decode(&hex("05 01 14 00 01 00 07 00 00 40 00")).expect("valid");
+    assert!(matches!(
+        lowest.objects[0].element,
+        Element::StepPosition {
+            value: -64,
+            transient: false,
+            ..
+        }
+    ));
+    assert!(matches!(
+        Asdu::decode(&hex("05 01 14 00 01 00 07 00 00 40")),
+        Err(AsduError::LengthMismatch { expected: 11, .. })
+    ));
+}
+
+#[test]
+fn bitstrings_in_sequence() {
+    // M_BO_NA_1 = 7, SQ=1 x3 (0x83), interrogated by station, IOAs 256, 257, 258 (first
+    // 0x000100). BSI little endian then QDS: 0x12345678 good; all ones with OV; the top
+    // bit only, with IV and BL.
+    let bytes = hex("07 83 14 00 01 00 00 01 00 \
+         78 56 34 12 00 \
+         FF FF FF FF 01 \
+         00 00 00 80 90");
+    let asdu = Asdu::decode(&bytes).expect("valid");
+    assert_eq!(asdu.type_id, TypeId::MBoNa1);
+    assert!(asdu.sq);
+    let seen: Vec<_> = asdu
+        .objects
+        .iter()
+        .map(|o| match o.element {
+            Element::Bitstring {
+                value,
+                quality,
+                time: None,
+            } => (o.ioa, value, quality),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (256, 0x1234_5678, Quality::GOOD),
+            (
+                257,
+                u32::MAX,
+                Quality {
+                    overflow: true,
+                    ..Quality::GOOD
+                }
+            ),
+            (
+                258,
+                0x8000_0000,
+                Quality {
+                    invalid: true,
+                    blocked: true,
+                    ..Quality::GOOD
+                }
+            ),
+        ]
+    );
+    assert_eq!(encode_asdu(&asdu), bytes);
+
+    let packed = Asdu::pack(Cause::INTERROGATED_BY_STATION, 1, &asdu.objects).expect("valid");
+    assert_eq!(packed, [asdu]);
+}
+
+#[test]
+fn bitstring_with_time() {
+    // M_BO_TB_1 = 33 = 0x21, spontaneous, IOA 0x010203.
+    let bytes = hex(&format!(
+        "21 01 03 00 01 00 03 02 01 78 56 34 12 00 {TIME_BYTES}"
+    ));
+    let expected = Asdu::single(
+        Cause::SPONTANEOUS,
+        1,
+        0x01_0203,
+        Element::Bitstring {
+            value: 0x1234_5678,
+            quality: Quality::GOOD,
+            time: Some(time()),
+        },
+    );
+    assert_eq!(expected.type_id, TypeId::MBoTb1);
+    assert_eq!(encode_asdu(&expected), bytes);
+    assert_eq!(Asdu::decode(&bytes).expect("valid"), expected);
+}
+
+#[test]
 fn single_command_select_then_execute() {
     // IOA 5000 = 0x001388. SCO: S/E (bit 7) | QU 0 | SCS on (bit 0).
     let select = hex("2D 01 06 00 01 00 88 13 00 81");

@@ -14,6 +14,10 @@ pub enum TypeId {
     MSpNa1 = 1,
     /// Double-point information.
     MDpNa1 = 3,
+    /// Step position information.
+    MStNa1 = 5,
+    /// Bitstring of 32 bits.
+    MBoNa1 = 7,
     /// Measured value, normalized.
     MMeNa1 = 9,
     /// Measured value, scaled.
@@ -26,6 +30,10 @@ pub enum TypeId {
     MSpTb1 = 30,
     /// Double-point information with CP56Time2a.
     MDpTb1 = 31,
+    /// Step position information with CP56Time2a.
+    MStTb1 = 32,
+    /// Bitstring of 32 bits with CP56Time2a.
+    MBoTb1 = 33,
     /// Measured value, normalized, with CP56Time2a.
     MMeTd1 = 34,
     /// Measured value, scaled, with CP56Time2a.
@@ -70,15 +78,19 @@ pub enum TypeId {
 
 impl TypeId {
     /// Every supported type, in code order.
-    pub const ALL: [TypeId; 28] = [
+    pub const ALL: [TypeId; 32] = [
         Self::MSpNa1,
         Self::MDpNa1,
+        Self::MStNa1,
+        Self::MBoNa1,
         Self::MMeNa1,
         Self::MMeNb1,
         Self::MMeNc1,
         Self::MItNa1,
         Self::MSpTb1,
         Self::MDpTb1,
+        Self::MStTb1,
+        Self::MBoTb1,
         Self::MMeTd1,
         Self::MMeTe1,
         Self::MMeTf1,
@@ -105,6 +117,14 @@ impl TypeId {
         Self::ALL.into_iter().find(|t| t.code() == code)
     }
 
+    /// The type whose standard mnemonic is `name`, in any case: `"M_SP_TB_1"` and
+    /// `"m_sp_tb_1"` are both [`TypeId::MSpTb1`].
+    pub fn from_mnemonic(name: &str) -> Option<TypeId> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.mnemonic().eq_ignore_ascii_case(name))
+    }
+
     pub const fn code(self) -> u8 {
         self as u8
     }
@@ -118,6 +138,8 @@ impl TypeId {
     pub const fn element_len(self) -> usize {
         let value = match self {
             Self::MSpNa1 | Self::MSpTb1 | Self::MDpNa1 | Self::MDpTb1 => 1,
+            Self::MStNa1 | Self::MStTb1 => 2,
+            Self::MBoNa1 | Self::MBoTb1 => 5,
             Self::MMeNa1 | Self::MMeTd1 | Self::MMeNb1 | Self::MMeTe1 => 3,
             Self::MMeNc1 | Self::MMeTf1 | Self::MItNa1 | Self::MItTb1 => 5,
             Self::CScNa1 | Self::CScTa1 | Self::CDcNa1 | Self::CDcTa1 => 1,
@@ -139,12 +161,16 @@ impl TypeId {
         match self {
             Self::MSpNa1 => "M_SP_NA_1",
             Self::MDpNa1 => "M_DP_NA_1",
+            Self::MStNa1 => "M_ST_NA_1",
+            Self::MBoNa1 => "M_BO_NA_1",
             Self::MMeNa1 => "M_ME_NA_1",
             Self::MMeNb1 => "M_ME_NB_1",
             Self::MMeNc1 => "M_ME_NC_1",
             Self::MItNa1 => "M_IT_NA_1",
             Self::MSpTb1 => "M_SP_TB_1",
             Self::MDpTb1 => "M_DP_TB_1",
+            Self::MStTb1 => "M_ST_TB_1",
+            Self::MBoTb1 => "M_BO_TB_1",
             Self::MMeTd1 => "M_ME_TD_1",
             Self::MMeTe1 => "M_ME_TE_1",
             Self::MMeTf1 => "M_ME_TF_1",
@@ -188,11 +214,49 @@ mod tests {
             .filter(|c| TypeId::from_code(*c).is_some())
             .count();
         assert_eq!(known, TypeId::ALL.len());
+        assert!(
+            TypeId::ALL.windows(2).all(|w| w[0].code() < w[1].code()),
+            "ALL is in code order"
+        );
+    }
+
+    #[test]
+    fn mnemonics_round_trip_in_any_case_and_junk_is_none() {
+        for t in TypeId::ALL {
+            let name = t.mnemonic();
+            assert_eq!(TypeId::from_mnemonic(name), Some(t), "{name}");
+            assert_eq!(
+                TypeId::from_mnemonic(&name.to_ascii_lowercase()),
+                Some(t),
+                "{name}"
+            );
+        }
+        assert_eq!(TypeId::from_mnemonic("m_sp_tb_1"), Some(TypeId::MSpTb1));
+        assert_eq!(TypeId::from_mnemonic("M_St_Tb_1"), Some(TypeId::MStTb1));
+        for junk in [
+            "",
+            "M_SP_TB",
+            "M_SP_TB_2",
+            " M_SP_TB_1",
+            "M_SP_TB_1 ",
+            "MSpTb1",
+            "M-SP-TB-1",
+            "30",
+            "M_XX_NA_1",
+            "M_SP_TB_1\0",
+            "Ｍ_SP_TB_1",
+        ] {
+            assert_eq!(TypeId::from_mnemonic(junk), None, "{junk:?}");
+        }
     }
 
     #[test]
     fn element_lengths() {
         assert_eq!(TypeId::MSpNa1.element_len(), 1);
+        assert_eq!(TypeId::MStNa1.element_len(), 2);
+        assert_eq!(TypeId::MStTb1.element_len(), 9);
+        assert_eq!(TypeId::MBoNa1.element_len(), 5);
+        assert_eq!(TypeId::MBoTb1.element_len(), 12);
         assert_eq!(TypeId::MSpTb1.element_len(), 8);
         assert_eq!(TypeId::MMeTf1.element_len(), 12);
         assert_eq!(TypeId::MItTb1.element_len(), 12);
