@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -17,15 +17,39 @@ use crate::state::{Request, Response};
 /// than lose changes.
 const QUEUE: usize = 1024;
 
+/// A batch, and who waits to hear that it is committed.
+struct Queued {
+    batch: Batch,
+    committed: Option<oneshot::Sender<bool>>,
+}
+
 #[derive(Clone)]
 pub(crate) struct Batcher {
-    tx: mpsc::Sender<Batch>,
+    tx: mpsc::Sender<Queued>,
 }
 
 impl Batcher {
     /// Queues one poll round's changes of one RTU. Returns false once the node is stopping.
     pub(crate) async fn send(&self, batch: Batch) -> bool {
-        self.tx.send(batch).await.is_ok()
+        let queued = Queued {
+            batch,
+            committed: None,
+        };
+        self.tx.send(queued).await.is_ok()
+    }
+
+    /// Queues changes and returns what says whether they were committed: true once the
+    /// entry is in the log and the state machine took them, false if it refused them (a
+    /// stale epoch) or the node gave up writing. A closed receiver means the same as false.
+    pub(crate) async fn send_committed(&self, batch: Batch) -> oneshot::Receiver<bool> {
+        let (tx, rx) = oneshot::channel();
+        let queued = Queued {
+            batch,
+            committed: Some(tx),
+        };
+        // Stopping: the sender is dropped with the message, which the receiver reads as no.
+        let _ = self.tx.send(queued).await;
+        rx
     }
 }
 
@@ -36,7 +60,7 @@ pub(crate) fn start(cluster: Cluster, give_up: Shutdown) -> (Batcher, JoinHandle
     (Batcher { tx }, tokio::spawn(run(cluster, rx, give_up)))
 }
 
-async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Batch>, give_up: Shutdown) {
+async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Queued>, give_up: Shutdown) {
     let stop = give_up.clone().wait();
     tokio::pin!(stop);
     loop {
@@ -49,36 +73,64 @@ async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Batch>, give_up: Shutdown)
         let timers = cluster.timers();
         let window = Duration::from_millis(*timers.batch_ms.get_ref());
         let max_changes = *timers.batch_max_changes.get_ref() as usize;
-        let mut changes = first.changes.len();
-        let mut batches = vec![first];
+        let mut changes = 0;
+        let mut batches = Vec::new();
+        // Who waits for which batch of the entry.
+        let mut waiting: Vec<(usize, oneshot::Sender<bool>)> = Vec::new();
+        let mut next = Some(first);
         let until = Instant::now() + window;
-        while changes < max_changes {
-            let next = tokio::select! {
+        loop {
+            if let Some(q) = next.take() {
+                changes += q.batch.changes.len();
+                let at = merge(&mut batches, q.batch);
+                waiting.extend(q.committed.map(|tx| (at, tx)));
+            }
+            if changes >= max_changes {
+                break;
+            }
+            next = tokio::select! {
                 b = rx.recv() => b,
                 _ = tokio::time::sleep_until(until) => None,
             };
-            let Some(b) = next else { break };
-            changes += b.changes.len();
-            merge(&mut batches, b);
+            if next.is_none() {
+                break;
+            }
         }
-        write(&cluster, batches, changes, &give_up).await;
+        let taken = write(&cluster, batches, changes, &give_up).await;
+        for (at, tx) in waiting {
+            let _ = tx.send(taken.get(at).copied().unwrap_or(false));
+        }
     }
 }
 
-/// Consecutive rounds of one RTU under one epoch share one batch.
-fn merge(batches: &mut Vec<Batch>, b: Batch) {
+/// Consecutive rounds of one RTU under one epoch share one batch; returns its position.
+fn merge(batches: &mut Vec<Batch>, b: Batch) -> usize {
     match batches
-        .iter_mut()
-        .find(|x| x.rtu == b.rtu && x.epoch == b.epoch && x.node == b.node)
+        .iter()
+        .position(|x| x.rtu == b.rtu && x.epoch == b.epoch && x.node == b.node)
     {
-        Some(x) => x.changes.extend(b.changes),
-        None => batches.push(b),
+        Some(at) => {
+            if let Some(x) = batches.get_mut(at) {
+                x.changes.extend(b.changes);
+            }
+            at
+        }
+        None => {
+            batches.push(b);
+            batches.len() - 1
+        }
     }
 }
 
 /// Writes the entry, retrying while the cluster has no leader: the changes (events among
-/// them) are kept until they are in the log or the state machine refuses them.
-async fn write(cluster: &Cluster, batches: Vec<Batch>, changes: usize, give_up: &Shutdown) {
+/// them) are kept until they are in the log or the state machine refuses them. Returns, per
+/// batch, whether the state machine took it (empty if the entry was never written).
+async fn write(
+    cluster: &Cluster,
+    batches: Vec<Batch>,
+    changes: usize,
+    give_up: &Shutdown,
+) -> Vec<bool> {
     let request = Request::Points(batches);
     let mut pause = Duration::from_millis(20);
     loop {
@@ -87,19 +139,24 @@ async fn write(cluster: &Cluster, batches: Vec<Batch>, changes: usize, give_up: 
                 metrics::counter!("fepha_point_batches_total").increment(1);
                 metrics::counter!("fepha_point_changes_total").increment(changes as u64);
                 let Request::Points(batches) = &request else {
-                    return;
+                    return Vec::new();
                 };
-                for (b, r) in batches.iter().zip(results) {
-                    if let Err(refusal) = r {
-                        metrics::counter!("fepha_point_batches_refused_total").increment(1);
-                        tracing::warn!(rtu = %b.rtu, "point changes refused: {refusal}");
-                    }
-                }
-                return;
+                return batches
+                    .iter()
+                    .zip(results)
+                    .map(|(b, r)| match r {
+                        Ok(_) => true,
+                        Err(refusal) => {
+                            metrics::counter!("fepha_point_batches_refused_total").increment(1);
+                            tracing::warn!(rtu = %b.rtu, "point changes refused: {refusal}");
+                            false
+                        }
+                    })
+                    .collect();
             }
             Ok(other) => {
                 tracing::error!("unexpected reply to a point batch: {other:?}");
-                return;
+                return Vec::new();
             }
             Err(e) => {
                 metrics::counter!("fepha_point_write_retries_total").increment(1);
@@ -107,7 +164,7 @@ async fn write(cluster: &Cluster, batches: Vec<Batch>, changes: usize, give_up: 
             }
         }
         if give_up.is_triggered() {
-            return;
+            return Vec::new();
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(500));

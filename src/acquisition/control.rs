@@ -19,6 +19,8 @@ pub(crate) enum ControlError {
     #[error(transparent)]
     BadValue(#[from] CommandError),
     #[error(transparent)]
+    BadValue104(#[from] super::iec104::points::CommandError),
+    #[error(transparent)]
     Cluster(#[from] ClusterError),
 }
 
@@ -41,12 +43,32 @@ pub(crate) async fn write_point(
         return Err(ControlError::NotACommand(point.to_owned(), kind));
     }
     let value = parse_value(p, text)?;
-    encode(p, &value)?;
+    let iec104 = site
+        .rtus
+        .iter()
+        .find(|r| r.id.get_ref() == p.rtu.get_ref())
+        .and_then(|r| r.iec104.as_ref());
+    match iec104 {
+        Some(t) => {
+            let map = super::iec104::points::PointMap::new(
+                *t.common_address.get_ref(),
+                std::slice::from_ref(p),
+            );
+            if let Some(c) = map.command(point) {
+                c.asdu(&value, false, t.originator)?;
+            }
+        }
+        None => {
+            encode(p, &value)?;
+        }
+    }
     let command = NewCommand {
         point: point.to_owned(),
         rtu: p.rtu.get_ref().clone(),
         value,
         origin,
+        select: false,
+        device_confirms: iec104.is_some(),
     };
     Ok(cluster.run_command(command, timeout, || {}).await?)
 }

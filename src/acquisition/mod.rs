@@ -1,12 +1,14 @@
-//! Field I/O: one task per RTU of the applied site configuration (see `rtu`), the Modbus
-//! links they use, the batcher that carries their changes into the log, and `point write`'s
+//! Field I/O: one task per RTU of the applied site configuration (`rtu` for Modbus,
+//! `iec104` for IEC 104 devices), the Modbus links they use, the probes of standbys, the batcher that carries their changes into the log, and `point write`'s
 //! checks (`control`). Witnesses do none of it.
 
 pub(crate) mod batch;
 pub(crate) mod command;
 pub(crate) mod control;
 pub(crate) mod decode;
+pub(crate) mod iec104;
 pub(crate) mod link;
+pub(crate) mod probe;
 pub(crate) mod reads;
 pub(crate) mod rtu;
 
@@ -20,7 +22,7 @@ use tokio::task::JoinHandle;
 use crate::cluster::{Cluster, Reports};
 use crate::lease::clock::OwnLease;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
-use crate::site::{Point, Rtu};
+use crate::site::{Point, Protocol, Rtu};
 
 /// What the RTU tasks use.
 pub(crate) struct Field {
@@ -101,19 +103,29 @@ pub(crate) async fn run(field: Arc<Field>, shutdown: Shutdown) {
                 continue;
             }
             let (trigger, own_stop) = shutdown::channel();
-            let task = rtu::RtuTask::new(
-                field.clone(),
-                spec.0.clone(),
-                spec.1.clone(),
-                batcher.clone(),
-            );
+            let (rtu, points) = (spec.0.clone(), spec.1.clone());
+            let task = match rtu.protocol {
+                Protocol::Modbus => tokio::spawn(
+                    rtu::RtuTask::new(field.clone(), rtu, points, batcher.clone()).run(own_stop),
+                ),
+                Protocol::Iec104 => {
+                    match iec104::task::Task::new(field.clone(), rtu, points, batcher.clone()) {
+                        Ok(task) => tokio::spawn(task.run(own_stop)),
+                        Err(e) => {
+                            // The site check refuses such an RTU; nothing to run.
+                            tracing::error!(rtu = %id, "cannot run the 104 RTU: {e}");
+                            continue;
+                        }
+                    }
+                }
+            };
             tracing::info!(rtu = %id, "acquisition task started");
             running.insert(
                 id,
                 Running {
                     spec,
                     stop: trigger,
-                    task: tokio::spawn(task.run(own_stop)),
+                    task,
                 },
             );
         }

@@ -3,17 +3,16 @@
 //! mode says. Either way it keeps a link state per channel and endpoint, which goes to the
 //! leader with every session renewal.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::batch::Batcher;
-use super::link::{self, LinkError, Session};
+use super::link::{LinkError, Session};
+use super::probe::{Endpoint, Probes};
 use super::reads::{self, Image, Read};
 use super::{Field, decode};
 use crate::cluster::{Cluster, Report};
@@ -23,9 +22,6 @@ use crate::state::CommandRefusal;
 use crate::state::commands::CommandOp;
 use crate::state::ownership::{Link, Reach};
 use crate::state::points::{Batch, Change, Quality, Value};
-
-/// An endpoint by channel and position.
-type Endpoint = (usize, usize);
 
 pub(crate) struct RtuTask {
     field: Arc<Field>,
@@ -37,11 +33,7 @@ pub(crate) struct RtuTask {
     batcher: Batcher,
     source: Option<IpAddr>,
     session: Option<(Endpoint, Session)>,
-    /// Idle connections of the probes, and whether each has stayed open for a whole round.
-    probes: BTreeMap<Endpoint, (TcpStream, bool)>,
-    /// Probe connections being made, and to where.
-    connecting: JoinSet<(Endpoint, Result<TcpStream, LinkError>)>,
-    pending: BTreeSet<Endpoint>,
+    probes: Probes,
     up: BTreeMap<Endpoint, bool>,
     reach: Option<Reach>,
     /// The last value and quality reported per point, as the owner.
@@ -71,9 +63,7 @@ impl RtuTask {
             batcher,
             source,
             session: None,
-            probes: BTreeMap::new(),
-            connecting: JoinSet::new(),
-            pending: BTreeSet::new(),
+            probes: Probes::default(),
             up: BTreeMap::new(),
             reach: None,
             last: HashMap::new(),
@@ -187,8 +177,6 @@ impl RtuTask {
             self.probe();
         } else {
             self.probes.clear();
-            self.connecting.abort_all();
-            self.pending.clear();
             if epoch.is_none() {
                 self.up.clear();
             }
@@ -277,7 +265,7 @@ impl RtuTask {
         }
         self.session = None;
         // The standby's idle connection to this endpoint makes way for the real one.
-        self.probes.remove(&at);
+        self.probes.remove(at);
         let endpoint = self.endpoint(at);
         let session =
             Session::open(&endpoint, self.source, self.rtu.unit_id, self.timeout()).await?;
@@ -382,51 +370,14 @@ impl RtuTask {
     /// `cold` RTU neither: such a device may take one connection only).
     fn probe(&mut self) {
         let active = self.session.as_ref().map(|(at, _)| *at);
-        let mut all = self.endpoints();
-        all.retain(|at| Some(*at) != active);
-        // Attempts run beside the rounds: an endpoint that swallows SYNs must not slow the
-        // owner's polls down to its connect timeout.
-        while let Some(done) = self.connecting.try_join_next() {
-            let Ok((at, result)) = done else { continue };
-            self.pending.remove(&at);
-            match result {
-                Ok(stream) => {
-                    self.probes.insert(at, (stream, false));
-                }
-                Err(_) => {
-                    self.up.insert(at, false);
-                }
-            }
-        }
-        // A device that accepts and at once closes (full, or behind a failed gateway) is not
-        // reachable: a connection counts only once it has stayed open for a round.
-        self.probes.retain(|at, (stream, proven)| {
-            *proven = link::still_open(stream);
-            *proven && all.contains(at)
-        });
+        let all: Vec<(Endpoint, String)> = self
+            .endpoints()
+            .into_iter()
+            .filter(|at| Some(*at) != active)
+            .map(|at| (at, self.endpoint(at)))
+            .collect();
         let timeout = self.timeout();
-        for at in &all {
-            match self.probes.get(at) {
-                Some((_, true)) => {
-                    self.up.insert(*at, true);
-                }
-                // Connected a moment ago: not known yet either way.
-                Some((_, false)) => {
-                    self.up.remove(at);
-                }
-                // Being retried: the last word stands.
-                None if self.pending.contains(at) => {}
-                None => {
-                    let endpoint = self.endpoint(*at);
-                    let source = self.source;
-                    let at = *at;
-                    self.pending.insert(at);
-                    self.connecting.spawn(async move {
-                        (at, link::connect(&endpoint, source, timeout).await)
-                    });
-                }
-            }
-        }
+        self.probes.round(&all, timeout, self.source, &mut self.up);
     }
 
     fn report(&self) {

@@ -120,9 +120,9 @@ pub(super) async fn point_write(
                     .map_err(|e| match e {
                         ControlError::NoSite => Status::failed_precondition(e.to_string()),
                         ControlError::NoSuchPoint(_) => Status::not_found(e.to_string()),
-                        ControlError::NotACommand(..) | ControlError::BadValue(_) => {
-                            Status::invalid_argument(e.to_string())
-                        }
+                        ControlError::NotACommand(..)
+                        | ControlError::BadValue(_)
+                        | ControlError::BadValue104(_) => Status::invalid_argument(e.to_string()),
                         ControlError::Cluster(e) => Status::from(e),
                     })?;
             let (id, outcome, ok) = match outcome {
@@ -131,6 +131,7 @@ pub(super) async fn point_write(
                 }
                 CommandOutcome::Done { id } => (id, "done".to_owned(), true),
                 CommandOutcome::NotStarted { id, reason }
+                | CommandOutcome::Declined { id, reason }
                 | CommandOutcome::Failed { id, reason } => (id, reason, false),
                 CommandOutcome::Unknown { id } => (
                     id,

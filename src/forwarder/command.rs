@@ -11,6 +11,7 @@ use super::serve::Served;
 use super::station::Execute;
 use crate::cluster::{CommandOutcome, NewCommand};
 use crate::iec104::{Asdu, Cause};
+use crate::site::Protocol;
 
 pub(crate) async fn execute(
     served: Arc<Served>,
@@ -26,12 +27,18 @@ pub(crate) async fn execute(
         let _ = replies.send(asdu);
     };
     let rtu = cluster.site().and_then(|site| {
-        site.points
+        let rtu = site
+            .points
             .iter()
             .find(|p| *p.id.get_ref() == exec.point)
-            .map(|p| p.rtu.get_ref().clone())
+            .map(|p| p.rtu.get_ref().clone())?;
+        let confirms = site
+            .rtus
+            .iter()
+            .any(|r| *r.id.get_ref() == rtu && r.protocol == Protocol::Iec104);
+        Some((rtu, confirms))
     });
-    let Some(rtu) = rtu else {
+    let Some((rtu, device_confirms)) = rtu else {
         return send(con(true));
     };
     let command = NewCommand {
@@ -39,6 +46,8 @@ pub(crate) async fn execute(
         rtu,
         value: exec.value,
         origin,
+        select: exec.selected,
+        device_confirms,
     };
     let timeout = Duration::from_millis(served.spec.command_timeout_ms);
     let outcome = cluster
@@ -59,6 +68,11 @@ pub(crate) async fn execute(
             tracing::info!(point = %exec.point, id, "command not started: {reason}");
             send(con(true));
             "timeout"
+        }
+        Ok(CommandOutcome::Declined { id, reason }) => {
+            tracing::info!(point = %exec.point, id, "command declined by the device: {reason}");
+            send(con(true));
+            "declined"
         }
         Ok(CommandOutcome::Done { .. }) => {
             send(term(false));

@@ -18,6 +18,7 @@ use super::serve::Served;
 use super::station::{self, Reaction};
 use super::stream::Stream;
 use crate::cluster::Cluster;
+use crate::iec104::frame_log::FrameLog;
 use crate::iec104::link::{Link, LinkEvent, LinkState};
 use crate::iec104::{Asdu, AsduError, Cause, mirror_raw};
 use crate::shutdown::Shutdown;
@@ -65,6 +66,11 @@ pub(crate) async fn run(
         kick_tx,
         reply_tx,
         opened_ms: Cluster::now_ms(),
+        frames: served
+            .spec
+            .decode
+            .frame_log()
+            .zip(served.spec.decode.frame_log()),
     };
     tracing::info!(forwarder = %served.name, %peer, conn = id, group = %conn.group, "master connected");
     metrics::gauge!("fepha_iec104_connections_open").increment(1.0);
@@ -99,6 +105,8 @@ struct Conn {
     kick_tx: mpsc::UnboundedSender<Kick>,
     reply_tx: mpsc::UnboundedSender<Asdu>,
     opened_ms: u64,
+    /// Decode logging of what is received and what is sent, when the forwarder asks for it.
+    frames: Option<(FrameLog, FrameLog)>,
 }
 
 impl Conn {
@@ -140,6 +148,11 @@ impl Conn {
             }
             self.link.take_output(&mut out);
             if !out.is_empty() {
+                if let Some((_, tx)) = &mut self.frames {
+                    for line in tx.feed(&out) {
+                        tracing::info!(target: "fepha::iec104::frames", forwarder = %self.served.name, peer = %self.peer, "-> {line}");
+                    }
+                }
                 if let Err(e) = wr.write_all(&out).await {
                     return format!("write failed: {e}");
                 }
@@ -153,7 +166,13 @@ impl Conn {
                     Ok(0) => return "the master closed it".into(),
                     Ok(n) => {
                         metrics::counter!("fepha_iec104_bytes_received_total").increment(n as u64);
-                        self.link.on_bytes(buf.get(..n).unwrap_or_default(), Instant::now());
+                        let bytes = buf.get(..n).unwrap_or_default();
+                        if let Some((rx, _)) = &mut self.frames {
+                            for line in rx.feed(bytes) {
+                                tracing::info!(target: "fepha::iec104::frames", forwarder = %self.served.name, peer = %self.peer, "<- {line}");
+                            }
+                        }
+                        self.link.on_bytes(bytes, Instant::now());
                     }
                     Err(e) => return format!("read failed: {e}"),
                 },

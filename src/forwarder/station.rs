@@ -19,6 +19,8 @@ pub(crate) struct Execute {
     pub request: Asdu,
     pub point: String,
     pub value: Value,
+    /// The master selected the point first (select-before-operate).
+    pub selected: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +100,13 @@ impl Selects {
             Some(s) if s.value != value => Err(SelectRefusal::Different),
             _ => Ok(()),
         }
+    }
+
+    /// Whether `conn` holds a live select on `ioa`.
+    pub(crate) fn holds(&self, ioa: u32, conn: u64, now: Instant) -> bool {
+        self.held
+            .get(&ioa)
+            .is_some_and(|s| s.conn == conn && s.until > now)
     }
 
     /// A deactivation of `conn`'s select; false if it held none that was still live.
@@ -242,11 +251,13 @@ fn command(asdu: &Asdu, cx: Context<'_>) -> Reaction {
             .is_ok();
         return Reaction::Send(vec![asdu.reply(con_cause, !ok)]);
     }
+    let selected = cx.selects.holds(ioa, conn, cx.now);
     match cx.selects.execute(ioa, conn, value, cx.now) {
         Ok(()) => Reaction::Execute(Execute {
             request: asdu.clone(),
             point: mapped.point.clone(),
             value,
+            selected,
         }),
         Err(_) => refuse(asdu, con_cause),
     }

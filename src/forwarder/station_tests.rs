@@ -682,6 +682,7 @@ fn a_direct_execute_without_select_is_handed_back_to_execute() {
             request: request.clone(),
             point: "r.sc".to_string(),
             value: Value::Single(true),
+            selected: false,
         }
     );
     let off = single_command(SC, false, false);
@@ -727,6 +728,7 @@ fn select_is_confirmed_and_the_same_execute_from_the_same_connection_runs() {
             request: execute.clone(),
             point: "r.sc".to_string(),
             value: Value::Single(true),
+            selected: true,
         }
     );
 }
@@ -939,6 +941,7 @@ fn set_points_of_each_encoding_execute_as_measured_values() {
                 request: request.clone(),
                 point: "r.se".to_string(),
                 value: Value::Measured(expected),
+                selected: false,
             },
             "{type_id:?}"
         );

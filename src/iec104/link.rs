@@ -544,13 +544,6 @@ impl Link {
 }
 
 /// The controlling station's own calls.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "IEC 104 acquisition, the controlling station, is built on these next"
-    )
-)]
 impl Link {
     /// A freshly connected link of the controlling station, in [`LinkState::Stopped`];
     /// [`Link::start`] asks the device to start data transfer.

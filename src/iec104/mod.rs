@@ -39,6 +39,7 @@ pub mod asdu;
 mod cause;
 mod elements;
 mod error;
+pub(crate) mod frame_log;
 pub(crate) mod link;
 mod params;
 mod qualifiers;

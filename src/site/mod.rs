@@ -323,6 +323,20 @@ pub enum DecodeLevel {
     Objects,
 }
 
+impl DecodeLevel {
+    /// The frame log of this level, if it logs at all.
+    pub(crate) fn frame_log(self) -> Option<crate::iec104::frame_log::FrameLog> {
+        use crate::iec104::frame_log::{Depth, FrameLog};
+        let depth = match self {
+            DecodeLevel::Nothing => return None,
+            DecodeLevel::Apci => Depth::Apci,
+            DecodeLevel::Header => Depth::Header,
+            DecodeLevel::Objects => Depth::Objects,
+        };
+        Some(FrameLog::new(depth))
+    }
+}
+
 fn default_k() -> u16 {
     12
 }

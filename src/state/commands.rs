@@ -44,6 +44,13 @@ pub struct Command {
     /// (the 104 forwarder answers ACTTERM, not a negative ACTCON).
     #[serde(default)]
     pub started: bool,
+    /// The master selected the point first (select-before-operate): the owner of a 104
+    /// RTU selects it on the device too, right before the execute.
+    #[serde(default)]
+    pub select: bool,
+    /// A 104 device confirmed the execute (positive ACTCON); its ACTTERM is the outcome.
+    #[serde(default)]
+    pub confirmed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +62,8 @@ pub enum CommandOp {
         value: Value,
         origin: String,
         now_ms: u64,
+        #[serde(default)]
+        select: bool,
     },
     /// The owner starts it (fenced by the caller with the owner's epoch).
     Start { id: u64, node: NodeId, epoch: u64 },
@@ -64,6 +73,8 @@ pub enum CommandOp {
         epoch: u64,
         outcome: Result<(), String>,
     },
+    /// The device confirmed the execute (fenced likewise).
+    Confirm { id: u64, epoch: u64 },
     /// The requester gave up waiting: a command nobody started fails and never runs.
     Cancel { id: u64, reason: String },
 }
@@ -89,6 +100,7 @@ pub struct Commands {
 }
 
 impl Commands {
+    #[allow(clippy::too_many_arguments)]
     pub fn submit(
         &mut self,
         point: &str,
@@ -96,6 +108,7 @@ impl Commands {
         value: Value,
         origin: &str,
         now_ms: u64,
+        select: bool,
         owned: bool,
     ) -> u64 {
         self.next_id += 1;
@@ -117,6 +130,8 @@ impl Commands {
                 requested_at_ms: now_ms,
                 state,
                 started: false,
+                select,
+                confirmed: false,
             },
         );
         self.trim();
@@ -153,6 +168,20 @@ impl Commands {
                     Ok(()) => CommandState::Done,
                     Err(reason) => CommandState::Failed(reason.clone()),
                 };
+                Ok(())
+            }
+            _ => Err(CommandRefusal::NotExecuting(id, epoch)),
+        }
+    }
+
+    pub fn confirm(&mut self, id: u64, epoch: u64) -> Result<(), CommandRefusal> {
+        let c = self
+            .commands
+            .get_mut(&id)
+            .ok_or(CommandRefusal::Unknown(id))?;
+        match c.state {
+            CommandState::Executing { epoch: e, .. } if e == epoch => {
+                c.confirmed = true;
                 Ok(())
             }
             _ => Err(CommandRefusal::NotExecuting(id, epoch)),
@@ -218,7 +247,7 @@ mod tests {
     #[test]
     fn a_command_runs_at_most_once_and_only_under_the_epoch_that_started_it() {
         let mut c = Commands::default();
-        let id = c.submit("p", "r", Value::Single(true), "op", 1, true);
+        let id = c.submit("p", "r", Value::Single(true), "op", 1, false, true);
         assert_eq!(c.pending_for("r").count(), 1);
         assert_eq!(c.start(id, 5, 2), Ok(()));
         assert_eq!(c.start(id, 5, 2), Err(CommandRefusal::NotPending(id)));
@@ -235,9 +264,9 @@ mod tests {
     #[test]
     fn without_an_owner_a_command_fails_at_once_and_a_cancelled_one_never_starts() {
         let mut c = Commands::default();
-        let orphan = c.submit("p", "r", Value::Single(true), "op", 1, false);
+        let orphan = c.submit("p", "r", Value::Single(true), "op", 1, false, false);
         assert!(matches!(c.commands[&orphan].state, CommandState::Failed(_)));
-        let id = c.submit("p", "r", Value::Single(true), "op", 1, true);
+        let id = c.submit("p", "r", Value::Single(true), "op", 1, false, true);
         assert_eq!(c.cancel(id, "timeout"), Ok(()));
         assert_eq!(c.start(id, 5, 1), Err(CommandRefusal::NotPending(id)));
     }

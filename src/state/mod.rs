@@ -219,11 +219,18 @@ impl SiteState {
                 value,
                 origin,
                 now_ms,
+                select,
             } => {
                 let owned = self.ownership.leases.contains_key(rtu);
                 Ok(self
                     .commands
-                    .submit(point, rtu, *value, origin, *now_ms, owned))
+                    .submit(point, rtu, *value, origin, *now_ms, *select, owned))
+            }
+            CommandOp::Confirm { id, epoch } => {
+                let rtu = self.command_rtu(*id)?;
+                self.ownership.fence(&rtu, *epoch)?;
+                self.commands.confirm(*id, *epoch)?;
+                Ok(*id)
             }
             CommandOp::Start { id, node, epoch } => {
                 let rtu = self.command_rtu(*id)?;
