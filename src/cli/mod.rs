@@ -126,6 +126,18 @@ pub enum SimCommand {
         #[arg(long)]
         log: Option<PathBuf>,
     },
+    /// An IEC 104 controlled station serving the points of a profile, until SIGTERM or Ctrl-C.
+    Iec104 {
+        /// Address to listen on (IP:port).
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The station profile (see examples/sim-iec104-profile.toml).
+        #[arg(long)]
+        profile: PathBuf,
+        /// Append one JSON line per frame sent, acknowledgement and command here.
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,6 +259,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             profile,
             log,
         }) => return crate::sim::run_cli(listen, &profile, log.as_deref()).await,
+        Command::Sim(SimCommand::Iec104 {
+            listen,
+            profile,
+            log,
+        }) => return crate::sim::iec104::run_cli(listen, &profile, log.as_deref()).await,
         Command::Run => return Ok(crate::node::run(NodeConfig::load(&cli.config)?).await?),
         _ => {}
     }

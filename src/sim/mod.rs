@@ -14,6 +14,7 @@
 
 mod device;
 mod guard;
+pub(crate) mod iec104;
 pub(crate) mod log;
 pub(crate) mod profile;
 
