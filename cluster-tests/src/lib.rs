@@ -17,6 +17,7 @@ mod net;
 mod node;
 mod proxy;
 mod pydevice;
+pub mod sim104;
 mod stats;
 mod status;
 mod trust;
