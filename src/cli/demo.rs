@@ -20,8 +20,10 @@ use crate::proto::admin::*;
 const NODES: [&str; 3] = ["fep1", "fep2", "fep3"];
 const SITE: &str = include_str!("../../examples/demo-site.toml");
 const PROFILE: &str = include_str!("../../examples/sim-profile.toml");
-/// Where the simulated device listens; examples/demo-site.toml polls it there.
+const PROFILE_104: &str = include_str!("../../examples/sim-iec104-profile.toml");
+/// Where the simulated devices listen; examples/demo-site.toml reads them there.
 const DEVICE: &str = "127.0.0.1:5020";
+const DEVICE_104: &str = "127.0.0.1:5021";
 
 struct DemoNode {
     config: NodeConfig,
@@ -77,16 +79,40 @@ async fn stop_device_future(rx: tokio::sync::oneshot::Receiver<()>) {
     let _ = rx.await;
 }
 
-/// The simulated Modbus device the demo site polls, served in this process.
+/// The simulated devices the demo site reads, a Modbus device and an IEC 104 controlled
+/// station, served in this process until `stop`.
 async fn start_device(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let profile = crate::sim::Profile::parse(Path::new("examples/sim-profile.toml"), PROFILE)?;
-    let addr = DEVICE.parse()?;
-    let sim = crate::sim::bind(addr, &profile, None)
+    let sim = crate::sim::bind(DEVICE.parse()?, &profile, None)
         .await
         .with_context(|| format!("cannot start the simulated device (is {DEVICE} free?)"))?;
-    Ok(tokio::spawn(sim.serve(stop)))
+    let profile_104 = crate::sim::iec104::Profile::parse(
+        Path::new("examples/sim-iec104-profile.toml"),
+        PROFILE_104,
+    )?;
+    let sim_104 = crate::sim::iec104::bind(DEVICE_104.parse()?, &profile_104, None)
+        .await
+        .with_context(|| {
+            format!("cannot start the simulated 104 device (is {DEVICE_104} free?)")
+        })?;
+    Ok(tokio::spawn(async move {
+        let (stopped, shared) = tokio::sync::watch::channel(false);
+        let mut for_104 = shared.clone();
+        let modbus = sim.serve(async move {
+            let mut shared = shared;
+            let _ = shared.wait_for(|s| *s).await;
+        });
+        let iec104 = sim_104.serve(async move {
+            let _ = for_104.wait_for(|s| *s).await;
+        });
+        let trigger = async move {
+            stop.await;
+            let _ = stopped.send(true);
+        };
+        tokio::join!(modbus, iec104, trigger);
+    }))
 }
 
 /// What the demo tells the user while it runs: leader changes, nodes that died, and their
@@ -328,6 +354,7 @@ async fn print_intro(dir: &Path, nodes: &[DemoNode]) {
     outln!("  {exe} -c {first} rtu list");
     outln!("  {exe} -c {first} point list");
     outln!("  {exe} -c {first} point write sim.breaker-cmd off");
+    outln!("  {exe} -c {first} point write bay.breaker-cmd on    # the 104 RTU, 2 s to move");
     outln!("  {exe} -c {first} iec104 connections");
     outln!(
         "IEC 104 (common address 1): the leader serves masters on 127.0.0.N:2404 (N = 1, 2, 3 \

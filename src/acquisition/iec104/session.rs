@@ -180,6 +180,9 @@ impl Task {
             }
             let mut frames = 0u16;
             let mut readings = Vec::new();
+            // Answers to our own requests, taken once the data that came before them is
+            // committed: a command's feedback reaches the log before its outcome.
+            let mut answers = Vec::new();
             while let Some(event) = link.poll_event() {
                 match event {
                     LinkEvent::Started => {
@@ -199,15 +202,12 @@ impl Task {
                             .increment(1);
                         match Asdu::decode(&bytes) {
                             Ok(asdu) => {
-                                if let Err(e) = self
-                                    .on_asdu(&asdu, epoch, &mut inflight, &mut link, now)
-                                    .await
-                                {
-                                    return Err(fail(started, e));
-                                }
                                 let (r, unmapped) = self.map.read(&asdu);
                                 readings.extend(r);
                                 self.unmapped(&asdu, unmapped);
+                                if is_answer(&asdu) {
+                                    answers.push(asdu);
+                                }
                             }
                             Err(e) => self.undecodable(&e),
                         }
@@ -229,18 +229,35 @@ impl Task {
                 let changes = self.changes(readings);
                 let commit = if changes.is_empty() {
                     None
+                } else if !answers.is_empty() {
+                    let batch = self.batch(epoch, changes);
+                    if !self
+                        .batcher
+                        .send_committed(batch)
+                        .await
+                        .await
+                        .unwrap_or(false)
+                    {
+                        return Ok(());
+                    }
+                    None
                 } else if self.spec.ack_after_commit {
-                    Some(
-                        self.batcher
-                            .send_committed(self.batch(epoch, changes))
-                            .await,
-                    )
+                    let batch = self.batch(epoch, changes);
+                    Some(self.batcher.send_committed(batch).await)
                 } else {
                     self.batcher.send(self.batch(epoch, changes)).await;
                     None
                 };
                 awaiting.push_back((frames, commit));
                 release_ready(&mut awaiting, &mut link, now);
+            }
+            for asdu in answers {
+                if let Err(e) = self
+                    .on_asdu(&asdu, epoch, &mut inflight, &mut link, now)
+                    .await
+                {
+                    return Err(fail(started, e));
+                }
             }
             let tick = Instant::now();
             if started {
@@ -370,12 +387,6 @@ impl Task {
         link: &mut Link,
         now: std::time::Instant,
     ) -> Result<(), String> {
-        let confirming = asdu.cause == Cause::ACTIVATION_CON
-            || asdu.cause == Cause::ACTIVATION_TERMINATION
-            || asdu.cause.value() >= Cause::UNKNOWN_TYPE.value();
-        if !confirming {
-            return Ok(());
-        }
         let Some(c) = inflight.as_mut().filter(|c| c.commanded.answered_by(asdu)) else {
             if asdu.negative {
                 tracing::warn!(rtu = %self.id(), "the device refused {} (cause {})", asdu.type_id, asdu.cause.value());
@@ -556,6 +567,13 @@ impl Task {
             .increment(1);
         tracing::warn!(rtu = %self.id(), "an ASDU from the device does not decode: {e}");
     }
+}
+
+/// Whether the ASDU answers a request of ours (a confirmation, a termination, a refusal).
+fn is_answer(asdu: &Asdu) -> bool {
+    asdu.cause == Cause::ACTIVATION_CON
+        || asdu.cause == Cause::ACTIVATION_TERMINATION
+        || asdu.cause.value() >= Cause::UNKNOWN_TYPE.value()
 }
 
 /// Waits for the oldest commit; never resolves while there is none to wait for.
