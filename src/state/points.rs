@@ -24,7 +24,10 @@ pub enum Value {
     Counter(i64),
     /// IEC 60870-5 step position (a transformer tap, say): -64..=63, and whether the
     /// equipment is moving between steps.
-    Step { value: i8, transient: bool },
+    Step {
+        value: i8,
+        transient: bool,
+    },
     /// IEC 60870-5 bitstring of 32 bits.
     Bits(u32),
 }
