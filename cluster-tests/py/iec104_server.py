@@ -10,7 +10,13 @@ answer carries the request's "id" if it had one:
     {"op":"add","ca":47,"ioa":5001,"type":"C_SC_NA_1","select":true,"response":"SUCCESS"}
     {"op":"set","ca":47,"ioa":100,"value":false,"quality":["Invalid"],"cause":"SPONTANEOUS"}
                                                                             -> {"ok":true,"sent":true}
+    {"op":"set","ca":47,"ioa":100,"value":true,"quality":["Blocked"],"time_ms":1700000000123,
+     "cause":"SPONTANEOUS"}       (a time tag of its own, Unix ms, instead of now)
     {"op":"connections"}                                 -> {"ok":true,"open":1,"active":1}
+    {"op":"peers"}   -> {"ok":true,"startdt_acts":1,"stopdt_acts":0,"connects":["127.0.0.1",..]}
+
+"peers" counts the STARTDT and STOPDT acts received over all connections (from the raw frames)
+and lists the address of every connection accepted, in order.
 
 "set" without "cause" only changes the value (an interrogation reports it). A command point
 answers with its "response" (SUCCESS, FAILURE or NONE) and reports each command it received as
@@ -21,6 +27,7 @@ Once it listens it prints {"ready":true,"listen":"HOST:PORT"}. It exits when std
 # No `from __future__ import annotations`: c104 compares callback annotations with its own
 # classes and refuses them as strings.
 import argparse
+import datetime
 import json
 import sys
 import threading
@@ -80,7 +87,8 @@ def c104_value(tname: str, value: object) -> object:
     if tname in ("M_ME_NC_1", "M_ME_TC_1", "M_ME_TF_1", "C_SE_NC_1", "C_SE_TC_1"):
         return float(value)
     if kind in ("M_BO", "C_BO"):
-        return c104.Byte32(int(value))
+        # c104 2.2.1's Byte32(int) is always zero; from bytes it works.
+        return c104.Byte32(int(value).to_bytes(4, "little"))
     raise ValueError(f"{tname}: this script cannot set its value")
 
 
@@ -92,10 +100,51 @@ def quality(names: object, counter: bool) -> object:
     return q
 
 
+def timed_info(tname: str, value: object, q: object, at: datetime.datetime) -> object:
+    """The c104 information object of a monitoring point with its own time tag."""
+    kind = tname[:4]
+    v = c104_value(tname, value)
+    if kind == "M_SP":
+        return c104.SingleInfo(on=v, quality=q, recorded_at=at)
+    if kind == "M_DP":
+        return c104.DoubleInfo(state=v, quality=q, recorded_at=at)
+    if kind == "M_ST":
+        return c104.StepInfo(position=v, transient=False, quality=q, recorded_at=at)
+    if kind == "M_BO":
+        return c104.BinaryInfo(blob=v, quality=q, recorded_at=at)
+    if kind == "M_IT":
+        return c104.BinaryCounterInfo(counter=v, sequence=c104.UInt5(0), quality=q, recorded_at=at)
+    if isinstance(v, c104.NormalizedFloat):
+        return c104.NormalizedInfo(actual=v, quality=q, recorded_at=at)
+    if isinstance(v, c104.Int16):
+        return c104.ScaledInfo(actual=v, quality=q, recorded_at=at)
+    if kind == "M_ME":
+        return c104.ShortInfo(actual=v, quality=q, recorded_at=at)
+    raise ValueError(f"{tname}: this script cannot give it a time tag")
+
+
 class Device:
     def __init__(self, server: c104.Server):
         self.server = server
         self.responses: dict[tuple[int, int], c104.ResponseState] = {}
+        self.lock = threading.Lock()
+        self.startdt_acts = 0
+        self.stopdt_acts = 0
+        self.connects: list[str] = []
+
+    def on_connect(self, server: c104.Server, ip: str) -> bool:
+        with self.lock:
+            self.connects.append(ip)
+        return True
+
+    def on_receive_raw(self, server: c104.Server, data: bytes) -> None:
+        data = bytes(data)
+        if len(data) >= 6 and data[0] == 0x68 and data[2] & 0x03 == 0x03:
+            with self.lock:
+                if data[2] == 0x07:
+                    self.startdt_acts += 1
+                elif data[2] == 0x13:
+                    self.stopdt_acts += 1
 
     def on_command(
         self, point: c104.Point, previous_info: c104.Information, message: c104.IncomingMessage
@@ -150,6 +199,14 @@ class Device:
                 point.value = c104_value(tname, request["value"])
             if "quality" in request:
                 point.quality = quality(request["quality"], tname.startswith("M_IT"))
+            if "time_ms" in request:
+                at = datetime.datetime.fromtimestamp(int(request["time_ms"]) / 1000, tz=datetime.timezone.utc)
+                point.info = timed_info(
+                    tname,
+                    request["value"],
+                    quality(request.get("quality"), tname.startswith("M_IT")),
+                    at,
+                )
             # Setting the value also sets the point's time tag to now.
             cause = request.get("cause")
             if cause is None:
@@ -164,18 +221,30 @@ class Device:
                 "open": self.server.open_connection_count,
                 "active": self.server.active_connection_count,
             }
-        raise ValueError(f"unknown op {op!r}; one of add, set, response, connections")
+        if op == "peers":
+            with self.lock:
+                return {
+                    "startdt_acts": self.startdt_acts,
+                    "stopdt_acts": self.stopdt_acts,
+                    "connects": list(self.connects),
+                }
+        raise ValueError(f"unknown op {op!r}; one of add, set, response, connections, peers")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--listen", required=True, help="HOST:PORT to listen on")
+    p.add_argument("--t2-s", type=int, default=None, help="acknowledge received I frames within this (c104: 10 s)")
     args = p.parse_args()
     host, sep, port = args.listen.rpartition(":")
     if not sep or not host:
         raise SystemExit(f"--listen {args.listen!r} is not HOST:PORT")
     server = c104.Server(ip=host.strip("[]"), port=int(port), tick_rate_ms=50, select_timeout_ms=5000)
+    if args.t2_s is not None:
+        server.protocol_parameters.confirm_interval = args.t2_s
     device = Device(server)
+    server.on_connect(callable=device.on_connect)
+    server.on_receive_raw(callable=device.on_receive_raw)
     server.start()
     if not server.is_running:
         raise SystemExit(f"c104 server did not start on {args.listen}")

@@ -619,15 +619,26 @@ pub struct C104Server {
 impl C104Server {
     /// Listens on `addr`, which must have a real port (c104 cannot report one it picked).
     pub fn start(addr: SocketAddr) -> Result<C104Server> {
+        C104Server::launch(addr, &[])
+    }
+
+    /// Like [`C104Server::start`], acknowledging received I frames within `t2` whole seconds
+    /// (c104's default is 10 s: a master with a shorter t1 whose request the device does not
+    /// answer would time out).
+    pub fn start_with_t2(addr: SocketAddr, t2: Duration) -> Result<C104Server> {
+        C104Server::launch(
+            addr,
+            &["--t2-s".to_owned(), t2.as_secs().max(1).to_string()],
+        )
+    }
+
+    fn launch(addr: SocketAddr, extra: &[String]) -> Result<C104Server> {
         if !addr.ip().is_loopback() || addr.port() == 0 {
             bail!("a test server listens on a loopback address with a real port, not {addr}");
         }
-        let proc = PyProc::start(
-            "c104 server",
-            SERVER_SCRIPT,
-            &["--listen".to_owned(), addr.to_string()],
-            ServerLog::file,
-        )?;
+        let mut args = vec!["--listen".to_owned(), addr.to_string()];
+        args.extend_from_slice(extra);
+        let proc = PyProc::start("c104 server", SERVER_SCRIPT, &args, ServerLog::file)?;
         Ok(C104Server { proc, addr })
     }
 
@@ -716,6 +727,242 @@ impl C104Server {
                     self.commands()
                 ))
             })
+    }
+
+    pub fn stderr_tail(&self, lines: usize) -> String {
+        self.proc.stderr_tail(lines)
+    }
+
+    /// Like [`C104Server::set`], with a time tag of the device's own (Unix ms) instead of now.
+    pub fn set_at(
+        &self,
+        ca: u16,
+        ioa: u32,
+        value: impl Into<Value>,
+        quality: &[&str],
+        cause: &str,
+        time_ms: i64,
+    ) -> Result<bool> {
+        let request = json!({"op": "set", "ca": ca, "ioa": ioa, "value": value.into(),
+            "quality": quality, "cause": cause, "time_ms": time_ms});
+        let answer = self.proc.request(&request)?;
+        answer
+            .get("sent")
+            .and_then(Value::as_bool)
+            .with_context(|| format!("no sent flag in {answer}"))
+    }
+
+    /// Changes what a command point answers (`SUCCESS`, `FAILURE` or `NONE`).
+    pub fn set_response(&self, ca: u16, ioa: u32, response: &str) -> Result<()> {
+        self.proc
+            .request(&json!({"op": "response", "ca": ca, "ioa": ioa, "response": response}))
+            .map(drop)
+    }
+
+    /// The STARTDT and STOPDT acts received so far over all connections, and the address of
+    /// every connection accepted, in order.
+    pub fn peers(&self) -> Result<ServerPeers> {
+        let answer = self.proc.request(&json!({"op": "peers"}))?;
+        ServerPeers::deserialize(&answer).with_context(|| format!("no peer counts in {answer}"))
+    }
+}
+
+/// What a c104 server saw of its masters (see [`C104Server::peers`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ServerPeers {
+    pub startdt_acts: u64,
+    pub stopdt_acts: u64,
+    /// The IP address of each connection accepted, in order.
+    pub connects: Vec<String>,
+}
+
+const RAW_DEVICE_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/py/bad_104_device.py");
+
+/// One event of a [`RawDevice`]: `accepted`, `closed`, `u`, `s`, `i` or `sent` (see the
+/// script's doc comment); `body` is the whole line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceEvent {
+    pub seq: u64,
+    pub kind: String,
+    pub conn: Option<u64>,
+    pub body: Value,
+}
+
+impl DeviceEvent {
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.body.get(key).and_then(Value::as_str)
+    }
+
+    pub fn u64(&self, key: &str) -> Option<u64> {
+        self.body.get(key).and_then(Value::as_u64)
+    }
+
+    /// A U frame the device received, by name (`STARTDT_ACT`, ...).
+    pub fn is_u_rx(&self, function: &str) -> bool {
+        self.kind == "u" && self.str("dir") == Some("rx") && self.str("function") == Some(function)
+    }
+}
+
+#[derive(Debug, Default)]
+struct RawLog {
+    events: Vec<DeviceEvent>,
+}
+
+impl RawLog {
+    fn file(&mut self, line: Value) -> Result<(), String> {
+        let kind = line
+            .get("ev")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        self.events.push(DeviceEvent {
+            seq: line.get("seq").and_then(Value::as_u64).unwrap_or(0),
+            conn: line.get("conn").and_then(Value::as_u64),
+            kind,
+            body: line,
+        });
+        Ok(())
+    }
+}
+
+/// `py/bad_104_device.py`: a controlled station on plain sockets that misbehaves on purpose
+/// (its `mode`) and records every frame it receives per connection. Dropping it kills it.
+#[derive(Debug)]
+pub struct RawDevice {
+    proc: PyProc<RawLog>,
+    addr: SocketAddr,
+}
+
+impl RawDevice {
+    /// Listens on `addr` (a real port) for common address `ca`, in `mode`; with `test_idle`,
+    /// a connection not started that long after it was accepted gets one TESTFR act.
+    pub fn start(
+        addr: SocketAddr,
+        ca: u16,
+        mode: &str,
+        test_idle: Option<Duration>,
+    ) -> Result<RawDevice> {
+        if addr.port() == 0 {
+            bail!("a raw device listens on a real port, not {addr}");
+        }
+        let mut args = vec![
+            "--listen".to_owned(),
+            addr.to_string(),
+            "--ca".to_owned(),
+            ca.to_string(),
+            "--mode".to_owned(),
+            mode.to_owned(),
+        ];
+        if let Some(t) = test_idle {
+            args.push("--test-idle-s".to_owned());
+            args.push(t.as_secs_f64().to_string());
+        }
+        let proc = PyProc::start("raw 104 device", RAW_DEVICE_SCRIPT, &args, RawLog::file)?;
+        Ok(RawDevice { proc, addr })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Changes the behaviour, also of the connections already open.
+    pub fn set_mode(&self, mode: &str) -> Result<()> {
+        self.proc
+            .request(&json!({"op": "mode", "mode": mode}))
+            .map(drop)
+    }
+
+    /// Sets a single point (reported by the next interrogation; nothing is sent).
+    pub fn set(&self, ioa: u32, value: bool) -> Result<()> {
+        self.proc
+            .request(&json!({"op": "set", "ioa": ioa, "value": value}))
+            .map(drop)
+    }
+
+    /// A spontaneous M_SP_TB_1 on every started connection; how many it went out on.
+    pub fn spont(&self, ioa: u32, value: bool, time_ms: Option<i64>) -> Result<u64> {
+        let answer = self
+            .proc
+            .request(&json!({"op": "spont", "ioa": ioa, "value": value, "time_ms": time_ms}))?;
+        answer
+            .get("sent")
+            .and_then(Value::as_u64)
+            .with_context(|| format!("no sent count in {answer}"))
+    }
+
+    /// Closes every open connection; how many there were.
+    pub fn close_all(&self) -> Result<u64> {
+        let answer = self.proc.request(&json!({"op": "close_all"}))?;
+        answer
+            .get("closed")
+            .and_then(Value::as_u64)
+            .with_context(|| format!("no closed count in {answer}"))
+    }
+
+    pub fn events(&self) -> Vec<DeviceEvent> {
+        self.proc.log().events.clone()
+    }
+
+    /// The highest event number so far.
+    pub fn mark(&self) -> u64 {
+        self.proc.log().events.last().map_or(0, |e| e.seq)
+    }
+
+    /// Waits for the first event `pred` accepts.
+    pub fn wait_event(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&DeviceEvent) -> bool,
+    ) -> Result<DeviceEvent> {
+        self.proc
+            .wait(timeout, |log| log.events.iter().find(|e| pred(e)).cloned())
+            .map_err(|()| {
+                self.proc.error(&format!(
+                    "timed out after {:.1}s waiting until {what}\n{}",
+                    timeout.as_secs_f64(),
+                    self.report()
+                ))
+            })
+    }
+
+    /// The peer address (`IP:PORT`) of connection `conn`.
+    pub fn peer(&self, conn: u64) -> Option<String> {
+        self.proc
+            .log()
+            .events
+            .iter()
+            .find(|e| e.kind == "accepted" && e.conn == Some(conn))
+            .and_then(|e| e.str("peer").map(str::to_owned))
+    }
+
+    /// The connections accepted and not closed: connection number and peer.
+    pub fn open(&self) -> Vec<(u64, String)> {
+        let log = self.proc.log();
+        log.events
+            .iter()
+            .filter(|e| e.kind == "accepted")
+            .filter(|a| {
+                !log.events
+                    .iter()
+                    .any(|e| e.kind == "closed" && e.conn == a.conn)
+            })
+            .filter_map(|a| Some((a.conn?, a.str("peer")?.to_owned())))
+            .collect()
+    }
+
+    /// A readable summary of the last events, for failure messages.
+    pub fn report(&self) -> String {
+        let log = self.proc.log();
+        let mut out = format!(
+            "--- raw device {}: last events ({} in all) ---\n",
+            self.addr,
+            log.events.len()
+        );
+        for e in last(&log.events, 40) {
+            let _ = writeln!(out, "{}", e.body);
+        }
+        out
     }
 
     pub fn stderr_tail(&self, lines: usize) -> String {
