@@ -6,7 +6,6 @@
 //!
 //! The RTUs run with short timers (t0 2 s, t1 3 s, t2 1 s, t3 5 s); a c104 server that must
 //! acknowledge a request it does not answer is started with t2 = 1 s (c104's is 10 s).
-//! Tests marked `#[ignore = "product bug: ..."]` fail against the product as it is.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -581,7 +580,7 @@ fn points_of_a_c104_device_reach_every_node_and_a_master_upstream() {
 /// A measurement whose value and quality change together (the device sets OV with a new
 /// value) is a change like any other: it reaches the master spontaneously, with the bit.
 #[test]
-#[ignore = "product bug: Task::changes (acquisition/iec104/task.rs) makes a change whose quality differs a non-event for a measurement even when its value changed too, so the forwarder never sends it spontaneously"]
+
 fn a_measurement_that_changes_with_its_quality_is_sent_upstream_at_once() {
     let mut c = Cluster::new();
     let leader = c.bootstrap(&["voter", "voter", "voter"]);
@@ -632,7 +631,7 @@ fn a_measurement_that_changes_with_its_quality_is_sent_upstream_at_once() {
 /// reaches every node and the master. Only a report the log already has (same point, time,
 /// value) is one the device sends again.
 #[test]
-#[ignore = "product bug: Task::changes drops a report whose (point, time tag) it has seen, whatever its value (fepha_iec104_repeated_reports_total counts it); the node's own receive time of an untimed report collides too"]
+
 fn changes_with_the_same_time_tag_are_all_taken() {
     let mut c = Cluster::new();
     let leader = c.bootstrap(&["voter", "voter", "voter"]);
@@ -828,7 +827,7 @@ fn answers(m: &Master, mark: u64, ty: &str) -> Vec<(u8, bool, Option<bool>)> {
 /// server, like lib60870 itself, confirms a direct command with ACTCON alone (ACTTERM is
 /// optional in 60870-5-101/104); after a select it sends ACTTERM too.
 #[test]
-#[ignore = "product bug: the 104 owner fails a command the device confirmed with a positive ACTCON but no ACTTERM (optional in the standard; lib60870 sends none for a direct command): negative ACTTERM upstream, point write fails"]
+
 fn commands_reach_the_c104_device_and_its_confirmation_comes_back() {
     let mut c = Cluster::new();
     let (leader, dev) = command_site(
@@ -1114,7 +1113,7 @@ fn a_device_that_drops_the_link_is_invalid_upstream_until_it_is_back() {
 /// tag of its last change (c104 answers a GI with the time-tagged type), and that must make
 /// the point valid again; the link loss was a change of quality, not of the device's report.
 #[test]
-#[ignore = "product bug: the GI answer after a reconnect carries the last change's time tag, Task::changes drops it as a repeated report, and the point stays IV/NT"]
+
 fn a_link_that_comes_back_makes_unchanged_points_valid_again() {
     let mut c = Cluster::new();
     c.bootstrap(&["voter", "voter", "voter"]);
@@ -1384,7 +1383,7 @@ fn standbys_probe_with_tcp_only_and_the_device_sees_one_startdt() {
 /// controlling station answers TESTFR con on every connection (lib60870's server closes a
 /// connection whose TESTFR goes unanswered for t1). A probe is such a stopped connection.
 #[test]
-#[ignore = "product bug: a standby probe (acquisition/probe.rs) never answers the device's TESTFR act; lib60870 devices close such a connection after t3 + t1"]
+
 fn a_standby_probe_answers_the_devices_test_frames() {
     let mut c = Cluster::new();
     c.bootstrap(&["voter", "voter", "voter"]);

@@ -72,17 +72,6 @@ pub(crate) async fn connect(
         .map_err(|_| LinkError::Timeout("connect"))?
 }
 
-/// Whether a standby's idle connection is still open: the device has not closed it.
-pub(crate) fn still_open(stream: &TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    match stream.try_read(&mut byte) {
-        // Closed by the device (or it sent something unasked, which a live device may do).
-        Ok(0) => false,
-        Ok(_) => true,
-        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-    }
-}
-
 /// A Modbus TCP session with one endpoint.
 pub(crate) struct Session {
     context: Context,

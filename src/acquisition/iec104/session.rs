@@ -89,6 +89,8 @@ impl Task {
             Link::controlling(self.params, now).map_err(|e| fail(false, e.to_string()))?;
         link.start(now);
         let mut started = false;
+        // Until the device sends something new, what it sends may be a resend (see changes).
+        let mut resending = true;
         let mut awaiting: Awaiting = VecDeque::new();
         let mut inflight: Option<Inflight> = None;
         let mut next_gi: Option<Instant> = None;
@@ -226,7 +228,7 @@ impl Task {
                 }
             }
             if frames > 0 {
-                let changes = self.changes(readings);
+                let changes = self.changes(readings, &mut resending);
                 let commit = if changes.is_empty() {
                     None
                 } else if !answers.is_empty() {
@@ -281,11 +283,16 @@ impl Task {
                 if inflight.as_ref().is_some_and(|c| c.deadline <= tick)
                     && let Some(c) = inflight.take()
                 {
-                    let why = match c.stage {
-                        Stage::Terminating => "the device sent no ACTTERM in time",
-                        _ => "the device did not confirm in time",
+                    let outcome = match c.stage {
+                        // ACTTERM is optional (lib60870 sends none for a direct execute):
+                        // the device confirmed it, so it is done.
+                        Stage::Terminating => {
+                            tracing::info!(rtu = %self.id(), point = %c.point, "confirmed; the device sent no ACTTERM");
+                            Ok(())
+                        }
+                        _ => Err("the device did not confirm in time".into()),
                     };
-                    self.finish(c, epoch, Err(why.into())).await;
+                    self.finish(c, epoch, outcome).await;
                 }
                 if inflight.is_none() && !stop.is_triggered() {
                     inflight = self.next_command(epoch, &mut link, now).await;

@@ -19,13 +19,29 @@ use crate::acquisition::probe::{Endpoint, Probes};
 use crate::cluster::{Cluster, Report};
 use crate::iec104::LinkParams;
 use crate::shutdown::Shutdown;
-use crate::site::{Iec104Rtu, Point, Rtu, Standby};
+use crate::site::{Iec104Rtu, Point, PointKind, Rtu, Standby};
 use crate::state::ownership::{Link, Reach};
 use crate::state::points::{Change, Quality, Value};
 
-/// Reports already in the log, by point and device time tag: what a device resends to a new
-/// owner (frames the old one had committed but not yet acknowledged) is not an event twice.
+/// Reports already in the log, by point, device time tag and value: what a device resends to
+/// a new owner (frames the old one had committed but not yet acknowledged) is not an event
+/// twice.
 const SEEN_KEPT: usize = 100_000;
+
+/// A report as the seen set keeps it: point, time tag, value.
+type Seen = (String, u64, u64);
+
+/// A value as a number for the seen set (floats by their bits).
+fn value_key(v: &Value) -> u64 {
+    match *v {
+        Value::Single(b) => u64::from(b),
+        Value::Double(d) => u64::from(d),
+        Value::Measured(m) => m.to_bits(),
+        Value::Counter(c) => c as u64,
+        Value::Step { value, transient } => (u64::from(value as u8) << 1) | u64::from(transient),
+        Value::Bits(b) => u64::from(b),
+    }
+}
 
 pub(crate) struct Task {
     pub(super) field: Arc<Field>,
@@ -42,8 +58,8 @@ pub(crate) struct Task {
     reach: Option<Reach>,
     /// The last value, quality and time reported per point, as the owner.
     last: HashMap<String, (Value, Quality, u64)>,
-    seen: HashSet<(String, u64)>,
-    seen_order: VecDeque<(String, u64)>,
+    seen: HashSet<Seen>,
+    seen_order: VecDeque<Seen>,
     owned: Option<u64>,
     /// Where the owner's next round starts: the endpoint that last worked.
     start_at: usize,
@@ -87,7 +103,7 @@ impl Task {
             monitored,
             batcher,
             source,
-            probes: Probes::default(),
+            probes: Probes::iec104(),
             up: BTreeMap::new(),
             reach: None,
             last: HashMap::new(),
@@ -182,14 +198,14 @@ impl Task {
                     Some((id.to_string(), (p.value, p.quality, p.time_ms)))
                 })
                 .collect();
-            let seen: Vec<(String, u64)> = s
+            let seen: Vec<Seen> = s
                 .points
                 .events
                 .iter()
                 .rev()
                 .filter(|e| ids.contains(e.point.as_str()))
                 .take(SEEN_KEPT)
-                .map(|e| (e.point.clone(), e.time_ms))
+                .map(|e| (e.point.clone(), e.time_ms, value_key(&e.value)))
                 .collect();
             (last, seen)
         });
@@ -199,7 +215,7 @@ impl Task {
         }
     }
 
-    fn remember(&mut self, key: (String, u64)) {
+    fn remember(&mut self, key: Seen) {
         if self.seen.insert(key.clone()) {
             self.seen_order.push_back(key);
         }
@@ -328,36 +344,47 @@ impl Task {
         );
     }
 
-    /// The changes the readings make, as the owner reports them: a report the log already
-    /// has (the same point and device time tag) is dropped, an indication the device sent
-    /// spontaneously is always an event, other values are events as for Modbus.
-    pub(super) fn changes(&mut self, readings: Vec<Reading>) -> Vec<Change> {
+    /// The changes the readings make, as the owner reports them. While a connection is
+    /// still `resending` (no spontaneous report it sent was new yet), a spontaneous report the
+    /// log already has (the same point, device time tag and value) is dropped: that is what a
+    /// device sends again to a new owner. An indication the device sent spontaneously is
+    /// always an event; a change of quality is an event for anything but a counter; other
+    /// values are events as for Modbus.
+    pub(super) fn changes(&mut self, readings: Vec<Reading>, resending: &mut bool) -> Vec<Change> {
         let now = Cluster::now_ms();
         let mut changes = Vec::with_capacity(readings.len());
         for r in readings {
             let Some(point) = self.monitored.get(&r.point) else {
                 continue;
             };
-            if let Some(t) = r.device_time_ms
-                && self.seen.contains(&(r.point.clone(), t))
-            {
-                metrics::counter!("fepha_iec104_repeated_reports_total", "rtu" => self.id().to_owned())
-                    .increment(1);
-                continue;
+            let key = r
+                .device_time_ms
+                .filter(|_| r.spontaneous)
+                .map(|t| (r.point.clone(), t, value_key(&r.value)));
+            if let Some(key) = &key {
+                if *resending && self.seen.contains(key) {
+                    metrics::counter!("fepha_iec104_repeated_reports_total", "rtu" => self.id().to_owned())
+                        .increment(1);
+                    continue;
+                }
+                *resending = false;
             }
             let last = self.last.get(&r.point).copied();
-            let indication = point.kind.get_ref().is_indication();
+            let kind = *point.kind.get_ref();
+            let indication = kind.is_indication();
             let event = match last {
                 _ if indication && r.spontaneous => Some(true),
-                Some((_, q, _)) if q != r.quality => Some(indication),
+                Some((_, q, _)) if q != r.quality => Some(kind != PointKind::Counter),
                 _ => decode::change(point, last.as_ref().map(|(v, _, _)| v), &r.value),
             };
             let Some(event) = event else { continue };
             let time_ms = r.device_time_ms.unwrap_or(now);
             self.last
                 .insert(r.point.clone(), (r.value, r.quality, time_ms));
-            if event {
-                self.remember((r.point.clone(), time_ms));
+            if let Some(key) = key
+                && event
+            {
+                self.remember(key);
             }
             changes.push(Change {
                 point: r.point,
