@@ -177,7 +177,8 @@ fn killing_the_owner_during_a_burst_loses_no_change_and_the_device_never_has_two
         .filter(|r| r.cot == Asdu::SPONTANEOUS)
         .count();
     assert_eq!(
-        spontaneous as u64, total,
+        spontaneous as u64,
+        total,
         "duplicates at the master\n{}",
         m.report()
     );
