@@ -9,6 +9,7 @@ pub(crate) mod decode;
 pub(crate) mod iec104;
 pub(crate) mod link;
 pub(crate) mod probe;
+pub(crate) mod reach;
 pub(crate) mod reads;
 pub(crate) mod rtu;
 

@@ -13,14 +13,15 @@ use tokio::time::Instant;
 use super::batch::Batcher;
 use super::link::{LinkError, Session};
 use super::probe::{Endpoint, Probes};
+use super::reach;
 use super::reads::{self, Image, Read};
 use super::{Field, decode};
-use crate::cluster::{Cluster, Report};
+use crate::cluster::Cluster;
 use crate::shutdown::Shutdown;
 use crate::site::{Point, Rtu, Standby};
 use crate::state::CommandRefusal;
 use crate::state::commands::CommandOp;
-use crate::state::ownership::{Link, Reach};
+use crate::state::ownership::Reach;
 use crate::state::points::{Batch, Change, Quality, Value};
 
 pub(crate) struct RtuTask {
@@ -240,23 +241,12 @@ impl RtuTask {
         Some(Reach::Unreachable)
     }
 
-    /// Every endpoint, channels in order and each channel's endpoints in order.
     fn endpoints(&self) -> Vec<Endpoint> {
-        self.rtu
-            .channels
-            .iter()
-            .enumerate()
-            .flat_map(|(c, ch)| (0..ch.endpoints.len()).map(move |e| (c, e)))
-            .collect()
+        reach::endpoints(&self.rtu)
     }
 
-    fn endpoint(&self, (c, e): Endpoint) -> String {
-        self.rtu
-            .channels
-            .get(c)
-            .and_then(|ch| ch.endpoints.get(e))
-            .map(|e| e.get_ref().clone())
-            .unwrap_or_default()
+    fn endpoint(&self, at: Endpoint) -> String {
+        reach::endpoint(&self.rtu, at)
     }
 
     async fn open(&mut self, at: Endpoint) -> Result<(), LinkError> {
@@ -381,28 +371,7 @@ impl RtuTask {
     }
 
     fn report(&self) {
-        let links = self
-            .up
-            .iter()
-            .map(|((c, e), up)| Link {
-                channel: self
-                    .rtu
-                    .channels
-                    .get(*c)
-                    .map(|ch| ch.name.get_ref().clone())
-                    .unwrap_or_default(),
-                endpoint: self.endpoint((*c, *e)),
-                up: *up,
-                index: u32::try_from(*e).unwrap_or(u32::MAX),
-            })
-            .collect();
-        self.field.reports.set(
-            self.id(),
-            Report {
-                reach: self.reach,
-                links,
-            },
-        );
+        reach::report(&self.field.reports, &self.rtu, self.reach, &self.up);
     }
 
     /// Starts, executes and finishes this RTU's pending commands, each at most once. Once

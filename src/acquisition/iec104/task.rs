@@ -16,11 +16,12 @@ use crate::acquisition::Field;
 use crate::acquisition::batch::Batcher;
 use crate::acquisition::decode;
 use crate::acquisition::probe::{Endpoint, Probes};
-use crate::cluster::{Cluster, Report};
+use crate::acquisition::reach;
+use crate::cluster::Cluster;
 use crate::iec104::LinkParams;
 use crate::shutdown::Shutdown;
 use crate::site::{Iec104Rtu, Point, PointKind, Rtu, Standby};
-use crate::state::ownership::{Link, Reach};
+use crate::state::ownership::Reach;
 use crate::state::points::{Change, Quality, Value};
 
 /// Reports already in the log, by point, device time tag and value: what a device resends to
@@ -301,47 +302,16 @@ impl Task {
     }
 
     pub(super) fn endpoints(&self) -> Vec<Endpoint> {
-        self.rtu
-            .channels
-            .iter()
-            .enumerate()
-            .flat_map(|(c, ch)| (0..ch.endpoints.len()).map(move |e| (c, e)))
-            .collect()
+        reach::endpoints(&self.rtu)
     }
 
-    pub(super) fn endpoint(&self, (c, e): Endpoint) -> String {
-        self.rtu
-            .channels
-            .get(c)
-            .and_then(|ch| ch.endpoints.get(e))
-            .map(|e| e.get_ref().clone())
-            .unwrap_or_default()
+    pub(super) fn endpoint(&self, at: Endpoint) -> String {
+        reach::endpoint(&self.rtu, at)
     }
 
     pub(super) fn report_reach(&mut self, reach: Option<Reach>) {
         self.reach = reach;
-        let links = self
-            .up
-            .iter()
-            .map(|((c, e), up)| Link {
-                channel: self
-                    .rtu
-                    .channels
-                    .get(*c)
-                    .map(|ch| ch.name.get_ref().clone())
-                    .unwrap_or_default(),
-                endpoint: self.endpoint((*c, *e)),
-                up: *up,
-                index: u32::try_from(*e).unwrap_or(u32::MAX),
-            })
-            .collect();
-        self.field.reports.set(
-            self.id(),
-            Report {
-                reach: self.reach,
-                links,
-            },
-        );
+        reach::report(&self.field.reports, &self.rtu, reach, &self.up);
     }
 
     /// The changes the readings make, as the owner reports them. While a connection is
