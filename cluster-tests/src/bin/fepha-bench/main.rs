@@ -6,12 +6,12 @@
 //! cargo run --release -p fepha-cluster-tests --bin fepha-bench -- --rounds 50 --seconds 10
 //! ```
 //!
-//! `--only raft|acquisition|iec104` runs one group (default: all, each on a fresh cluster);
-//! `--rounds N` (default 20) is the number of failover rounds of the raft and iec104 groups
-//! and of take-over rounds of the acquisition group; `--seconds S` (default 5) how long each
-//! throughput figure is measured. With the defaults a run takes two to four minutes on two
-//! cores. Prints one `name: value unit` line per figure; progress and per-node details go to
-//! stderr.
+//! `--only raft|acquisition|iec104|iec104c` runs one group (default: all, each on a fresh
+//! cluster); `--rounds N` (default 20) is the number of failover rounds of the raft and iec104
+//! groups and of take-over rounds of the acquisition and iec104c groups; `--seconds S` (default
+//! 5) how long each throughput figure is measured. With the defaults a run takes two to four
+//! minutes on two cores, and about three more for the iec104c group. Prints one `name: value
+//! unit` line per figure; progress and per-node details go to stderr.
 //!
 //! The raft group ([`raft`]):
 //! - `commit_latency_us_p50_wN`, `commit_latency_us_p99_wN`, `commits_per_s_wN`: `config apply`
@@ -87,6 +87,35 @@
 //!   changes the owners wrote, and the CPU of the leader and of the bench. Then, for the
 //!   diagnosis only (stderr), the same measurement with the forwarder's k = 96, w = 64.
 //!
+//! The iec104c group ([`iec104c`]), IEC 104 acquisition from `fepha sim iec104` devices:
+//! - `rtu_takeover_ms_104_p50`, `rtu_takeover_ms_104_p99`: one 104 RTU whose device toggles a
+//!   time-tagged indication every 20 ms (standby `probe`). Per round, SIGKILL the RTU's owner;
+//!   the time from the kill until a surviving node's `PointList` shows a value of the point
+//!   written by another owner (a later epoch), polled through both survivors' admin APIs.
+//!   Rounds alternate as the acquisition group's (owner not the leader, then the leader);
+//!   stderr splits them and gives when the device logged the new owner's STARTDT. The killed
+//!   node is restarted and caught up before the next round.
+//! - `device_to_master_latency_ms_104_p50`, `..._p99`: the same RTU, owned by a node that is
+//!   not the leader, its indication mapped by the forwarder; a raw master (as the iec104
+//!   group's) on every node. For 200 changes, from the device's time tag (wall clock, whole
+//!   ms: up to 1 ms too high) to the master's read of the spontaneous ASDU carrying it.
+//! - `iec104c_events_per_s`, `iec104c_events_lost`: 50 devices (one RTU each, no forwarder),
+//!   each toggling 100 time-tagged indications together every 50 ms (100 000 changes/s
+//!   offered, more than two cores commit; the devices take turns within the period). RTU tk is
+//!   moved to node k % 3 first; the toggles all start at one instant once every device has
+//!   been interrogated by its owner and the log is quiet; the growth of
+//!   `fepha_events_applied_total` on the leader over `--seconds` after 1 s of warm-up. The
+//!   toggles stop 1 s after the window; once the log holds as many new events as changes and
+//!   every device has had every change acknowledged (or nothing moved for 10 s), the changes
+//!   the devices logged (`change` lines) minus the events the log gained are the lost ones.
+//!   `iec104c_events_per_s_no_ack_after_commit` and `iec104c_events_lost_no_ack_after_commit`:
+//!   the same (new devices, the site changed) with `ack_after_commit = false`, the owner
+//!   acknowledging on receipt. Stderr gives the events applied each second, the CPU of the
+//!   nodes and the devices, the owners, the events beyond the changes (a GI answer after a
+//!   link restart, a change written twice), when the log and the devices caught up, the
+//!   devices' largest unacknowledged queue, their link restarts, and the nodes' session
+//!   renewals by outcome, elections and repeated reports during the burst.
+//!
 //! `FEPHA_BIN` overrides the binary (default `<target>/release/fepha`).
 //!
 //! A benchmark killed by a signal the harness cannot catch leaves its `fepha run` children
@@ -95,6 +124,7 @@
 
 mod acquisition;
 mod iec104;
+mod iec104c;
 mod raft;
 
 use std::path::{Path, PathBuf};
@@ -114,6 +144,7 @@ pub enum Group {
     Raft,
     Acquisition,
     Iec104,
+    Iec104c,
 }
 
 fn main() {
@@ -128,6 +159,9 @@ fn main() {
     }
     if args.only.is_none_or(|g| g == Group::Iec104) {
         iec104::run(&args);
+    }
+    if args.only.is_none_or(|g| g == Group::Iec104c) {
+        iec104c::run(&args);
     }
 }
 
@@ -155,6 +189,7 @@ fn parse_args() -> Args {
                     "raft" => Some(Group::Raft),
                     "acquisition" => Some(Group::Acquisition),
                     "iec104" => Some(Group::Iec104),
+                    "iec104c" => Some(Group::Iec104c),
                     "all" => None,
                     other => usage(&format!("unknown group {other:?}")),
                 }
@@ -177,7 +212,7 @@ fn parse_args() -> Args {
 
 fn usage(msg: &str) -> ! {
     eprintln!(
-        "fepha-bench: {msg}\nusage: fepha-bench [--only raft|acquisition|iec104] [--rounds N] [--seconds S]"
+        "fepha-bench: {msg}\nusage: fepha-bench [--only raft|acquisition|iec104|iec104c] [--rounds N] [--seconds S]"
     );
     std::process::exit(2);
 }
