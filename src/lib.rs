@@ -18,7 +18,7 @@ mod forwarder;
 pub mod ids;
 pub mod iec104;
 mod lease;
-mod metrics;
+pub mod metrics;
 pub mod node;
 mod peer;
 pub mod proto;
@@ -31,3 +31,9 @@ pub mod tls;
 
 /// The software version every node reports in its status.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The commit fepha was built from (`unknown` outside a git checkout).
+pub const COMMIT: &str = match option_env!("FEPHA_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};

@@ -29,6 +29,18 @@ pub(crate) enum LinkError {
     Exception(tokio_modbus::ExceptionCode),
 }
 
+impl LinkError {
+    /// The `kind` label of `fepha_poll_errors_total`.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            LinkError::Resolve(_) | LinkError::Connect { .. } => "connect",
+            LinkError::Timeout(_) => "timeout",
+            LinkError::Transport(_) => "io",
+            LinkError::Exception(_) => "exception",
+        }
+    }
+}
+
 /// Resolves `host:port`; an IP address needs no lookup.
 async fn resolve(endpoint: &str) -> Result<SocketAddr, LinkError> {
     if let Ok(addr) = endpoint.parse() {

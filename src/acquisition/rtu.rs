@@ -169,7 +169,13 @@ impl RtuTask {
     async fn round(&mut self, epoch: Option<u64>) {
         let polls = epoch.is_some() || self.rtu.standby == Standby::Hot;
         let reach = if polls {
-            self.poll(epoch).await
+            let started = Instant::now();
+            let reach = self.poll(epoch).await;
+            if epoch.is_some() {
+                metrics::histogram!("fepha_poll_duration_seconds", "rtu" => self.id().to_owned())
+                    .record(started.elapsed().as_secs_f64());
+            }
+            reach
         } else {
             self.session = None;
             None
@@ -229,6 +235,8 @@ impl RtuTask {
                         tracing::warn!(rtu = %self.id(), endpoint = %self.endpoint(at), owner = epoch.is_some(), "poll failed: {e}");
                     }
                     metrics::counter!("fepha_acquisition_failures_total", "rtu" => self.id().to_owned())
+                        .increment(1);
+                    metrics::counter!("fepha_poll_errors_total", "rtu" => self.id().to_owned(), "kind" => e.kind())
                         .increment(1);
                     self.up.insert(at, false);
                     self.session = None;

@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
-use super::{Cluster, ClusterError, Renewal, Written};
+use super::{Cluster, ClusterError, Members, Renewal, Written};
+use crate::ids::{FephaNode, NodeId};
 use crate::proto::peer::peer_client::PeerClient;
 use crate::proto::peer::{LeaderRequest, PeerPayload};
 use crate::state::Request;
@@ -96,18 +97,24 @@ impl Cluster {
                 _ = &mut stop => return,
             }
             let members = self.members();
-            let others: Vec<String> = members
-                .nodes()
-                .filter(|(id, _)| *id != self.id())
-                .map(|(_, n)| n.raft_addr.clone())
-                .collect();
+            let others: Vec<(NodeId, &FephaNode)> =
+                members.nodes().filter(|(id, _)| *id != self.id()).collect();
             let asks = others
                 .iter()
-                .map(|addr| self.leader_seen_by(addr, Duration::from_millis(500)));
+                .map(|(_, n)| self.leader_seen_by(&n.raft_addr, Duration::from_millis(500)));
             let answers = futures::future::join_all(asks).await;
             let silent = answers.iter().filter(|a| a.is_none()).count();
             metrics::counter!("fepha_peer_probes_total").increment(answers.len() as u64);
             metrics::counter!("fepha_peer_probes_unanswered_total").increment(silent as u64);
+            let up: Vec<(NodeId, bool)> = std::iter::once((self.id(), true))
+                .chain(
+                    others
+                        .iter()
+                        .zip(&answers)
+                        .map(|((id, _), a)| (*id, a.is_some())),
+                )
+                .collect();
+            member_gauges(&members, &up);
         }
     }
 
@@ -179,4 +186,26 @@ fn from_status(leader: &str, s: tonic::Status) -> ClusterError {
             message: format!("{:?}: {}", s.code(), s.message()),
         },
     }
+}
+
+/// Who this node reaches, and how many voters it could lose before the cluster has no quorum.
+fn member_gauges(members: &Members, up: &[(NodeId, bool)]) {
+    let flag = |on: bool| if on { 1.0 } else { 0.0 };
+    // Before init this node is in no membership; it reports no one, itself included.
+    for (id, reached) in up.iter().filter(|(id, _)| members.get(*id).is_some()) {
+        let name = members.name(*id);
+        let role = match members.get(*id) {
+            Some(n) if members.is_voter(*id) => n.role.as_str(),
+            _ => "learner",
+        };
+        metrics::gauge!("fepha_member_up", "member" => name.clone()).set(flag(*reached));
+        metrics::gauge!("fepha_member_info", "member" => name, "role" => role).set(1.0);
+    }
+    let voters: Vec<NodeId> = members.voters().collect();
+    let reached = up
+        .iter()
+        .filter(|(id, on)| *on && voters.contains(id))
+        .count();
+    let quorum = voters.len() / 2 + 1;
+    metrics::gauge!("fepha_cluster_fault_tolerance").set(reached as f64 - quorum as f64);
 }

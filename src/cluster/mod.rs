@@ -258,12 +258,15 @@ impl Cluster {
 
     /// Proposes `request` to this node's own Raft, which must lead.
     pub async fn propose_here(&self, request: Request) -> Result<Written, ClusterError> {
+        let started = Instant::now();
         let written = self
             .inner
             .raft
             .client_write(request)
             .await
             .map_err(ClusterError::from_write)?;
+        metrics::histogram!("fepha_raft_proposal_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         Ok(Written {
             index: written.log_id.index,
             response: written.data,

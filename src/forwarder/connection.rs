@@ -53,6 +53,7 @@ pub(crate) async fn run(
     let (kick_tx, kick_rx) = mpsc::unbounded_channel();
     let (reply_tx, reply_rx) = mpsc::unbounded_channel();
     let mut conn = Conn {
+        meters: Meters::new(&served.name, &group),
         key: group_key(&served.name, &group),
         served: served.clone(),
         id,
@@ -107,6 +108,28 @@ struct Conn {
     opened_ms: u64,
     /// Decode logging of what is received and what is sent, when the forwarder asks for it.
     frames: Option<(FrameLog, FrameLog)>,
+    meters: Meters,
+}
+
+/// This connection's series, labelled once with its forwarder and group.
+struct Meters {
+    sent: metrics::Counter,
+    received: metrics::Counter,
+    event_age: metrics::Histogram,
+}
+
+impl Meters {
+    fn new(forwarder: &str, group: &str) -> Meters {
+        let labels = [
+            ("forwarder", forwarder.to_owned()),
+            ("group", group.to_owned()),
+        ];
+        Meters {
+            sent: metrics::counter!("fepha_iec104_asdus_sent_total", &labels),
+            received: metrics::counter!("fepha_iec104_asdus_received_total", &labels),
+            event_age: metrics::histogram!("fepha_iec104_event_age_seconds", &labels),
+        }
+    }
 }
 
 impl Conn {
@@ -332,7 +355,7 @@ impl Conn {
             let Some(bytes) = self.control.pop_front() else {
                 break;
             };
-            send(&mut self.link, stream, bytes, now);
+            send(&mut self.link, stream, bytes, now, &self.meters.sent);
         }
         if !self.link.can_send() {
             return;
@@ -362,12 +385,18 @@ impl Conn {
             }
             let room = usize::from(self.link.params().k - self.link.unacked_count());
             let (asdus, through) = image.burst(&events, room);
+            let wall_ms = crate::cluster::Cluster::now_ms();
             for (asdu, last) in asdus {
                 let objects = asdu.objects.len() as u64;
                 stream.take(last);
                 if let Some(bytes) = encode(&asdu) {
-                    send(&mut self.link, stream, bytes, now);
+                    send(&mut self.link, stream, bytes, now, &self.meters.sent);
                     metrics::counter!("fepha_iec104_events_sent_total").increment(objects);
+                    // One sample per ASDU, of its newest event: cheap, and what a master waits.
+                    if let Some(e) = events.iter().find(|e| e.seq == last) {
+                        let age = wall_ms.saturating_sub(e.time_ms) as f64 / 1000.0;
+                        self.meters.event_age.record(age);
+                    }
                 }
             }
             // Events after the last ASDU that this forwarder does not send need no frame.
@@ -376,7 +405,7 @@ impl Conn {
     }
 
     fn on_asdu(&mut self, bytes: &[u8], now: Instant) {
-        metrics::counter!("fepha_iec104_asdus_received_total").increment(1);
+        self.meters.received.increment(1);
         let asdu = match Asdu::decode(bytes) {
             Ok(a) => a,
             Err(AsduError::UnknownType(u)) => {
@@ -489,11 +518,17 @@ fn encode(asdu: &Asdu) -> Option<Vec<u8>> {
     }
 }
 
-fn send(link: &mut Link, stream: &mut Stream, bytes: Vec<u8>, now: Instant) {
+fn send(
+    link: &mut Link,
+    stream: &mut Stream,
+    bytes: Vec<u8>,
+    now: Instant,
+    sent: &metrics::Counter,
+) {
     match link.send_asdu(bytes, now) {
         Ok(()) => {
             stream.sent();
-            metrics::counter!("fepha_iec104_asdus_sent_total").increment(1);
+            sent.increment(1);
         }
         Err(e) => tracing::warn!("not sent: {e}"),
     }

@@ -165,7 +165,7 @@ async fn listen(served: Arc<Served>, node_stop: Shutdown, own_stop: Shutdown) {
         };
         match accepted {
             Ok((socket, peer)) => {
-                metrics::counter!("fepha_iec104_connections_total").increment(1);
+                metrics::counter!("fepha_iec104_connections_total", "forwarder" => served.name.clone()).increment(1);
                 let _ = socket.set_nodelay(true);
                 connections.spawn(super::connection::run(
                     served.clone(),

@@ -8,6 +8,7 @@ use openraft::ServerState;
 use super::plan::{View, plan};
 use crate::cluster::Cluster;
 use crate::shutdown::Shutdown;
+use crate::state::ownership::{Ownership, OwnershipCommand};
 use crate::state::{Request, Response};
 
 fn ms_since(base: Instant, t: Instant) -> u64 {
@@ -62,8 +63,13 @@ pub(crate) async fn run(cluster: Cluster, shutdown: Shutdown) {
         for command in commands {
             tracing::info!(?command, "lease decision");
             metrics::counter!("fepha_lease_commands_total").increment(1);
-            match cluster.propose_here(Request::Ownership(command)).await {
-                Ok(w) if matches!(w.response, Response::Ownership(Ok(()))) => {}
+            match cluster
+                .propose_here(Request::Ownership(command.clone()))
+                .await
+            {
+                Ok(w) if matches!(w.response, Response::Ownership(Ok(()))) => {
+                    count_handovers(&command, &ownership);
+                }
                 // The state moved under the plan (or leadership did): plan again next tick.
                 Ok(w) => {
                     tracing::debug!("lease decision refused: {:?}", w.response);
@@ -75,5 +81,25 @@ pub(crate) async fn run(cluster: Cluster, shutdown: Shutdown) {
                 }
             }
         }
+    }
+}
+
+/// Counts the leases a committed decision takes from a node, by why: an operator's move, an
+/// owner that could not reach its RTU, or a session that ended.
+fn count_handovers(command: &OwnershipCommand, before: &Ownership) {
+    let count = |rtu: &str, reason: &'static str| {
+        metrics::counter!("fepha_rtu_handovers_total", "rtu" => rtu.to_owned(), "reason" => reason)
+            .increment(1);
+    };
+    match command {
+        OwnershipCommand::Release {
+            rtu, deliberate, ..
+        } => count(rtu, if *deliberate { "moved" } else { "unreachable" }),
+        OwnershipCommand::Expire { node, .. } => {
+            for (rtu, _) in before.owned_by(*node) {
+                count(rtu, "session_expired");
+            }
+        }
+        _ => {}
     }
 }

@@ -5,6 +5,8 @@
 //! finishes the command it has started), then the lease loops, the watchers, the servers, and
 //! openraft last.
 
+mod gauges;
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -120,7 +122,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let [raft_conns, admin_conns] = connections.clone();
     let raft_listener = listen("raft", config.raft_addr, &tls, raft_conns).await?;
     let admin_listener = listen("admin", config.admin_addr, &tls, admin_conns).await?;
-    let exporter = crate::metrics::exporter(config.metrics_addr)?;
+    let exporter = crate::metrics::exporter(config.metrics_addr, &config.name)?;
 
     // The parts, in the order they stop. Each may use the ones after it until it has stopped.
     let mut field = Part::new("field I/O and forwarder");
@@ -135,7 +137,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         let host = Arc::new(crate::forwarder::Host {
             cluster: cluster.clone(),
             own: own.clone(),
-            registry,
+            registry: registry.clone(),
             name: config.name.clone(),
             listen_ip: config.forwarder_ip,
             quorum_fresh: Duration::from_millis(config.raft.election_timeout_min_ms),
@@ -158,6 +160,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         watchers.signal(),
     ));
     watchers.spawn(cluster.clone().keep_peers_connected(watchers.signal()));
+    watchers.spawn(gauges::run(cluster.clone(), registry, watchers.signal()));
     watchers.spawn(cut_revoked(
         cluster.clone(),
         admin_cx.clone(),

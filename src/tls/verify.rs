@@ -121,7 +121,7 @@ impl ClientCertVerifier for ClientVerifier {
         match self.trust.role_of(&fingerprint) {
             Some(_) => Ok(ClientCertVerified::assertion()),
             None => {
-                metrics::counter!("fepha_tls_refused_total", "side" => "server").increment(1);
+                metrics::counter!("fepha_tls_refused_total", "side" => "server", "reason" => "untrusted").increment(1);
                 tracing::warn!(%fingerprint, "refused a client certificate that is not trusted");
                 Err(refused())
             }
@@ -180,7 +180,7 @@ impl ServerCertVerifier for ServerVerifier {
         match self.trust.role_of(&fingerprint) {
             Some(PeerRole::Node) => Ok(ServerCertVerified::assertion()),
             _ => {
-                metrics::counter!("fepha_tls_refused_total", "side" => "client").increment(1);
+                metrics::counter!("fepha_tls_refused_total", "side" => "client", "reason" => "untrusted").increment(1);
                 tracing::warn!(%fingerprint, "refused a server certificate that is not a trusted node");
                 Err(Error::General(format!(
                     "the server's certificate {fingerprint} is not a trusted fepha node"

@@ -101,6 +101,7 @@ pub(crate) fn save<C: RaftTypeConfig>(
         Ok(())
     })?;
     db.persist_blocking()?;
+    metrics::gauge!("fepha_raft_snapshot_size_bytes").set(data.len() as f64);
     Ok(())
 }
 

@@ -31,6 +31,8 @@ use crate::state::points::Value;
 pub(super) struct Failure {
     /// Data transfer had been started on it.
     pub started: bool,
+    /// The `kind` label of `fepha_poll_errors_total`.
+    pub kind: &'static str,
     pub why: String,
 }
 
@@ -76,17 +78,17 @@ impl Task {
         epoch: u64,
         stop: &Shutdown,
     ) -> Result<(), Failure> {
-        let fail = |started, why: String| Failure { started, why };
+        let fail = |started, kind, why: String| Failure { started, kind, why };
         let t0 = self.spec.t0().unwrap_or(Duration::from_secs(30));
         self.probes.remove(at);
         let endpoint = self.endpoint(at);
         let stream = link::connect(&endpoint, self.source, t0)
             .await
-            .map_err(|e| fail(false, e.to_string()))?;
+            .map_err(|e| fail(false, "connect", e.to_string()))?;
         let (mut rd, mut wr) = stream.into_split();
         let now = std::time::Instant::now();
-        let mut link =
-            Link::controlling(self.params, now).map_err(|e| fail(false, e.to_string()))?;
+        let mut link = Link::controlling(self.params, now)
+            .map_err(|e| fail(false, "config", e.to_string()))?;
         link.start(now);
         let mut started = false;
         // Until the device sends something new, what it sends may be a resend (see changes).
@@ -117,7 +119,7 @@ impl Task {
                 return Ok(());
             }
             if let Err(e) = self.flush(&mut link, &mut wr, &mut out).await {
-                return Err(fail(started, e.to_string()));
+                return Err(fail(started, "io", e.to_string()));
             }
             let deadline = [
                 link.next_deadline().map(Instant::from_std),
@@ -150,8 +152,10 @@ impl Task {
             match wake {
                 Wake::Stop => continue,
                 Wake::Gone => return Ok(()),
-                Wake::Read(Ok(0)) => return Err(fail(started, "the device closed".into())),
-                Wake::Read(Err(e)) => return Err(fail(started, e.to_string())),
+                Wake::Read(Ok(0)) => {
+                    return Err(fail(started, "closed", "the device closed".into()));
+                }
+                Wake::Read(Err(e)) => return Err(fail(started, "io", e.to_string())),
                 Wake::Read(Ok(n)) => {
                     let bytes = buf.get(..n).unwrap_or_default();
                     if let Some(log) = &mut rx_log {
@@ -221,7 +225,7 @@ impl Task {
                             self.finish(c, epoch, Err("the link to the device was lost".into()))
                                 .await;
                         }
-                        return Err(fail(started, reason.to_string()));
+                        return Err(fail(started, reason_label(&reason), reason.to_string()));
                     }
                     LinkEvent::StartRequested | LinkEvent::Stopped | LinkEvent::Acknowledged(_) => {
                     }
@@ -258,7 +262,7 @@ impl Task {
                     .on_asdu(&asdu, epoch, &mut inflight, &mut link, now)
                     .await
                 {
-                    return Err(fail(started, e));
+                    return Err(fail(started, "protocol", e));
                 }
             }
             let tick = Instant::now();

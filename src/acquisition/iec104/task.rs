@@ -245,11 +245,13 @@ impl Task {
                     // Stopped, or the lease went: not the link's fault.
                     return Duration::ZERO;
                 }
-                Err(super::session::Failure { started, why }) => {
+                Err(super::session::Failure { started, kind, why }) => {
                     if self.up.get(&at) != Some(&false) || started {
                         tracing::warn!(rtu = %self.id(), endpoint = %self.endpoint(at), "104 link failed: {why}");
                     }
                     metrics::counter!("fepha_acquisition_failures_total", "rtu" => self.id().to_owned())
+                        .increment(1);
+                    metrics::counter!("fepha_poll_errors_total", "rtu" => self.id().to_owned(), "kind" => kind)
                         .increment(1);
                     self.up.insert(at, false);
                     if started {
