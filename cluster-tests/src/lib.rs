@@ -15,6 +15,7 @@ pub mod field;
 pub mod master;
 mod net;
 mod node;
+pub mod prometheus;
 mod proxy;
 mod pydevice;
 pub mod sim104;
