@@ -106,7 +106,7 @@ pub(super) fn restore(config: &NodeConfig, file: &Path) -> anyhow::Result<()> {
          operators' still are.\n\
          Next: start it (`systemctl start fepha` or `fepha run`), then on each new box \
          `fepha join --token TOKEN` with a token from `fepha token create` on this one.\n\
-         Operators pin the new node once: fepha --identity DIR cert pin-node {} {} --admin {}",
+         Operators pin the new node once: fepha --identity DIR cert pin-node {} {} --node-admin {}",
         config.name,
         describe(&header),
         config.name,

@@ -160,8 +160,10 @@ mod tests {
     use openraft::{CommittedLeaderId, LogId};
 
     fn applied() -> Applied {
-        let mut a = Applied::default();
-        a.last_applied = Some(LogId::new(CommittedLeaderId::new(3, 1), 42));
+        let mut a = Applied {
+            last_applied: Some(LogId::new(CommittedLeaderId::new(3, 1), 42)),
+            ..Applied::default()
+        };
         a.state.cluster_id = "c0ffee".into();
         a
     }

@@ -150,7 +150,7 @@ fn install(
     let index = last.map_or(0, |l| l.index) + 1;
     let log_id = LogId::new(CommittedLeaderId::new(term, id), index);
     let membership = Membership::new(vec![BTreeSet::from([id])], BTreeMap::from([(id, node)]));
-    applied.membership = StoredMembership::new(Some(log_id.clone()), membership);
+    applied.membership = StoredMembership::new(Some(log_id), membership);
     applied.last_applied = Some(log_id);
     // Not committed: the node starts as a follower and elects itself, as after any restart.
     store.install(&Vote::new(term, id), &applied)?;
