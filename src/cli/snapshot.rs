@@ -97,7 +97,11 @@ pub(super) fn restore(config: &NodeConfig, file: &Path) -> anyhow::Result<()> {
             .collect(),
         last_index_before: header.last_index,
         committed_before: header.last_index,
-        detail: format!("restored from {} ({})", file.display(), describe(&header)),
+        detail: format!(
+            "restored from {} ({})",
+            std::path::absolute(file).unwrap_or_else(|_| file.to_owned()).display(),
+            describe(&header)
+        ),
     };
     offline::restore(&store, applied, (id, me), trust, record)?;
     outln!(
@@ -144,6 +148,12 @@ pub(super) fn user_at_host() -> String {
     let user = ["SUDO_USER", "USER", "LOGNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .or_else(|| {
+            // No login environment (a service, a bare `ssh box cmd`): the uid, from the kernel.
+            let status = std::fs::read_to_string("/proc/self/status").ok()?;
+            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+            Some(format!("uid {}", line.split_whitespace().nth(1)?))
+        })
         .unwrap_or_else(|| "unknown user".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
