@@ -99,7 +99,9 @@ pub(super) fn restore(config: &NodeConfig, file: &Path) -> anyhow::Result<()> {
         committed_before: header.last_index,
         detail: format!(
             "restored from {} ({})",
-            std::path::absolute(file).unwrap_or_else(|_| file.to_owned()).display(),
+            std::path::absolute(file)
+                .unwrap_or_else(|_| file.to_owned())
+                .display(),
             describe(&header)
         ),
     };
