@@ -10,6 +10,7 @@ mod members;
 mod points;
 mod route;
 mod site_config;
+mod snapshot;
 mod status;
 pub mod token;
 mod trust;
@@ -85,6 +86,29 @@ fn counted<T>(method: &'static str, result: Result<T, Status>) -> Result<Respons
 // checks (forwarded requests, a node acting for itself), or anyone (enrolment).
 #[tonic::async_trait]
 impl Admin for AdminService {
+    type SnapshotSaveStream = snapshot::Chunks;
+
+    async fn snapshot_save(
+        &self,
+        r: Request<SnapshotSaveRequest>,
+    ) -> Result<Response<Self::SnapshotSaveStream>, Status> {
+        self.call("snapshot_save", r, |cx, caller, _| async move {
+            caller.trusted()?;
+            snapshot::save(&cx).await
+        })
+        .await
+    }
+
+    async fn audit_list(
+        &self,
+        r: Request<AuditListRequest>,
+    ) -> Result<Response<AuditListReply>, Status> {
+        self.call("audit_list", r, |cx, caller, _| async move {
+            caller.trusted().map(|()| snapshot::audit(&cx))
+        })
+        .await
+    }
+
     async fn status(&self, r: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         self.call("status", r, |cx, caller, req| async move {
             caller.trusted()?;

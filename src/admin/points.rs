@@ -20,11 +20,12 @@ pub(super) fn point_list(cx: &Context, req: PointListRequest) -> PointListReply 
         return PointListReply::default();
     };
     let members = cx.cluster.members();
-    let (states, link_ids, last_event_seq) = cx.cluster.read(|s| {
+    let (states, link_ids, last_event_seq, renewed_names) = cx.cluster.read(|s| {
         (
             s.points.points.clone(),
             s.points.link_ids.clone(),
             s.points.events.back().map_or(0, |e| e.seq),
+            s.ownership.names.clone(),
         )
     });
     let configured = site
@@ -72,8 +73,13 @@ pub(super) fn point_list(cx: &Context, req: PointListRequest) -> PointListReply 
                 info.not_topical = s.quality.not_topical;
                 info.time_ms = s.time_ms;
                 // The RTU's combined link point is the cluster's, not one node's.
+                // A node no longer a member (removed, or of the cluster a restore came from)
+                // is still known by the name its renewals gave.
                 if s.source != 0 {
-                    info.source = members.name(s.source);
+                    info.source = match (members.get(s.source), renewed_names.get(&s.source)) {
+                        (None, Some(name)) => name.clone(),
+                        _ => members.name(s.source),
+                    };
                 }
                 info.epoch = s.epoch;
             }

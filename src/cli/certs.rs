@@ -204,3 +204,37 @@ pub(super) async fn issue_operator(
     );
     Ok(())
 }
+
+/// Adds (or replaces, by name) a node in an operator identity's list of nodes to trust: after
+/// a restore, the cluster runs on boxes with new certificates.
+pub(super) fn pin_node(
+    dir: &Path,
+    name: &str,
+    fingerprint: &str,
+    admin_addr: &str,
+) -> anyhow::Result<()> {
+    let fingerprint: crate::tls::Fingerprint = fingerprint.parse()?;
+    let path = dir.join(NODES_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut nodes: Vec<KnownNode> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a list of nodes", path.display()))?;
+    nodes.retain(|n| n.name != name && n.fingerprint != fingerprint);
+    nodes.insert(
+        0,
+        KnownNode {
+            name: name.to_owned(),
+            fingerprint: fingerprint.clone(),
+            admin_addr: admin_addr.to_owned(),
+        },
+    );
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&nodes)?)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    outln!(
+        "this identity now trusts node {name} ({fingerprint}) at {admin_addr}, first of {}",
+        nodes.len()
+    );
+    Ok(())
+}

@@ -9,7 +9,9 @@ mod iec104;
 mod members;
 mod output;
 mod point;
+mod recover;
 mod rtu;
+mod snapshot;
 mod status;
 
 use std::path::PathBuf;
@@ -101,6 +103,24 @@ pub enum Command {
     /// The IEC 104 forwarders' master connections.
     #[command(subcommand)]
     Iec104(Iec104Command),
+    /// Disaster recovery: save the cluster's state to a file, or start a new cluster from one.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Disaster recovery for a site whose other members are gone for good. Run on the
+    /// survivor's box while its node is stopped.
+    Recover {
+        /// Make this node the only member of its cluster, keeping its state.
+        #[arg(long, required = true)]
+        force_single_node: bool,
+        /// Confirm that every other member is down for good.
+        #[arg(long)]
+        yes_the_others_are_down: bool,
+    },
+    /// The restores and forced recoveries recorded in the replicated state.
+    Audit {
+        #[arg(long)]
+        json: bool,
+    },
     /// Start a whole local site on loopback: three nodes, until Ctrl-C.
     Demo {
         /// Keep the site's files here instead of a temporary directory (not removed on exit).
@@ -161,6 +181,17 @@ pub enum ConfigCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Write a consistent copy of the cluster's state, as this member has applied it, to FILE.
+    Save { file: PathBuf },
+    /// Start a new one-node cluster from FILE. Run on a box whose node is stopped and was
+    /// never initialised; start the node afterwards.
+    Restore { file: PathBuf },
+    /// Check FILE and say what it would restore.
+    Show { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,6 +266,15 @@ pub enum CertCommand {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Trust a node in the operator identity given with --identity (after a restore, on
+    /// new boxes); changes only the identity's nodes.json.
+    PinNode {
+        name: String,
+        fingerprint: String,
+        /// The node's admin address (IP:port).
+        #[arg(long = "node-admin", value_name = "ADDR")]
+        node_admin: String,
+    },
 }
 
 /// Runs one command; errors are reported by the caller.
@@ -265,6 +305,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             log,
         }) => return crate::sim::iec104::run_cli(listen, &profile, log.as_deref()).await,
         Command::Run => return Ok(crate::node::run(NodeConfig::load(&cli.config)?).await?),
+        // These work on the node's own files while it is stopped, or on a file alone.
+        Command::Snapshot(SnapshotCommand::Restore { file }) => {
+            return snapshot::restore(&NodeConfig::load(&cli.config)?, &file);
+        }
+        Command::Snapshot(SnapshotCommand::Show { file }) => return snapshot::show(&file),
+        Command::Recover {
+            force_single_node: _,
+            yes_the_others_are_down,
+        } => {
+            let config = NodeConfig::load(&cli.config)?;
+            return recover::force_single_node(&config, yes_the_others_are_down).await;
+        }
+        Command::Cert(CertCommand::PinNode {
+            name,
+            fingerprint,
+            node_admin,
+        }) => {
+            let Some(dir) = &cli.identity else {
+                anyhow::bail!("cert pin-node changes an operator identity: give --identity DIR");
+            };
+            return certs::pin_node(dir, &name, &fingerprint, &node_admin);
+        }
         _ => {}
     }
     let target = match &cli.identity {
@@ -360,7 +422,14 @@ async fn run_command(command: Command, t: &call::Target, timeout: Duration) -> a
         Command::Cert(CertCommand::IssueOperator { name, out }) => {
             certs::issue_operator(t, &name, &out, timeout).await
         }
-        Command::Demo { .. } | Command::Run | Command::Sim(_) => unreachable!("handled above"),
+        Command::Snapshot(SnapshotCommand::Save { file }) => snapshot::save(t, &file).await,
+        Command::Audit { json } => snapshot::audit(t, json).await,
+        Command::Demo { .. }
+        | Command::Run
+        | Command::Sim(_)
+        | Command::Snapshot(_)
+        | Command::Recover { .. }
+        | Command::Cert(CertCommand::PinNode { .. }) => unreachable!("handled above"),
     }
 }
 

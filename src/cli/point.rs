@@ -75,7 +75,7 @@ pub(super) async fn list(
 }
 
 /// `YYYY-MM-DD hh:mm:ss.mmm` in UTC, without a date library.
-fn format_time(ms: u64) -> String {
+pub(super) fn format_time(ms: u64) -> String {
     let secs = ms / 1000;
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;

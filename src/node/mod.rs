@@ -64,10 +64,8 @@ pub enum NodeError {
 /// Runs the node until SIGTERM or SIGINT.
 pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let data_dir = &config.data_dir;
-    create_private_dir(data_dir)?;
-    let id = node_id(data_dir)?;
-    let identity = Identity::load_or_create(&tls_dir(data_dir), &config.name)?;
-    let (log_store, sm_store) = fepha_storage::open(&data_dir.join("raft"))?;
+    let (id, identity) = prepare(&config)?;
+    let (log_store, sm_store) = fepha_storage::open(&raft_dir(data_dir))?;
     let state = sm_store.view();
     let trust = Arc::new(NodeTrust::new(
         identity.fingerprint.clone(),
@@ -104,13 +102,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let registry = Arc::new(crate::forwarder::registry::Registry::default());
     let admin_cx = Arc::new(admin::Context {
         cluster: cluster.clone(),
-        me: FephaNode {
-            name: config.name.clone(),
-            raft_addr: config.raft_addr.to_string(),
-            admin_addr: config.admin_addr.to_string(),
-            role: config.role,
-            fingerprint: identity.fingerprint.to_string(),
-        },
+        me: member_record(&config, &identity),
         identity: identity.clone(),
         trust: trust.clone(),
         peers: admin::client::Pool::new(Some(identity.clone()), trust.clone()),
@@ -288,6 +280,31 @@ async fn serve_admin(cx: Arc<admin::Context>, incoming: Incoming, shutdown: Shut
     if let Err(e) = served {
         tracing::error!("admin server: {e}");
     }
+}
+
+/// The data dir, the node's id and its key and certificate, made at its first start (or by a
+/// restore before it).
+pub fn prepare(config: &NodeConfig) -> Result<(NodeId, Identity), NodeError> {
+    create_private_dir(&config.data_dir)?;
+    let id = node_id(&config.data_dir)?;
+    let identity = Identity::load_or_create(&tls_dir(&config.data_dir), &config.name)?;
+    Ok((id, identity))
+}
+
+/// This node as the membership records it.
+pub fn member_record(config: &NodeConfig, identity: &Identity) -> FephaNode {
+    FephaNode {
+        name: config.name.clone(),
+        raft_addr: config.raft_addr.to_string(),
+        admin_addr: config.admin_addr.to_string(),
+        role: config.role,
+        fingerprint: identity.fingerprint.to_string(),
+    }
+}
+
+/// The sled store of the Raft log and state machine.
+pub fn raft_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("raft")
 }
 
 /// The node's key, certificate and join pins.

@@ -2,8 +2,10 @@
 //! openraft settings derived from node.toml. Everything openraft-specific stays in here so
 //! that moving to openraft 0.10 touches this module and the storage crate only.
 
+pub mod backup;
 mod gauges;
 mod network;
+pub mod offline;
 mod quorum_watch;
 mod service;
 mod state_machine;

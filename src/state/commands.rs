@@ -219,6 +219,11 @@ impl Commands {
         }
     }
 
+    /// After every unfinished command was failed at once (a recovery): none is pending.
+    pub fn forget_pending(&mut self) {
+        self.pending.clear();
+    }
+
     fn trim(&mut self) {
         let finished = self
             .commands

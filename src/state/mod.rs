@@ -8,6 +8,7 @@ pub mod forwarding;
 pub mod links;
 pub mod ownership;
 pub mod points;
+pub mod recovery;
 pub mod trust;
 
 use std::collections::VecDeque;
@@ -98,6 +99,13 @@ pub struct SiteState {
     /// The newest leader time carried by an ownership command, for the link points' times.
     #[serde(default)]
     pub ownership_ms: u64,
+    /// Names the cluster across restores and recoveries: made from the founding node's trust
+    /// entry when `init` applies it. Empty for a cluster founded before it existed.
+    #[serde(default)]
+    pub cluster_id: String,
+    /// Restores and forced recoveries, oldest first.
+    #[serde(default)]
+    pub audit: Vec<recovery::AuditRecord>,
 }
 
 impl SiteState {
@@ -107,7 +115,11 @@ impl SiteState {
 }
 
 pub fn sha256_hex(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
+    sha256_hex_bytes(text.as_bytes())
+}
+
+pub fn sha256_hex_bytes(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 impl SiteState {
@@ -160,7 +172,16 @@ impl SiteState {
                 });
                 Response::ConfigApplied { version, sha256 }
             }
-            Request::Trust(command) => Response::Trust(self.trust.apply(command)),
+            Request::Trust(command) => {
+                if let trust::TrustCommand::Add(entry) = command
+                    && entry.added_by == "init"
+                    && self.cluster_id.is_empty()
+                {
+                    let seed = format!("{} {}", entry.fingerprint, entry.added_at_ms);
+                    self.cluster_id = sha256_hex(&seed)[..16].to_owned();
+                }
+                Response::Trust(self.trust.apply(command))
+            }
             Request::Ownership(command) => {
                 let before = self.ownership.epochs_owned();
                 let result = self.ownership.apply(index, command);

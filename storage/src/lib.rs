@@ -9,6 +9,7 @@ mod db;
 mod durable;
 mod error;
 mod log_store;
+mod offline;
 mod snapshot;
 mod state_machine;
 mod view;
@@ -19,12 +20,13 @@ use std::sync::Arc;
 
 pub use error::{Corrupt, OpenError};
 pub use log_store::LogStore;
+pub use offline::{Contents, Offline, OfflineError};
 use openraft::{Entry, LogId, RaftTypeConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 pub use snapshot::SnapshotBuilder;
 pub use state_machine::StateMachineStore;
-pub use view::StateView;
+pub use view::{Applied, StateView};
 
 use crate::db::Db;
 

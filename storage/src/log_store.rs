@@ -14,9 +14,9 @@ use crate::codec::{decode, encode, log_index, log_key};
 use crate::db::Db;
 use crate::error::{OpenError, OrStorageError, ReadError, StoResult, WriteError};
 
-const VOTE: &str = "vote";
-const COMMITTED: &str = "committed";
-const LAST_PURGED: &str = "last_purged";
+pub(crate) const VOTE: &str = "vote";
+pub(crate) const COMMITTED: &str = "committed";
+pub(crate) const LAST_PURGED: &str = "last_purged";
 
 /// The raft log store. Clones share one database.
 pub struct LogStore<C> {
@@ -54,7 +54,7 @@ where
         Ok(store)
     }
 
-    fn meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ReadError> {
+    pub(crate) fn meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ReadError> {
         match self.db.meta.get(key)? {
             Some(bytes) => Ok(Some(decode(format!("meta/{key}"), &bytes)?)),
             None => Ok(None),
@@ -66,14 +66,14 @@ where
         Ok(())
     }
 
-    fn last_entry(&self) -> Result<Option<Entry<C>>, ReadError> {
+    pub(crate) fn last_entry(&self) -> Result<Option<Entry<C>>, ReadError> {
         match self.db.log.last()? {
             Some((key, value)) => Ok(Some(decode_entry(&key, &value)?)),
             None => Ok(None),
         }
     }
 
-    fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry<C>>, ReadError> {
+    pub(crate) fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry<C>>, ReadError> {
         self.iter(range)
             .map(|item| {
                 let (key, value) = item?;

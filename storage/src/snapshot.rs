@@ -14,8 +14,8 @@ use crate::db::Db;
 use crate::error::{Corrupt, OrStorageError, ReadError, StoResult, WriteError};
 use crate::view::{Applied, StateView};
 
-const META: &str = "meta";
-const DATA: &str = "data";
+pub(crate) const META: &str = "meta";
+pub(crate) const DATA: &str = "data";
 
 type Meta<C> = SnapshotMeta<<C as RaftTypeConfig>::NodeId, <C as RaftTypeConfig>::Node>;
 
@@ -71,7 +71,7 @@ where
 
 /// `<term>-<index>-<n>`: two snapshots at the same log id (one built, one received) must
 /// still have different ids.
-fn snapshot_id<NID: openraft::NodeId>(last: Option<&LogId<NID>>, n: u64) -> String {
+pub(crate) fn snapshot_id<NID: openraft::NodeId>(last: Option<&LogId<NID>>, n: u64) -> String {
     match last {
         Some(id) => format!("{}-{}-{n}", id.leader_id.get_term(), id.index),
         None => format!("0-0-{n}"),

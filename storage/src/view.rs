@@ -6,13 +6,28 @@ use openraft::{LogId, RaftTypeConfig, StoredMembership};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// Everything the state machine has applied; also what a snapshot holds.
+use crate::error::Corrupt;
+
+/// Everything the state machine has applied; also what a snapshot holds, and (encoded the
+/// same way) the body of a snapshot file an operator saves.
 #[derive(Serialize, Deserialize)]
 #[serde(bound(serialize = "S: Serialize", deserialize = "S: DeserializeOwned"))]
-pub(crate) struct Applied<C: RaftTypeConfig, S> {
-    pub(crate) last_applied: Option<LogId<C::NodeId>>,
-    pub(crate) membership: StoredMembership<C::NodeId, C::Node>,
-    pub(crate) state: S,
+pub struct Applied<C: RaftTypeConfig, S> {
+    pub last_applied: Option<LogId<C::NodeId>>,
+    pub membership: StoredMembership<C::NodeId, C::Node>,
+    pub state: S,
+}
+
+impl<C: RaftTypeConfig, S: Serialize + DeserializeOwned> Applied<C, S> {
+    /// The snapshot encoding.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        crate::codec::encode(self)
+    }
+
+    /// Decodes what [`Applied::to_bytes`] made; `what` names the source for the error.
+    pub fn from_bytes(what: &str, bytes: &[u8]) -> Result<Self, Corrupt> {
+        crate::codec::decode(what, bytes)
+    }
 }
 
 impl<C: RaftTypeConfig, S: Clone> Clone for Applied<C, S> {
@@ -66,6 +81,15 @@ impl<C: RaftTypeConfig, S> StateView<C, S> {
 
     pub fn membership(&self) -> StoredMembership<C::NodeId, C::Node> {
         self.lock_read().membership.clone()
+    }
+
+    /// A copy of everything applied, as of one log index. Holds the read lock for the copy
+    /// only; encode it afterwards.
+    pub fn applied(&self) -> Applied<C, S>
+    where
+        S: Clone,
+    {
+        self.lock_read().clone()
     }
 
     // A poisoned lock means `AppState::apply` panicked, which already stopped raft; the
