@@ -103,7 +103,13 @@ impl NodeProc {
             .append(true)
             .open(&self.log_path)
             .expect("open node log");
-        writeln!(log, "==== harness: starting {} ====", self.name).expect("write node log");
+        writeln!(
+            log,
+            "==== harness: starting {} from {} ====",
+            self.name,
+            bin.display()
+        )
+        .expect("write node log");
         let err = log.try_clone().expect("clone log handle");
         // `ip netns exec` execs fepha, so this pid is fepha's own.
         let child = self
