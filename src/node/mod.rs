@@ -61,6 +61,7 @@ pub enum NodeError {
 
 /// Runs the node until SIGTERM or SIGINT.
 pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
+    let started = std::time::Instant::now();
     let data_dir = &config.data_dir;
     create_private_dir(data_dir)?;
     let id = node_id(data_dir)?;
@@ -113,6 +114,8 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         trust: trust.clone(),
         peers: admin::client::Pool::new(Some(identity.clone()), trust.clone()),
         connections: registry.clone(),
+        started,
+        version: admin::reported_version(),
     });
 
     let tls = crate::tls::server_config(&identity, trust.clone())?;
