@@ -68,10 +68,8 @@ pub(super) async fn status(cx: &Context, req: StatusRequest) -> StatusReply {
         let answer = ask(cx, &addr).await;
         (id, answer)
     });
-    let answers: BTreeMap<NodeId, Answer> = futures::future::join_all(asks)
-        .await
-        .into_iter()
-        .collect();
+    let answers: BTreeMap<NodeId, Answer> =
+        futures::future::join_all(asks).await.into_iter().collect();
 
     let leader_reply = match leader_id {
         Some(l) if l == cx.cluster.id() => Some(&reply),
@@ -115,9 +113,7 @@ pub(super) async fn status(cx: &Context, req: StatusRequest) -> StatusReply {
                 m.lag = leader_last
                     .zip(m.matched_index)
                     .map(|(last, matched)| last.saturating_sub(matched));
-                m.config_version = m
-                    .matched_index
-                    .and_then(|i| config_version_at(&history, i));
+                m.config_version = m.matched_index.and_then(|i| config_version_at(&history, i));
             }
             // Not asked: a local_only answer leaves the others to the asker.
             None => {}
@@ -212,10 +208,7 @@ async fn ask(cx: &Context, addr: &str) -> Answer {
     };
     match tokio::time::timeout(PROBE_TIMEOUT, call).await {
         Ok(answer) => answer,
-        Err(_) => Err(format!(
-            "no answer within {}ms",
-            PROBE_TIMEOUT.as_millis()
-        )),
+        Err(_) => Err(format!("no answer within {}ms", PROBE_TIMEOUT.as_millis())),
     }
 }
 

@@ -226,8 +226,16 @@ mod tests {
             version: up.then(|| "0.1.0".to_string()),
             config_version: Some(2),
             uptime_ms: up.then_some(3_723_000),
-            rtus: if id == 1 { vec!["bay-1".into()] } else { Vec::new() },
-            error: if up { String::new() } else { "no answer within 300ms".into() },
+            rtus: if id == 1 {
+                vec!["bay-1".into()]
+            } else {
+                Vec::new()
+            },
+            error: if up {
+                String::new()
+            } else {
+                "no answer within 300ms".into()
+            },
             ..Member::default()
         }
     }

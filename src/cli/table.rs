@@ -45,7 +45,10 @@ mod tests {
     fn columns_fit_their_widest_cell() {
         let text = render(
             &[("NAME", false), ("N", true)],
-            &[vec!["a".into(), "100".into()], vec!["longer".into(), "2".into()]],
+            &[
+                vec!["a".into(), "100".into()],
+                vec!["longer".into(), "2".into()],
+            ],
         );
         assert_eq!(text, "NAME      N\na       100\nlonger    2\n");
     }

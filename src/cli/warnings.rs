@@ -217,7 +217,11 @@ mod tests {
     fn two_voters_and_a_witness_with_one_down() {
         let mut witness = member("wit", true, true);
         witness.role = "witness".into();
-        let s = reply(vec![member("fep1", true, true), member("fep2", true, false), witness]);
+        let s = reply(vec![
+            member("fep1", true, true),
+            member("fep2", true, false),
+            witness,
+        ]);
         assert_eq!(kinds(&s), ["member_down", "no_fault_tolerance"]);
     }
 
@@ -273,7 +277,11 @@ mod tests {
     fn software_versions_that_differ() {
         let mut odd = member("fep3", true, true);
         odd.version = Some("0.2.0".into());
-        let s = reply(vec![member("fep1", true, true), member("fep2", true, true), odd]);
+        let s = reply(vec![
+            member("fep1", true, true),
+            member("fep2", true, true),
+            odd,
+        ]);
         let w = warnings(&s);
         assert_eq!(w.len(), 1, "{w:?}");
         assert_eq!(w[0].kind, "version_skew");
@@ -287,7 +295,11 @@ mod tests {
     fn config_versions_that_differ_including_a_member_that_is_down() {
         let mut behind = member("fep3", true, false);
         behind.config_version = Some(1);
-        let s = reply(vec![member("fep1", true, true), member("fep2", true, true), behind]);
+        let s = reply(vec![
+            member("fep1", true, true),
+            member("fep2", true, true),
+            behind,
+        ]);
         let w = warnings(&s);
         assert_eq!(
             w.iter().map(|w| w.kind).collect::<Vec<_>>(),

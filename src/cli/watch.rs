@@ -37,7 +37,11 @@ pub(super) fn frame_limit(interval: Duration) -> Duration {
 
 /// Draws `what`'s frame every `interval`, until a signal to stop. `frame` gives the text of
 /// one frame, or why there is none this time.
-pub(super) async fn watch<F, Fut>(what: &str, interval: Duration, mut frame: F) -> anyhow::Result<()>
+pub(super) async fn watch<F, Fut>(
+    what: &str,
+    interval: Duration,
+    mut frame: F,
+) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<String>>,

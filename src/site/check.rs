@@ -95,22 +95,29 @@ mod tests {
 
     #[test]
     fn a_valid_document_is_counted() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/site.toml"))
-            .expect("examples/site.toml");
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/site.toml"))
+                .expect("examples/site.toml");
         let site = check(&text).expect("examples/site.toml is valid");
         let counts = Counts::of(&site);
         assert_eq!(counts.rtus, counts.modbus_rtus + counts.iec104_rtus);
-        assert!(counts.rtus > 0 && counts.points > 0 && counts.forwarders > 0, "{counts}");
+        assert!(
+            counts.rtus > 0 && counts.points > 0 && counts.forwarders > 0,
+            "{counts}"
+        );
         assert!(counts.endpoints >= counts.channels, "{counts}");
     }
 
     #[test]
     fn every_problem_is_listed_under_one_heading() {
-        let err = check("[site]\nname = \"x\"\n[[rtu]]\nid = \"a\"\nprotocol = \"modbus\"\ncolour = 1\n")
-            .expect_err("an unknown key");
+        let err =
+            check("[site]\nname = \"x\"\n[[rtu]]\nid = \"a\"\nprotocol = \"modbus\"\ncolour = 1\n")
+                .expect_err("an unknown key");
         let text = err.to_string();
         assert!(
-            text.starts_with("the site configuration has 1 problem(s); nothing was applied:\n  line "),
+            text.starts_with(
+                "the site configuration has 1 problem(s); nothing was applied:\n  line "
+            ),
             "{text}"
         );
         assert!(text.contains("colour"), "{text}");
