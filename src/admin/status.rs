@@ -86,12 +86,22 @@ pub(super) async fn status(cx: &Context, req: StatusRequest) -> StatusReply {
                 .collect()
         })
         .unwrap_or_default();
-    let (history, owned) = cx.cluster.read(|s| {
+    // For a member that did not answer, the configuration the leader had replicated to it.
+    let replicated: Vec<u64> = answers
+        .iter()
+        .filter(|(_, a)| a.is_err())
+        .filter_map(|(id, _)| matched.get(id).copied())
+        .collect();
+    let (owned, configs) = cx.cluster.read(|s| {
         let mut owned: BTreeMap<NodeId, Vec<String>> = BTreeMap::new();
         for (rtu, lease) in &s.ownership.leases {
             owned.entry(lease.owner).or_default().push(rtu.clone());
         }
-        (s.history.clone(), owned)
+        let configs: BTreeMap<u64, Option<u64>> = replicated
+            .iter()
+            .map(|&i| (i, config_version_at(&s.history, i)))
+            .collect();
+        (owned, configs)
     });
 
     let mut own = reply.clone();
@@ -113,7 +123,9 @@ pub(super) async fn status(cx: &Context, req: StatusRequest) -> StatusReply {
                 m.lag = leader_last
                     .zip(m.matched_index)
                     .map(|(last, matched)| last.saturating_sub(matched));
-                m.config_version = m.matched_index.and_then(|i| config_version_at(&history, i));
+                m.config_version = m
+                    .matched_index
+                    .and_then(|i| configs.get(&i).copied().flatten());
             }
             // Not asked: a local_only answer leaves the others to the asker.
             None => {}
