@@ -32,7 +32,7 @@ pub use node::NodeProc;
 pub use proxy::Proxy;
 pub use pydevice::{DeviceLayout, PyDevice};
 pub use stats::percentile;
-pub use status::{Applied, ConfigShow, HistoryEntry, Member, Status};
+pub use status::{Applied, ConfigShow, HistoryEntry, Member, Status, Warning};
 pub use trust::{
     CertEntry, CertList, MemberId, PendingEntry, StatusIds, error_chain, labelled_metric,
     plaintext_channel,

@@ -23,6 +23,8 @@ pub struct NodeProc {
     pub log_path: PathBuf,
     /// Network namespace every command for this node runs in, if any.
     pub netns: Option<String>,
+    /// Environment variables given to `fepha run` from its next start on.
+    env: Mutex<Vec<(String, String)>>,
     proc: Mutex<Proc>,
 }
 
@@ -70,6 +72,7 @@ impl NodeProc {
             data_dir,
             log_path,
             netns,
+            env: Mutex::new(Vec::new()),
             proc: Mutex::new(Proc::default()),
         }
     }
@@ -84,6 +87,13 @@ impl NodeProc {
             }
             None => Command::new(bin),
         }
+    }
+
+    /// Sets `key=value` in the environment of the node's next `fepha run` (and every one after).
+    pub fn set_env(&self, key: &str, value: &str) {
+        let mut env = self.env.lock().unwrap_or_else(|e| e.into_inner());
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_owned(), value.to_owned()));
     }
 
     fn lock(&self) -> MutexGuard<'_, Proc> {
@@ -111,9 +121,11 @@ impl NodeProc {
         )
         .expect("write node log");
         let err = log.try_clone().expect("clone log handle");
+        let env = self.env.lock().unwrap_or_else(|e| e.into_inner()).clone();
         // `ip netns exec` execs fepha, so this pid is fepha's own.
         let child = self
             .command(bin)
+            .envs(env)
             .arg("run")
             .arg("-c")
             .arg(&self.config_path)

@@ -16,7 +16,19 @@ pub struct Status {
     pub version: String,
     pub snapshot_index: u64,
     pub purged_index: u64,
+    #[serde(default)]
+    pub uptime_ms: u64,
     pub members: Vec<Member>,
+    #[serde(default)]
+    pub warnings: Vec<Warning>,
+}
+
+/// One of `fepha status`'s warnings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Warning {
+    pub kind: String,
+    pub members: Vec<String>,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -29,11 +41,40 @@ pub struct Member {
     pub matched_index: Option<u64>,
     pub raft_addr: String,
     pub admin_addr: String,
+    // What the member said of itself; None when it did not answer (and in a gRPC local_only
+    // answer, for every member but the node answering).
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub term: Option<u64>,
+    #[serde(default)]
+    pub applied_index: Option<u64>,
+    #[serde(default)]
+    pub lag: Option<u64>,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub config_version: Option<u64>,
+    #[serde(default)]
+    pub uptime_ms: Option<u64>,
+    #[serde(default)]
+    pub rtus: Vec<String>,
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 impl Status {
     pub fn is_leader(&self) -> bool {
         self.state == "leader"
+    }
+
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.name == name)
+    }
+
+    /// The kinds of its warnings, in order.
+    pub fn warning_kinds(&self) -> Vec<&str> {
+        self.warnings.iter().map(|w| w.kind.as_str()).collect()
     }
 
     /// The membership as a comparable value: what every node must agree on, leaving out
@@ -108,6 +149,9 @@ impl From<fepha::proto::admin::StatusReply> for Status {
             version: s.version,
             snapshot_index: s.snapshot_index,
             purged_index: s.purged_index,
+            uptime_ms: s.uptime_ms,
+            // Made by the CLI from the answer; a gRPC answer has none.
+            warnings: Vec::new(),
             members: s
                 .members
                 .into_iter()
@@ -120,6 +164,15 @@ impl From<fepha::proto::admin::StatusReply> for Status {
                     matched_index: m.matched_index,
                     raft_addr: m.raft_addr,
                     admin_addr: m.admin_addr,
+                    state: m.state,
+                    term: m.term,
+                    applied_index: m.applied_index,
+                    lag: m.lag,
+                    version: m.version,
+                    config_version: m.config_version,
+                    uptime_ms: m.uptime_ms,
+                    rtus: m.rtus,
+                    error: (!m.error.is_empty()).then_some(m.error),
                 })
                 .collect(),
         }

@@ -99,7 +99,7 @@ async fn ask(cx: &Context, addr: &str) -> Result<Iec104ConnectionsReply, String>
 }
 
 /// A failed call as one line, with the cause a transport failure hides.
-fn describe(s: &tonic::Status) -> String {
+pub(super) fn describe(s: &tonic::Status) -> String {
     use std::error::Error;
     let text = super::client::with_causes(s.message().to_owned(), s.source());
     if text.is_empty() {

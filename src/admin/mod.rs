@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use access::Caller;
 pub use route::NO_LEADER;
+pub use status::{TEST_VERSION_ENV, reported_version};
 use tonic::{Request, Response, Status};
 
 use crate::cluster::{Cluster, NodeTrust};
@@ -41,6 +42,10 @@ pub struct Context {
     pub peers: client::Pool,
     /// The 104 connections open on this node.
     pub connections: Arc<Registry>,
+    /// When this process started, for its uptime.
+    pub started: std::time::Instant,
+    /// The software version it reports ([`reported_version`]).
+    pub version: String,
 }
 
 pub struct AdminService {

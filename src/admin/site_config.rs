@@ -9,9 +9,6 @@ use crate::proto::admin::*;
 use crate::site::Site;
 use crate::state::{Request, Response};
 
-/// The site configuration is one document; anything bigger than this is a mistake.
-const MAX_CONFIG_BYTES: usize = 1024 * 1024;
-
 pub(super) async fn apply(
     cx: &Context,
     req: ConfigApplyRequest,
@@ -55,20 +52,7 @@ pub(super) async fn apply(
 
 /// The whole file is checked, and every problem listed, before anything is proposed.
 fn validate(text: &str) -> Result<Site, Status> {
-    if text.len() > MAX_CONFIG_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "the configuration is {} bytes; the limit is {MAX_CONFIG_BYTES}",
-            text.len()
-        )));
-    }
-    crate::site::parse(text).map_err(|issues| {
-        let listing: Vec<String> = issues.iter().map(|i| format!("  {i}")).collect();
-        Status::invalid_argument(format!(
-            "the site configuration has {} problem(s); nothing was applied:\n{}",
-            issues.len(),
-            listing.join("\n")
-        ))
-    })
+    crate::site::check(text).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// What `site` changes against the configuration this node has applied.

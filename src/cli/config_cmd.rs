@@ -1,4 +1,4 @@
-//! `fepha config apply|diff|show|history`.
+//! `fepha config check|apply|diff|show|history`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -36,6 +36,31 @@ pub(super) async fn apply(
     Ok(())
 }
 
+/// Checks FILE here, with no node: the same check, and the same words, as `config apply`'s.
+pub(super) fn check(file: &Path) -> anyhow::Result<()> {
+    let text = read(file)?;
+    let site = crate::site::check(&text)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| not_done(file, true))?;
+    outln!(
+        "{} is a valid site configuration: site {:?}, {}",
+        file.display(),
+        site.site.name.get_ref(),
+        crate::site::Counts::of(&site)
+    );
+    Ok(())
+}
+
+fn read(file: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
+/// The context of a refused file, the same for a check here and on a node.
+fn not_done(file: &Path, dry_run: bool) -> String {
+    let what = if dry_run { "checked" } else { "applied" };
+    format!("{} was not {what}", file.display())
+}
+
 /// What FILE would change against the configuration the node has applied.
 pub(super) async fn diff(target: &Target, file: &Path) -> anyhow::Result<()> {
     let reply = send(target, file, true, Duration::from_secs(10)).await?;
@@ -59,8 +84,7 @@ async fn send(
     dry_run: bool,
     timeout: Duration,
 ) -> anyhow::Result<ConfigApplyReply> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text = read(file)?;
     let client = target.connect().await?;
     let reply = retrying(timeout, || {
         let mut c = client.clone();
@@ -75,10 +99,7 @@ async fn send(
         }
     })
     .await
-    .with_context(|| {
-        let what = if dry_run { "checked" } else { "applied" };
-        format!("{} was not {what}", file.display())
-    })?;
+    .with_context(|| not_done(file, dry_run))?;
     Ok(reply.into_inner())
 }
 

@@ -13,6 +13,9 @@ mod recover;
 mod rtu;
 mod snapshot;
 mod status;
+mod table;
+mod warnings;
+mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -75,10 +78,13 @@ pub enum Command {
         #[arg(long)]
         node: Option<String>,
     },
-    /// This node's view of the cluster.
+    /// This node's view of the cluster: every member's state, progress, versions and RTUs,
+    /// and warnings (members down, no fault tolerance left, version skew).
     Status {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        watch: WatchArgs,
     },
     /// The members of the cluster.
     Members {
@@ -132,6 +138,18 @@ pub enum Command {
     Sim(SimCommand),
 }
 
+/// `--watch` and `--interval`, for the listings that can be watched.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WatchArgs {
+    /// Redraw in place every --interval, until Ctrl-C; a node that does not answer is shown
+    /// so and asked again.
+    #[arg(long, conflicts_with = "json")]
+    pub watch: bool,
+    /// How often --watch redraws (e.g. 500ms, 2s).
+    #[arg(long, default_value = watch::DEFAULT_INTERVAL, value_parser = parse_duration, requires = "watch")]
+    pub interval: Duration,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
     /// A Modbus TCP device serving the registers of a profile, until SIGTERM or Ctrl-C.
@@ -162,6 +180,9 @@ pub enum SimCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
+    /// Check FILE here, with no node (the same check as `config apply`); exits non-zero on
+    /// any problem.
+    Check { file: PathBuf },
     /// Store FILE as the new site configuration (every node switches at the same log index).
     Apply {
         file: PathBuf,
@@ -200,6 +221,8 @@ pub enum RtuCommand {
     List {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        watch: WatchArgs,
     },
     /// Hand an RTU to another node on purpose (the old owner lets go first).
     Move {
@@ -235,6 +258,8 @@ pub enum Iec104Command {
     Connections {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        watch: WatchArgs,
     },
 }
 
@@ -327,6 +352,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             };
             return certs::pin_node(dir, &name, &fingerprint, &node_admin);
         }
+        // Offline: no node, no node.toml.
+        Command::Config(ConfigCommand::Check { file }) => return config_cmd::check(&file),
         _ => {}
     }
     let target = match &cli.identity {
@@ -396,7 +423,14 @@ async fn run_command(command: Command, t: &call::Target, timeout: Duration) -> a
             members::join(t, with, timeout).await
         }
         Command::Leave { node } => members::leave(t, node, timeout).await,
-        Command::Status { json } => status::status(t, json).await,
+        Command::Status { watch, .. } if watch.watch => {
+            let what = format!("fepha status ({})", t.label);
+            watch::watch(&what, watch.interval, || async {
+                Ok(status::render(&status::fetch(t).await?))
+            })
+            .await
+        }
+        Command::Status { json, .. } => status::status(t, json).await,
         Command::Members { json } => status::members(t, json).await,
         Command::Config(ConfigCommand::Apply { file, dry_run }) => {
             config_cmd::apply(t, &file, dry_run, timeout).await
@@ -404,7 +438,15 @@ async fn run_command(command: Command, t: &call::Target, timeout: Duration) -> a
         Command::Config(ConfigCommand::Diff { file }) => config_cmd::diff(t, &file).await,
         Command::Config(ConfigCommand::Show { json }) => config_cmd::show(t, json).await,
         Command::Config(ConfigCommand::History { json }) => config_cmd::history(t, json).await,
-        Command::Rtu(RtuCommand::List { json }) => rtu::list(t, json, timeout).await,
+        Command::Rtu(RtuCommand::List { watch, .. }) if watch.watch => {
+            let what = format!("fepha rtu list ({})", t.label);
+            let limit = watch::frame_limit(watch.interval);
+            watch::watch(&what, watch.interval, || async move {
+                Ok(rtu::render(&rtu::fetch(t, limit).await?))
+            })
+            .await
+        }
+        Command::Rtu(RtuCommand::List { json, .. }) => rtu::list(t, json, timeout).await,
         Command::Rtu(RtuCommand::Move { rtu, to, force }) => {
             rtu::move_to(t, &rtu, &to, force, timeout).await
         }
@@ -412,7 +454,16 @@ async fn run_command(command: Command, t: &call::Target, timeout: Duration) -> a
         Command::Point(PointCommand::Write { point, value }) => {
             point::write(t, &point, &value, timeout).await
         }
-        Command::Iec104(Iec104Command::Connections { json }) => iec104::connections(t, json).await,
+        Command::Iec104(Iec104Command::Connections { watch, .. }) if watch.watch => {
+            let what = format!("fepha iec104 connections ({})", t.label);
+            watch::watch(&what, watch.interval, || async {
+                Ok(iec104::render(&iec104::fetch(t).await?))
+            })
+            .await
+        }
+        Command::Iec104(Iec104Command::Connections { json, .. }) => {
+            iec104::connections(t, json).await
+        }
         Command::Token(TokenCommand::Create { ttl }) => certs::token_create(t, ttl, timeout).await,
         Command::Cert(CertCommand::List { json }) => certs::list(t, json).await,
         Command::Cert(CertCommand::Allow { fingerprint }) => {
@@ -429,7 +480,8 @@ async fn run_command(command: Command, t: &call::Target, timeout: Duration) -> a
         | Command::Sim(_)
         | Command::Snapshot(_)
         | Command::Recover { .. }
-        | Command::Cert(CertCommand::PinNode { .. }) => unreachable!("handled above"),
+        | Command::Cert(CertCommand::PinNode { .. })
+        | Command::Config(ConfigCommand::Check { .. }) => unreachable!("handled above"),
     }
 }
 

@@ -1,21 +1,26 @@
 //! `fepha rtu list` and `fepha rtu move`.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde_json::json;
 
 use super::call::{Target, retrying};
-use super::output::outln;
+use super::output::{out, outln};
 use crate::proto::admin::*;
 
-pub(super) async fn list(target: &Target, as_json: bool, timeout: Duration) -> anyhow::Result<()> {
+pub(super) async fn fetch(target: &Target, timeout: Duration) -> anyhow::Result<RtuListReply> {
     let client = target.connect().await?;
-    let reply = retrying(timeout, || {
+    Ok(retrying(timeout, || {
         let mut c = client.clone();
         async move { c.rtu_list(RtuListRequest { forwarded: false }).await }
     })
     .await?
-    .into_inner();
+    .into_inner())
+}
+
+pub(super) async fn list(target: &Target, as_json: bool, timeout: Duration) -> anyhow::Result<()> {
+    let reply = fetch(target, timeout).await?;
     if as_json {
         let rtus: Vec<_> = reply
             .rtus
@@ -29,18 +34,24 @@ pub(super) async fn list(target: &Target, as_json: bool, timeout: Duration) -> a
             })
             .collect();
         outln!("{:#}", json!(rtus));
-        return Ok(());
+    } else {
+        out!("{}", render(&reply));
     }
-    outln!(
+    Ok(())
+}
+
+/// The text of `fepha rtu list`: a line per RTU, then its links per node.
+pub(super) fn render(reply: &RtuListReply) -> String {
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
         "{:<20} {:<12} {:>6} {:>10}  REACHABLE FROM",
-        "RTU",
-        "OWNER",
-        "EPOCH",
-        "LEASE LEFT"
+        "RTU", "OWNER", "EPOCH", "LEASE LEFT"
     );
     for r in &reply.rtus {
         let owner = if r.owner.is_empty() { "-" } else { &r.owner };
-        outln!(
+        let _ = writeln!(
+            text,
             "{:<20} {:<12} {:>6} {:>8}ms  {}",
             r.rtu,
             owner,
@@ -49,7 +60,8 @@ pub(super) async fn list(target: &Target, as_json: bool, timeout: Duration) -> a
             r.reachable_from.join(",")
         );
         for l in &r.links {
-            outln!(
+            let _ = writeln!(
+                text,
                 "    {:<12} {:<12} {:<24} {}",
                 l.node,
                 l.channel,
@@ -58,7 +70,7 @@ pub(super) async fn list(target: &Target, as_json: bool, timeout: Duration) -> a
             );
         }
     }
-    Ok(())
+    text
 }
 
 pub(super) async fn move_to(

@@ -63,6 +63,7 @@ pub enum NodeError {
 
 /// Runs the node until SIGTERM or SIGINT.
 pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
+    let started = std::time::Instant::now();
     let data_dir = &config.data_dir;
     let (id, identity) = prepare(&config)?;
     let (log_store, sm_store) = fepha_storage::open(&raft_dir(data_dir))?;
@@ -107,6 +108,8 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         trust: trust.clone(),
         peers: admin::client::Pool::new(Some(identity.clone()), trust.clone()),
         connections: registry.clone(),
+        started,
+        version: admin::reported_version(),
     });
 
     let tls = crate::tls::server_config(&identity, trust.clone())?;

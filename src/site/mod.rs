@@ -2,6 +2,7 @@
 //! the 104 forwarders and their IOA maps, and the timers. It is validated whole before it is
 //! proposed, and every node applies it at the same log index.
 
+mod check;
 mod diff;
 mod forwarding;
 mod iec104;
@@ -13,6 +14,8 @@ mod tests;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+pub(crate) use check::Counts;
+pub(crate) use check::check;
 pub(crate) use diff::diff;
 pub(crate) use iec104::Iec104Rtu;
 pub(crate) use iec104::{kind_of, untimed};
