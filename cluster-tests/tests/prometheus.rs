@@ -84,7 +84,13 @@ fn prometheus_scrapes_every_family_every_panel_and_alerts_fire_and_resolve() {
         .wait_state(leader, LinkState::Open, WAIT)
         .unwrap_or_else(|e| c.fail(&format!("the master's link to the leader: {e:#}")));
     // A command at the device, so that its outcome is counted.
-    c.cli_ok(leader, &["point", "write", "sim.breaker-cmd", "on"]);
+    // The RTU may not have an owner yet just after the site was applied: retry until it runs.
+    c.wait_until("a command reaches the Modbus device", || {
+        let out = c.cli(leader, &["point", "write", "sim.breaker-cmd", "on"]);
+        out.success()
+            .then_some(())
+            .ok_or(format!("{}{}", out.stdout, out.stderr))
+    });
 
     let targets: Vec<SocketAddr> = (0..3).map(|i| c.node(i).metrics_addr).collect();
     let prom = Prometheus::start(
