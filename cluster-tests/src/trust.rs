@@ -171,32 +171,46 @@ impl Cluster {
         })
     }
 
-    /// The value of metric `name` with exactly `labels` on node `i`; 0 if it is not there
-    /// (yet): counters appear at their first increment.
+    /// The sum of metric `name` over the series carrying `labels` on node `i`; 0 if there is
+    /// none (yet): counters appear at their first increment.
     pub fn metric_value(&self, i: usize, name: &str, labels: &[(&str, &str)]) -> f64 {
         let text = self.metrics(i).unwrap_or_else(|e| self.fail(&e));
         labelled_metric(&text, name, labels).unwrap_or(0.0)
     }
 }
 
-/// The value of the series of `name` whose labels are exactly `labels`, in Prometheus text.
+/// The sum of the series of `name` that carry `labels` (and any others, such as the `node`
+/// label every series has), in Prometheus text: what `sum(name{labels})` gives in PromQL.
+/// `None` when no series matches.
 pub fn labelled_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let want: BTreeMap<&str, &str> = labels.iter().copied().collect();
-    text.lines().find_map(|line| {
+    let mut sum = None;
+    for line in text.lines() {
         let line = line.trim();
-        let rest = line.strip_prefix(name)?;
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
         let (label_text, value) = match rest.strip_prefix('{') {
-            Some(r) => r.split_once('}')?,
+            Some(r) => match r.split_once('}') {
+                Some(split) => split,
+                None => continue,
+            },
             None if rest.starts_with(' ') => ("", rest),
-            None => return None,
+            None => continue,
         };
         let mut have = BTreeMap::new();
         for pair in label_text.split(',').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=')?;
-            have.insert(k.trim(), v.trim().trim_matches('"'));
+            if let Some((k, v)) = pair.split_once('=') {
+                have.insert(k.trim(), v.trim().trim_matches('"'));
+            }
         }
-        (have == want).then(|| value.split_whitespace().next()?.parse().ok())?
-    })
+        if !labels.iter().all(|(k, v)| have.get(k) == Some(v)) {
+            continue;
+        }
+        if let Some(v) = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
+            *sum.get_or_insert(0.0) += v;
+        }
+    }
+    sum
 }
 
 /// A plaintext HTTP/2 channel (`http://`, no TLS at all) to `addr`, connected now.
@@ -239,7 +253,11 @@ mod tests {
             Some(7.0)
         );
         assert_eq!(
-            labelled_metric(text, "fepha_tls_handshakes_total", &[("listener", "raft")]),
+            labelled_metric(text, "fepha_tls_handshakes_total", &[("outcome", "refused")]),
+            Some(8.0)
+        );
+        assert_eq!(
+            labelled_metric(text, "fepha_tls_handshakes_total", &[("listener", "none")]),
             None
         );
         assert_eq!(labelled_metric(text, "fepha_tls", &[]), None);
