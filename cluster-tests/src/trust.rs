@@ -206,7 +206,11 @@ pub fn labelled_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Optio
         if !labels.iter().all(|(k, v)| have.get(k) == Some(v)) {
             continue;
         }
-        if let Some(v) = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
+        if let Some(v) = value
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        {
             *sum.get_or_insert(0.0) += v;
         }
     }
@@ -253,7 +257,11 @@ mod tests {
             Some(7.0)
         );
         assert_eq!(
-            labelled_metric(text, "fepha_tls_handshakes_total", &[("outcome", "refused")]),
+            labelled_metric(
+                text,
+                "fepha_tls_handshakes_total",
+                &[("outcome", "refused")]
+            ),
             Some(8.0)
         );
         assert_eq!(
