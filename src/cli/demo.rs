@@ -1,7 +1,9 @@
 //! `fepha demo`: a whole local site on loopback, for a newcomer to see it work.
 //!
 //! The nodes are real `fepha run` child processes, so they can be killed and restarted by
-//! hand while the demo runs.
+//! hand while the demo runs. Whatever ends the demo (Ctrl-C, SIGTERM, SIGHUP, its stdout
+//! closing as in `fepha demo | head`) stops the nodes and removes the site's files, so the
+//! next demo finds its ports free; if the demo itself is killed, the nodes stop with it.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,11 +11,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
+use tokio::signal::unix::{SignalKind, signal};
+
+type Listener = tokio::signal::unix::Signal;
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 use super::call::{Target, retrying};
-use super::output::outln;
+use super::output::{clean_up_when_gone, outln, stdout_gone};
 use crate::config::NodeConfig;
 use crate::proto::admin::*;
 
@@ -31,7 +36,13 @@ struct DemoNode {
     child: Child,
 }
 
+/// The environment variable that tells a demo node which process is its demo.
+const PARENT_ENV: &str = "FEPHA_DEMO_PARENT";
+
 pub(super) async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    // Listening from the start: a Ctrl-C while the site starts must clean up as well.
+    let mut endings = Endings::new().context("cannot listen for signals")?;
+    clean_up_when_gone();
     let (dir, _temp) = match dir {
         Some(d) => {
             std::fs::create_dir_all(&d)
@@ -46,32 +57,84 @@ pub(super) async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let (stop_device, device_stopped) = tokio::sync::oneshot::channel::<()>();
     let device = start_device(stop_device_future(device_stopped)).await?;
     let mut nodes = Vec::new();
-    let started = start_all(&dir, &mut nodes).await;
-    if let Err(e) = started {
-        stop_all(&mut nodes).await;
-        return Err(e);
-    }
-    print_intro(&dir, &nodes).await;
-    let signal = crate::shutdown::signal();
-    tokio::pin!(signal);
-    let mut watch = Watch::default();
-    loop {
-        tokio::select! {
-            s = &mut signal => {
-                outln!("\n{} received: stopping the demo site", s.unwrap_or("signal"));
-                break;
-            }
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {
-                if let Err(e) = watch.step(&dir, &mut nodes).await {
-                    outln!("{e:#}");
-                    break;
-                }
-            }
+    let started = tokio::select! {
+        r = start_all(&dir, &mut nodes) => r.map(|()| true),
+        why = endings.next() => {
+            tracing::info!("{why}: stopping the demo site while it starts");
+            Ok(false)
         }
+    };
+    if matches!(started, Ok(true)) {
+        print_intro(&dir, &nodes).await;
+        watch(&dir, &mut nodes, &mut endings).await;
     }
     stop_all(&mut nodes).await;
     let _ = stop_device.send(());
     let _ = device.await;
+    started.map(|_| ())
+}
+
+/// Runs the demo's screen until something ends it.
+async fn watch(dir: &Path, nodes: &mut [DemoNode], endings: &mut Endings) {
+    let mut watch = Watch::default();
+    loop {
+        if stdout_gone() {
+            tracing::info!("stdout closed: stopping the demo site");
+            return;
+        }
+        tokio::select! {
+            why = endings.next() => {
+                outln!("\n{why} received: stopping the demo site");
+                return;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                if let Err(e) = watch.step(dir, nodes).await {
+                    outln!("{e:#}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The signals that end the demo: Ctrl-C, SIGTERM, and SIGHUP (its terminal closed).
+struct Endings {
+    term: Listener,
+    int: Listener,
+    hup: Listener,
+}
+
+impl Endings {
+    fn new() -> std::io::Result<Endings> {
+        Ok(Endings {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
+}
+
+/// Called by `fepha run` first: a node the demo started stops when its demo dies, even by
+/// SIGKILL, instead of holding the demo's ports for good.
+pub(super) fn stop_with_parent() -> anyhow::Result<()> {
+    let Some(parent) = std::env::var_os(PARENT_ENV) else {
+        return Ok(());
+    };
+    // The kernel sends the signal when the thread that forked us ends; the demo forks from
+    // its runtime's worker threads, which live as long as the demo.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).context("cannot follow the demo's life")?;
+    // The demo may have died before the line above: then no signal will come.
+    if parent.to_str() != Some(&nix::unistd::getppid().to_string()) {
+        bail!("the demo that started this node has gone");
+    }
     Ok(())
 }
 
@@ -232,6 +295,7 @@ fn spawn(config: &Path, dir: &Path, name: &str) -> anyhow::Result<Child> {
     Command::new(&exe)
         .args(["run", "-c"])
         .arg(config)
+        .env(PARENT_ENV, std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -329,7 +329,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             profile,
             log,
         }) => return crate::sim::iec104::run_cli(listen, &profile, log.as_deref()).await,
-        Command::Run => return Ok(crate::node::run(NodeConfig::load(&cli.config)?).await?),
+        Command::Run => {
+            demo::stop_with_parent()?;
+            return Ok(crate::node::run(NodeConfig::load(&cli.config)?).await?);
+        }
         // These work on the node's own files while it is stopped, or on a file alone.
         Command::Snapshot(SnapshotCommand::Restore { file }) => {
             return snapshot::restore(&NodeConfig::load(&cli.config)?, &file);
