@@ -1,0 +1,198 @@
+//! The fault scheduler: random faults from the seed, each applied and healed after a random
+//! time, at most two at once and never two on one node; every action goes to the history.
+//! It also watches the nodes: a member that exited without the nemesis killing it is an
+//! unclean exit, recorded and restarted.
+
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore};
+use serde_json::json;
+
+use crate::faults::{Fault, Kind, restart};
+use crate::history::History;
+use crate::world::{DISK_NODE, LEAVER, SPARE, World};
+
+struct Active {
+    fault: Fault,
+    heal_at: Instant,
+}
+
+pub struct Nemesis<'a> {
+    w: &'a World,
+    h: &'a History,
+    rng: StdRng,
+    kinds: Vec<Kind>,
+    active: Vec<Active>,
+    member_done: bool,
+    pub unclean_exits: u64,
+    pub applied: u64,
+}
+
+impl<'a> Nemesis<'a> {
+    pub fn new(w: &'a World, h: &'a History, rng: StdRng, kinds: Vec<Kind>) -> Nemesis<'a> {
+        Nemesis {
+            w,
+            h,
+            rng,
+            kinds,
+            active: Vec::new(),
+            member_done: false,
+            unclean_exits: 0,
+            applied: 0,
+        }
+    }
+
+    /// Runs faults until `until`, then heals everything.
+    pub fn run(&mut self, until: Instant) {
+        let mut next = Instant::now() + self.pause(2000, 5000);
+        while Instant::now() < until {
+            self.watch();
+            let now = Instant::now();
+            let due: Vec<usize> = (0..self.active.len())
+                .filter(|&k| self.active[k].heal_at <= now)
+                .collect();
+            for k in due.into_iter().rev() {
+                let a = self.active.remove(k);
+                self.heal(&a.fault);
+            }
+            if now >= next && !self.kinds.is_empty() {
+                // A second fault joins the first only sometimes: mostly one at a time, so
+                // the take-over figures mean something, with overlaps in the mix.
+                let room = self.active.is_empty() || (self.active.len() < 2 && self.rng.random_bool(0.3));
+                if room && let Some(f) = self.choose() {
+                    let d = self.heal_after(&f);
+                    self.h.record("nemesis", "apply", f.describe(self.w));
+                    match f.apply(self.w) {
+                        Ok(()) => {
+                            self.applied += 1;
+                            self.active.push(Active {
+                                fault: f,
+                                heal_at: Instant::now() + d,
+                            });
+                        }
+                        Err(e) => self.h.record(
+                            "nemesis",
+                            "apply failed",
+                            json!({"fault": f.describe(self.w), "error": format!("{e:#}")}),
+                        ),
+                    }
+                }
+                next = Instant::now() + self.pause(1000, 6000);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.heal_all();
+    }
+
+    pub fn heal_all(&mut self) {
+        while let Some(a) = self.active.pop() {
+            self.heal(&a.fault);
+        }
+        self.watch();
+    }
+
+    fn heal(&mut self, f: &Fault) {
+        self.h.record("nemesis", "heal", f.describe(self.w));
+        if let Err(e) = f.heal(self.w) {
+            self.h.record(
+                "nemesis",
+                "heal failed",
+                json!({"fault": f.describe(self.w), "error": format!("{e:#}")}),
+            );
+        }
+        // A member change is over once applied; note it as done.
+        if matches!(f, Fault::Member { .. }) {
+            self.member_done = true;
+        }
+    }
+
+    /// Restarts any member that exited while nobody had killed it.
+    fn watch(&mut self) {
+        for i in self.w.members() {
+            let killed = self
+                .active
+                .iter()
+                .any(|a| a.fault == Fault::Kill(i));
+            if killed || self.w.c.is_running(i) {
+                continue;
+            }
+            self.unclean_exits += 1;
+            self.h.record(
+                "nemesis",
+                "unclean exit",
+                json!({"node": self.w.c.name(i), "process": self.w.c.node(i).describe_process()}),
+            );
+            if let Err(e) = restart(self.w, i) {
+                self.h.record(
+                    "nemesis",
+                    "restart failed",
+                    json!({"node": self.w.c.name(i), "error": format!("{e:#}")}),
+                );
+            }
+        }
+    }
+
+    fn pause(&mut self, lo_ms: u64, hi_ms: u64) -> Duration {
+        Duration::from_millis(self.rng.random_range(lo_ms..=hi_ms))
+    }
+
+    fn heal_after(&mut self, f: &Fault) -> Duration {
+        match f {
+            // Past the 1 s lease, so the node wakes without it.
+            Fault::Pause(_) => self.pause(1500, 6000),
+            Fault::Member { .. } => Duration::ZERO,
+            _ => self.pause(1000, 10_000),
+        }
+    }
+
+    /// A random fault on a node no other active fault touches; None if that kind cannot be
+    /// done now.
+    fn choose(&mut self) -> Option<Fault> {
+        let kind = self.kinds[self.rng.random_range(0..self.kinds.len())];
+        let busy: Vec<usize> = self.active.iter().map(|a| a.fault.node()).collect();
+        let free: Vec<usize> = self
+            .w
+            .members()
+            .into_iter()
+            .filter(|i| !busy.contains(i))
+            .collect();
+        // Drawn whatever the kind, so the sequence of draws is the same for a seed.
+        let pick = self.rng.next_u32() as usize;
+        let leader_first = self.rng.random_bool(0.5);
+        let amount = self.rng.random_range(0..1000u32);
+        if free.is_empty() {
+            return None;
+        }
+        let mut target = free[pick % free.len()];
+        if leader_first && let Some(l) = self.leader(free[0]).filter(|l| free.contains(l)) {
+            target = l;
+        }
+        match kind {
+            Kind::Kill => Some(Fault::Kill(target)),
+            Kind::Pause => Some(Fault::Pause(target)),
+            Kind::Partition => Some(match pick % 3 {
+                0 => Fault::Isolate(target),
+                1 => Fault::CutPeers(target),
+                _ => Fault::OneWay(target),
+            }),
+            Kind::Clock => {
+                let s = 30 + i64::from(amount) * 7;
+                Some(Fault::Clock(target, if pick % 2 == 0 { s } else { -s }))
+            }
+            Kind::Disk => free.contains(&DISK_NODE).then_some(Fault::Disk(DISK_NODE)),
+            Kind::Netem => Some(Fault::Netem(target, 20 + amount % 180, amount % 4)),
+            Kind::Member => (!self.member_done && self.active.is_empty())
+                .then_some(Fault::Member {
+                    left: LEAVER,
+                    joined: SPARE,
+                }),
+        }
+    }
+
+    /// The leader as `via` (a node no fault touches) sees it.
+    fn leader(&self, via: usize) -> Option<usize> {
+        let s = self.w.c.status(via).ok()?;
+        self.w.c.index_of(&s.leader?)
+    }
+}
