@@ -81,7 +81,7 @@ pub fn double_owner_104(lines: &[LogLine]) -> Figure {
     let mut peer: HashMap<u64, IpAddr> = HashMap::new();
     let mut active: Option<u64> = None;
     let mut f = Figure::new("double_owner_windows_104", 0.0, "frames", true);
-    for l in lines {
+    for (k, l) in lines.iter().enumerate() {
         match l.event.as_str() {
             "accepted" => {
                 if let (Some(c), Some(p)) = (l.conn, l.str("peer")) {
@@ -92,8 +92,14 @@ pub fn double_owner_104(lines: &[LogLine]) -> Figure {
             }
             "started" => active = l.conn,
             "inactive" => {
+                // The device logs a STARTDT act before it makes that connection the started
+                // one: that is the take-over itself, not a second owner.
+                let starts_it = lines[k + 1..]
+                    .iter()
+                    .take(3)
+                    .any(|n| n.event == "started" && n.conn == l.conn);
                 let owner_frame = matches!(l.str("frame"), Some("I" | "S"))
-                    || l.str("detail") == Some("STARTDT_ACT");
+                    || (l.str("detail") == Some("STARTDT_ACT") && !starts_it);
                 let (Some(c), Some(a)) = (l.conn, active) else {
                     continue;
                 };
@@ -374,4 +380,49 @@ pub fn panics(w: &World, unclean_exits: u64) -> Vec<Figure> {
         f,
         Figure::new("unclean_exits", unclean_exits as f64, "exits", true),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(time_ms: u64, node: u8) -> Request {
+        Request {
+            time_ms,
+            src: [10, 0, 0, node].into(),
+            function: 3,
+            address: 0,
+            count: 4,
+            values: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_hand_over_is_one_owner_after_the_other_and_interleaving_is_two() {
+        let clean = [req(0, 1), req(100, 1), req(1500, 2), req(1600, 2), req(4000, 1)];
+        assert_eq!(double_owner_modbus(&clean).value, 0.0);
+        let t = takeover(&clean);
+        assert_eq!(t[0].value, 2.0);
+        assert_eq!(t[2].value, 2400.0);
+        // Node 1 polls again 200 ms after its last request, after node 2 had begun: two
+        // owners within one lease; the second interleaving 100 ms later is the same window.
+        let two = [req(0, 1), req(100, 2), req(200, 1), req(250, 2), req(300, 1)];
+        assert_eq!(double_owner_modbus(&two).value, 1.0);
+    }
+
+    #[test]
+    fn a_setpoint_written_twice_counts_once_per_value() {
+        let write = |t, v| Request {
+            function: 6,
+            address: SETPOINT_REGISTER,
+            count: 1,
+            values: vec![v],
+            ..req(t, 1)
+        };
+        let rec = Record::default();
+        let figures = commands_twice(&[write(0, 7), write(10, 7), write(20, 8)], &rec);
+        assert_eq!(figures[0].value, 1.0);
+        // Nothing was sent, so both values are writes no command asked for.
+        assert_eq!(figures[1].value, 2.0);
+    }
 }

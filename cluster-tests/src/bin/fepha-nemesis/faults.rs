@@ -246,7 +246,8 @@ fn member_change(w: &World, left: usize, joined: usize) -> Result<()> {
         .find(|&&i| i != left)
         .ok_or_else(|| anyhow!("no other member"))?;
     let out = w.c.cli(via, &["leave", "--node", w.c.name(left)]);
-    if !out.success() {
+    // A leave that timed out may still commit: go on only once the members say it did.
+    if !out.success() && !left_within(w, via, left, Duration::from_secs(30)) {
         bail!("leave --node {}: {}", w.c.name(left), out.stderr.trim());
     }
     // From here on it is no member: whatever it does is no longer judged as a member's.
@@ -269,4 +270,19 @@ fn member_change(w: &World, left: usize, joined: usize) -> Result<()> {
     now.push(joined);
     w.set_members(now);
     Ok(())
+}
+
+/// Whether `via` sees `left` gone from the membership within `limit`.
+fn left_within(w: &World, via: usize, left: usize, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(s) = w.c.status(via)
+            && s.leader.is_some()
+            && !s.members.iter().any(|m| m.name == w.c.name(left))
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    false
 }

@@ -34,7 +34,7 @@ use rand::rngs::StdRng;
 use serde_json::json;
 
 use checkers::Figure;
-use faults::{Kind, restart};
+use faults::Kind;
 use history::{History, now_ms};
 use load::Record;
 use world::{Variant, World};
@@ -167,8 +167,15 @@ fn campaign() -> Result<bool> {
         stop.store(true, Ordering::SeqCst);
     });
     h.record("campaign", "load stopped, every fault healed", json!({}));
-    settle(&w, &h, &rec);
-    let figures = check(&w, &rec, nemesis.unclean_exits);
+    settle(&w, &h, &rec, &mut nemesis);
+    let mut figures = check(&w, &rec, nemesis.unclean_exits);
+    figures.push(Figure {
+        name: "exits_on_full_disk",
+        value: nemesis.disk_exits as f64,
+        unit: "exits",
+        safety: false,
+        evidence: Vec::new(),
+    });
     let tap_log = w.c.dir().join("tap.jsonl");
     let lines: Vec<String> = w.tap.requests().iter().map(|r| json!(r).to_string()).collect();
     std::fs::write(&tap_log, lines.join("\n"))?;
@@ -200,16 +207,11 @@ fn campaign() -> Result<bool> {
 
 /// After the faults: every member running and caught up, and the last changes through to
 /// the master, or 90 s passed (what is then missing is lost).
-fn settle(w: &World, h: &History, rec: &Record) {
-    for i in w.members() {
-        if !w.c.is_running(i)
-            && let Err(e) = restart(w, i)
-        {
-            h.record("campaign", "restart failed", json!({"node": w.c.name(i), "error": format!("{e:#}")}));
-        }
-    }
+fn settle(w: &World, h: &History, rec: &Record, nemesis: &mut nemesis::Nemesis) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
+        // A node may still be on its way out (a full disk stops it slowly).
+        nemesis.watch();
         let reqs = w.tap.requests();
         let toggles = rec.toggles.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let lines = w.sim.lines();

@@ -3,6 +3,7 @@
 //! It also watches the nodes: a member that exited without the nemesis killing it is an
 //! unclean exit, recorded and restarted.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -25,7 +26,10 @@ pub struct Nemesis<'a> {
     kinds: Vec<Kind>,
     active: Vec<Active>,
     member_done: bool,
+    /// Members seen down and not yet restarted, each counted once.
+    noted: BTreeSet<usize>,
     pub unclean_exits: u64,
+    pub disk_exits: u64,
     pub applied: u64,
 }
 
@@ -38,7 +42,9 @@ impl<'a> Nemesis<'a> {
             kinds,
             active: Vec::new(),
             member_done: false,
+            noted: BTreeSet::new(),
             unclean_exits: 0,
+            disk_exits: 0,
             applied: 0,
         }
     }
@@ -107,30 +113,67 @@ impl<'a> Nemesis<'a> {
         }
     }
 
-    /// Restarts any member that exited while nobody had killed it.
-    fn watch(&mut self) {
+    /// Notes every member that exited without the nemesis killing it, and restarts it
+    /// unless a fault keeps it down (its full disk: it is restarted once the disk is freed).
+    /// An exit of the disk node that its log puts down to the full disk is counted apart.
+    pub fn watch(&mut self) {
         for i in self.w.members() {
-            let killed = self
-                .active
-                .iter()
-                .any(|a| a.fault == Fault::Kill(i));
-            if killed || self.w.c.is_running(i) {
+            if self.w.c.is_running(i) || self.active.iter().any(|a| a.fault == Fault::Kill(i)) {
                 continue;
             }
-            self.unclean_exits += 1;
-            self.h.record(
-                "nemesis",
-                "unclean exit",
-                json!({"node": self.w.c.name(i), "process": self.w.c.node(i).describe_process()}),
-            );
-            if let Err(e) = restart(self.w, i) {
+            if self.noted.insert(i) {
+                let full = i == DISK_NODE && last_run_log(self.w, i).contains("No space left on device");
+                let what = if full {
+                    self.disk_exits += 1;
+                    "exit on a full disk"
+                } else {
+                    self.unclean_exits += 1;
+                    "unclean exit"
+                };
                 self.h.record(
+                    "nemesis",
+                    what,
+                    json!({"node": self.w.c.name(i), "process": self.w.c.node(i).describe_process()}),
+                );
+            }
+            if self.active.iter().any(|a| a.fault == Fault::Disk(i)) {
+                continue;
+            }
+            match restart(self.w, i) {
+                Ok(()) => {
+                    self.noted.remove(&i);
+                }
+                Err(e) => self.h.record(
                     "nemesis",
                     "restart failed",
                     json!({"node": self.w.c.name(i), "error": format!("{e:#}")}),
-                );
+                ),
             }
         }
+    }
+
+    /// Every member runs, answers as leader or follower, and the leader has replicated to
+    /// it lately: only then may a member leave. With a voter down, the smaller membership
+    /// would need that voter to commit, and the cluster would stall until it is back.
+    fn all_healthy(&self) -> bool {
+        let members = self.w.members();
+        if !self.noted.is_empty() || !members.iter().all(|&i| self.w.c.is_running(i)) {
+            return false;
+        }
+        let statuses = self.w.c.statuses(&members);
+        let Some(leader) = statuses.iter().flatten().find(|s| s.is_leader()) else {
+            return false;
+        };
+        let serving = statuses
+            .iter()
+            .all(|s| s.as_ref().is_ok_and(|s| s.state == "leader" || s.state == "follower"));
+        let replicated = leader.members.len() == members.len()
+            && leader.members.iter().all(|m| {
+                m.reachable
+                    && m.matched_index
+                        .is_some_and(|x| x + 50 >= leader.last_log_index)
+            });
+        serving && replicated
     }
 
     fn pause(&mut self, lo_ms: u64, hi_ms: u64) -> Duration {
@@ -182,7 +225,7 @@ impl<'a> Nemesis<'a> {
             }
             Kind::Disk => free.contains(&DISK_NODE).then_some(Fault::Disk(DISK_NODE)),
             Kind::Netem => Some(Fault::Netem(target, 20 + amount % 180, amount % 4)),
-            Kind::Member => (!self.member_done && self.active.is_empty())
+            Kind::Member => (!self.member_done && self.active.is_empty() && self.all_healthy())
                 .then_some(Fault::Member {
                     left: LEAVER,
                     joined: SPARE,
@@ -194,5 +237,14 @@ impl<'a> Nemesis<'a> {
     fn leader(&self, via: usize) -> Option<usize> {
         let s = self.w.c.status(via).ok()?;
         self.w.c.index_of(&s.leader?)
+    }
+}
+
+/// What node `i` logged since the harness last started it.
+fn last_run_log(w: &World, i: usize) -> String {
+    let log = std::fs::read_to_string(&w.c.node(i).log_path).unwrap_or_default();
+    match log.rfind("==== harness: starting") {
+        Some(at) => log[at..].to_owned(),
+        None => log,
     }
 }
