@@ -10,9 +10,7 @@ use fepha_cluster_tests::sim104::LogLine;
 
 use crate::load::{Record, Toggle};
 use crate::tap::Request;
-use crate::world::{
-    SEQ_IOA, SESSION_TTL_MS, SETPOINT_REGISTER, SIM_FORWARDED_IOA, SIM_IOA, World,
-};
+use crate::world::{SEQ_IOA, SESSION_TTL_MS, SETPOINT_REGISTER, SIM_FORWARDED_IOA, SIM_IOA, World};
 
 /// One checker's result: the figure, whether it is a safety figure (must be 0), and lines
 /// of evidence.
@@ -84,10 +82,10 @@ pub fn double_owner_104(lines: &[LogLine]) -> Figure {
     for (k, l) in lines.iter().enumerate() {
         match l.event.as_str() {
             "accepted" => {
-                if let (Some(c), Some(p)) = (l.conn, l.str("peer")) {
-                    if let Ok(a) = p.parse::<std::net::SocketAddr>() {
-                        peer.insert(c, a.ip());
-                    }
+                if let (Some(c), Some(p)) = (l.conn, l.str("peer"))
+                    && let Ok(a) = p.parse::<std::net::SocketAddr>()
+                {
+                    peer.insert(c, a.ip());
                 }
             }
             "started" => active = l.conn,
@@ -125,7 +123,10 @@ pub fn double_owner_104(lines: &[LogLine]) -> Figure {
 /// value no other has).
 pub fn commands_twice(reqs: &[Request], rec: &Record) -> Vec<Figure> {
     let mut writes: BTreeMap<u16, u64> = BTreeMap::new();
-    for r in reqs.iter().filter(|r| r.is_write() && r.address == SETPOINT_REGISTER) {
+    for r in reqs
+        .iter()
+        .filter(|r| r.is_write() && r.address == SETPOINT_REGISTER)
+    {
         if let Some(v) = r.values.first() {
             *writes.entry(*v).or_default() += 1;
         }
@@ -137,7 +138,11 @@ pub fn commands_twice(reqs: &[Request], rec: &Record) -> Vec<Figure> {
             twice.evidence.push(format!("value {v} written {n} times"));
         }
     }
-    let sent = rec.commands.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let sent = rec
+        .commands
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let confirmed = sent.iter().filter(|s| s.confirmed).count();
     let unconfirmed_ran = sent
         .iter()
@@ -147,9 +152,16 @@ pub fn commands_twice(reqs: &[Request], rec: &Record) -> Vec<Figure> {
         .keys()
         .filter(|v| !sent.iter().any(|s| s.value == **v))
         .count();
-    let mut ghost = Figure::new("commands_executed_never_sent", never_sent as f64, "commands", true);
+    let mut ghost = Figure::new(
+        "commands_executed_never_sent",
+        never_sent as f64,
+        "commands",
+        true,
+    );
     if never_sent > 0 {
-        ghost.evidence.push(format!("written: {:?}", writes.keys().collect::<Vec<_>>()));
+        ghost
+            .evidence
+            .push(format!("written: {:?}", writes.keys().collect::<Vec<_>>()));
     }
     vec![
         twice,
@@ -194,17 +206,21 @@ pub fn lost_modbus(w: &World, reqs: &[Request], toggles: &[Toggle]) -> Vec<Figur
         .iter()
         .filter_map(|rx| Some((rx.ioa, rx.value.as_f64()?.round() as i64)))
         .collect();
-    // When each toggle was replaced: the next toggle of the same point.
+    // Until when the device surely held each value: until the next write of the register
+    // began.
     let mut until: Vec<u64> = vec![u64::MAX; toggles.len()];
     let mut next_of: HashMap<u16, usize> = HashMap::new();
     for (k, t) in toggles.iter().enumerate().rev() {
         if let Some(&n) = next_of.get(&t.point) {
-            until[k] = toggles[n].at_ms;
+            until[k] = toggles[n].begun_ms;
         }
         next_of.insert(t.point, k);
     }
     let reads: Vec<&Request> = reqs.iter().filter(|r| r.function == 3).collect();
-    let (mut handed, mut lost) = (0u64, Figure::new("lost_changes_modbus", 0.0, "changes", true));
+    let (mut handed, mut lost) = (
+        0u64,
+        Figure::new("lost_changes_modbus", 0.0, "changes", true),
+    );
     for (k, t) in toggles.iter().enumerate() {
         let start = reads.partition_point(|r| r.time_ms <= t.at_ms);
         let over = reads[start..]
@@ -230,7 +246,12 @@ pub fn lost_modbus(w: &World, reqs: &[Request], toggles: &[Toggle]) -> Vec<Figur
     vec![
         lost,
         Figure::new("modbus_changes", toggles.len() as f64, "changes", false),
-        Figure::new("modbus_changes_handed_over", handed as f64, "changes", false),
+        Figure::new(
+            "modbus_changes_handed_over",
+            handed as f64,
+            "changes",
+            false,
+        ),
     ]
 }
 
@@ -277,15 +298,21 @@ pub fn lost_104(w: &World, lines: &[LogLine]) -> Vec<Figure> {
         if !received.contains(&(up, t)) {
             lost.value += 1.0;
             if lost.evidence.len() < 10 {
-                lost.evidence
-                    .push(format!("change {c} (IOA {ioa}, time tag {t}) never reached the master"));
+                lost.evidence.push(format!(
+                    "change {c} (IOA {ioa}, time tag {t}) never reached the master"
+                ));
             }
         }
     }
     vec![
         lost,
         Figure::new("iec104_changes", made as f64, "changes", false),
-        Figure::new("iec104_changes_acknowledged", acked.len() as f64, "changes", false),
+        Figure::new(
+            "iec104_changes_acknowledged",
+            acked.len() as f64,
+            "changes",
+            false,
+        ),
     ]
 }
 
@@ -302,7 +329,8 @@ pub fn lost_config(w: &World) -> Figure {
                 for (v, sha) in &committed {
                     if !have.contains(&(*v, sha.as_str())) {
                         missing.insert(*v);
-                        f.evidence.push(format!("{} lacks version {v}", w.c.name(i)));
+                        f.evidence
+                            .push(format!("{} lacks version {v}", w.c.name(i)));
                     }
                 }
             }
@@ -323,8 +351,18 @@ pub fn takeover(reqs: &[Request]) -> Vec<Figure> {
     }
     vec![
         Figure::new("rtu_takeovers", gaps.len() as f64, "take-overs", false),
-        Figure::new("rtu_takeover_ms_p50", percentile(&gaps, 50.0) as f64, "ms", false),
-        Figure::new("rtu_takeover_ms_p99", percentile(&gaps, 99.0) as f64, "ms", false),
+        Figure::new(
+            "rtu_takeover_ms_p50",
+            percentile(&gaps, 50.0) as f64,
+            "ms",
+            false,
+        ),
+        Figure::new(
+            "rtu_takeover_ms_p99",
+            percentile(&gaps, 99.0) as f64,
+            "ms",
+            false,
+        ),
     ]
 }
 
@@ -360,8 +398,18 @@ pub fn upstream_gaps(w: &World, end_ms: u64) -> Vec<Figure> {
     let total: u64 = gaps.iter().sum();
     vec![
         Figure::new("upstream_gaps", gaps.len() as f64, "gaps", false),
-        Figure::new("upstream_gap_ms_p50", percentile(&gaps, 50.0) as f64, "ms", false),
-        Figure::new("upstream_gap_ms_p99", percentile(&gaps, 99.0) as f64, "ms", false),
+        Figure::new(
+            "upstream_gap_ms_p50",
+            percentile(&gaps, 50.0) as f64,
+            "ms",
+            false,
+        ),
+        Figure::new(
+            "upstream_gap_ms_p99",
+            percentile(&gaps, 99.0) as f64,
+            "ms",
+            false,
+        ),
         Figure::new("upstream_gap_ms_total", total as f64, "ms", false),
     ]
 }
@@ -399,14 +447,26 @@ mod tests {
 
     #[test]
     fn a_hand_over_is_one_owner_after_the_other_and_interleaving_is_two() {
-        let clean = [req(0, 1), req(100, 1), req(1500, 2), req(1600, 2), req(4000, 1)];
+        let clean = [
+            req(0, 1),
+            req(100, 1),
+            req(1500, 2),
+            req(1600, 2),
+            req(4000, 1),
+        ];
         assert_eq!(double_owner_modbus(&clean).value, 0.0);
         let t = takeover(&clean);
         assert_eq!(t[0].value, 2.0);
         assert_eq!(t[2].value, 2400.0);
         // Node 1 polls again 200 ms after its last request, after node 2 had begun: two
         // owners within one lease; the second interleaving 100 ms later is the same window.
-        let two = [req(0, 1), req(100, 2), req(200, 1), req(250, 2), req(300, 1)];
+        let two = [
+            req(0, 1),
+            req(100, 2),
+            req(200, 1),
+            req(250, 2),
+            req(300, 1),
+        ];
         assert_eq!(double_owner_modbus(&two).value, 1.0);
     }
 

@@ -31,7 +31,10 @@ fn library() -> Result<&'static str> {
 fn env(file: &Path) -> Result<Vec<(&'static str, String)>> {
     Ok(vec![
         ("LD_PRELOAD", library()?.to_owned()),
-        ("FAKETIME_TIMESTAMP_FILE", file.to_string_lossy().into_owned()),
+        (
+            "FAKETIME_TIMESTAMP_FILE",
+            file.to_string_lossy().into_owned(),
+        ),
         ("FAKETIME_NO_CACHE", "1".to_owned()),
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
     ])
@@ -88,8 +91,8 @@ pub fn verify(bin: &Path, dir: &Path) -> Result<()> {
     let _ = child.kill();
     let _ = child.wait();
     let line = seen.context("the sim under faketime wrote nothing")?;
-    let stamped = parse_rfc3339_s(&line)
-        .with_context(|| format!("no timestamp at the start of {line:?}"))?;
+    let stamped =
+        parse_rfc3339_s(&line).with_context(|| format!("no timestamp at the start of {line:?}"))?;
     let now = crate::history::now_ms() / 1000;
     let ahead = i64::try_from(stamped).unwrap_or(0) - i64::try_from(now).unwrap_or(0);
     if (ahead - 86400).abs() > 60 {

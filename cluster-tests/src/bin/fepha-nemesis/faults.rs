@@ -65,7 +65,9 @@ pub enum Fault {
     Clock(usize, i64),
     /// The node's data directory (a small tmpfs) filled to the last byte.
     Disk(usize),
-    /// Delay (ms) and loss (%) on all the node's traffic.
+    /// Delay (ms) and loss (%) on all the node's traffic; where the kernel has no netem, a
+    /// token bucket instead (a rate of 8 kbit/s per ms of delay asked, queueing at most
+    /// that delay, dropping the rest).
     Netem(usize, u32, u32),
     /// A member left and the spare box joined with a token: healed at once.
     Member { left: usize, joined: usize },
@@ -118,25 +120,7 @@ impl Fault {
             Fault::OneWay(i) => routes(w, i, "add", false)?,
             Fault::Clock(i, s) => clock(w, i)?.set(s)?,
             Fault::Disk(i) => fill(w, i)?,
-            Fault::Netem(i, d, l) => run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &w.ns(i),
-                    "tc",
-                    "qdisc",
-                    "add",
-                    "dev",
-                    "eth0",
-                    "root",
-                    "netem",
-                    "delay",
-                    &format!("{d}ms"),
-                    "loss",
-                    &format!("{l}%"),
-                ],
-            )?,
+            Fault::Netem(i, d, l) => slow(w, i, d, l)?,
             Fault::Member { left, joined } => member_change(w, left, joined)?,
         }
         Ok(())
@@ -154,7 +138,15 @@ impl Fault {
             Fault::Netem(i, _, _) => run(
                 "ip",
                 &[
-                    "netns", "exec", &w.ns(i), "tc", "qdisc", "del", "dev", "eth0", "root",
+                    "netns",
+                    "exec",
+                    &w.ns(i),
+                    "tc",
+                    "qdisc",
+                    "del",
+                    "dev",
+                    "eth0",
+                    "root",
                 ],
             )?,
             Fault::Member { .. } => {}
@@ -171,15 +163,35 @@ fn clock(w: &World, i: usize) -> Result<&crate::clock::FakeClock> {
 
 /// Blackhole routes from node `i` to every other node, and back if `both`.
 fn routes(w: &World, i: usize, op: &str, both: bool) -> Result<()> {
+    let add = op == "add";
     for j in (0..w.c.len()).filter(|&j| j != i) {
-        let to_j = format!("{}/32", w.c.ip(j));
-        run("ip", &["-n", &w.ns(i), "route", op, "blackhole", &to_j])?;
+        w.blackhole(i, j, add)?;
         if both {
-            let to_i = format!("{}/32", w.c.ip(i));
-            run("ip", &["-n", &w.ns(j), "route", op, "blackhole", &to_i])?;
+            w.blackhole(j, i, add)?;
         }
     }
     Ok(())
+}
+
+fn slow(w: &World, i: usize, delay_ms: u32, loss_pct: u32) -> Result<()> {
+    let ns = w.ns(i);
+    let tc = |args: &[&str]| {
+        let mut all = vec![
+            "netns", "exec", &ns, "tc", "qdisc", "add", "dev", "eth0", "root",
+        ];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    };
+    let (delay, loss) = (format!("{delay_ms}ms"), format!("{loss_pct}%"));
+    match tc(&["netem", "delay", &delay, "loss", &loss]) {
+        Err(e) if format!("{e}").contains("qdisc kind is unknown") => {
+            w.netem_missing
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let rate = format!("{}kbit", 8 * delay_ms);
+            tc(&["tbf", "rate", &rate, "burst", "4kb", "latency", &delay])
+        }
+        other => other,
+    }
 }
 
 fn ballast(w: &World, i: usize) -> std::path::PathBuf {
@@ -238,7 +250,11 @@ pub fn restart(w: &World, i: usize) -> Result<()> {
 /// `leave --node LEFT` through another member, then the spare box joins with a token.
 fn member_change(w: &World, left: usize, joined: usize) -> Result<()> {
     if left != LEAVER || joined != SPARE {
-        bail!("only {} leaves and {} joins", w.c.name(LEAVER), w.c.name(SPARE));
+        bail!(
+            "only {} leaves and {} joins",
+            w.c.name(LEAVER),
+            w.c.name(SPARE)
+        );
     }
     let members = w.members();
     let via = *members
@@ -260,9 +276,8 @@ fn member_change(w: &World, left: usize, joined: usize) -> Result<()> {
     let token = out.stdout.trim().to_owned();
     w.c.spawn(&[joined]);
     restart(w, joined)?;
-    let out = w
-        .c
-        .cli(joined, &["join", "--token", &token, "--timeout", "30s"]);
+    let out =
+        w.c.cli(joined, &["join", "--token", &token, "--timeout", "30s"]);
     if !out.success() {
         bail!("join of {}: {}", w.c.name(joined), out.stderr.trim());
     }

@@ -19,11 +19,14 @@ use crate::world::{SEQ_POINTS, SETPOINT_IOA, World};
 /// `SEQ_POINTS` times as long: 8 polls of 100 ms.
 pub const TOGGLE_MS: u64 = 200;
 
-/// A value written into sequence register `point`, visible from `at_ms` on.
+/// A value written into sequence register `point`: the write began at `begun_ms` and was
+/// done at `at_ms`, so the device holds it from `at_ms` until the next write of the register
+/// begins.
 #[derive(Debug, Clone)]
 pub struct Toggle {
     pub point: u16,
     pub value: u16,
+    pub begun_ms: u64,
     pub at_ms: u64,
 }
 
@@ -51,12 +54,14 @@ pub fn toggler(w: &World, rec: &Record, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         n = n.wrapping_add(1).max(1);
         let point = n % SEQ_POINTS;
+        let begun_ms = now_ms();
         match w.device.try_set("holding", point, &[n]) {
             Ok(()) => push(
                 &rec.toggles,
                 Toggle {
                     point,
                     value: n,
+                    begun_ms,
                     at_ms: now_ms(),
                 },
             ),
@@ -73,8 +78,8 @@ pub fn commander(w: &World, rec: &Record, stop: &AtomicBool, seed: u64, h: &Hist
     let mut value: u16 = 0;
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(rng.random_range(500..3000)));
-        let open = (0..w.master.conn_count())
-            .find(|&i| matches!(w.master.state(i), Ok(LinkState::Open)));
+        let open =
+            (0..w.master.conn_count()).find(|&i| matches!(w.master.state(i), Ok(LinkState::Open)));
         let Some(conn) = open else { continue };
         value = value.wrapping_add(1).clamp(1, 30_000);
         let confirmed = w
@@ -86,10 +91,7 @@ pub fn commander(w: &World, rec: &Record, stop: &AtomicBool, seed: u64, h: &Hist
             "sent",
             json!({"value": value, "conn": conn, "confirmed": confirmed}),
         );
-        push(
-            &rec.commands,
-            Sent { value, confirmed },
-        );
+        push(&rec.commands, Sent { value, confirmed });
     }
 }
 
@@ -118,7 +120,9 @@ pub fn configs(w: &World, rec: &Record, stop: &AtomicBool, seed: u64, h: &Histor
                     "failed",
                     json!({"via": w.c.name(via), "error": e}),
                 );
-                *rec.config_failures.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                *rec.config_failures
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) += 1;
             }
         }
         n += 1;

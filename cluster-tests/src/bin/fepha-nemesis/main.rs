@@ -117,8 +117,47 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
+/// Set by SIGINT, SIGTERM or SIGHUP: the faults end early, and the campaign heals, settles,
+/// checks and cleans up as at the end of its duration.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// On the first signal the campaign winds down by itself; a second one ends the process at
+/// once, leaving the namespaces and processes for the next run's harness to remove.
+fn catch_signals() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut streams = {
+        let _guard = rt.enter();
+        [
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::hangup())?,
+        ]
+    };
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            loop {
+                let [int, term, hup] = &mut streams;
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                    _ = hup.recv() => {}
+                }
+                if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                    eprintln!("fepha-nemesis: second signal, exiting at once");
+                    std::process::exit(130);
+                }
+                eprintln!("fepha-nemesis: signal: ending the faults, then settling and checking");
+            }
+        });
+    });
+    Ok(())
+}
+
 fn main() {
-    match campaign() {
+    match catch_signals().and_then(|()| campaign()) {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
         Err(e) => {
@@ -140,9 +179,16 @@ fn campaign() -> Result<bool> {
         "fepha-nemesis -- --seed {} --duration {}s --variant {variant} --faults {}",
         args.seed,
         args.duration.as_secs(),
-        if faults.is_empty() { "none".to_owned() } else { faults.join(",") }
+        if faults.is_empty() {
+            "none".to_owned()
+        } else {
+            faults.join(",")
+        }
     );
-    eprintln!("seed {}: cargo run --release -p fepha-cluster-tests --bin {replay}", args.seed);
+    eprintln!(
+        "seed {}: cargo run --release -p fepha-cluster-tests --bin {replay}",
+        args.seed
+    );
     let mut w = World::build(
         args.variant,
         args.profile,
@@ -158,7 +204,12 @@ fn campaign() -> Result<bool> {
     );
     let rec = Record::default();
     let stop = AtomicBool::new(false);
-    let mut nemesis = nemesis::Nemesis::new(&w, &h, StdRng::seed_from_u64(args.seed), args.faults.clone());
+    let mut nemesis = nemesis::Nemesis::new(
+        &w,
+        &h,
+        StdRng::seed_from_u64(args.seed),
+        args.faults.clone(),
+    );
     std::thread::scope(|s| {
         s.spawn(|| load::toggler(&w, &rec, &stop));
         s.spawn(|| load::commander(&w, &rec, &stop, args.seed, &h));
@@ -170,6 +221,17 @@ fn campaign() -> Result<bool> {
     settle(&w, &h, &rec, &mut nemesis);
     let mut figures = check(&w, &rec, nemesis.unclean_exits);
     figures.push(Figure {
+        name: "netem_missing_tbf_used",
+        value: if w.netem_missing.load(Ordering::SeqCst) {
+            1.0
+        } else {
+            0.0
+        },
+        unit: "",
+        safety: false,
+        evidence: Vec::new(),
+    });
+    figures.push(Figure {
         name: "exits_on_full_disk",
         value: nemesis.disk_exits as f64,
         unit: "exits",
@@ -177,7 +239,12 @@ fn campaign() -> Result<bool> {
         evidence: Vec::new(),
     });
     let tap_log = w.c.dir().join("tap.jsonl");
-    let lines: Vec<String> = w.tap.requests().iter().map(|r| json!(r).to_string()).collect();
+    let lines: Vec<String> = w
+        .tap
+        .requests()
+        .iter()
+        .map(|r| json!(r).to_string())
+        .collect();
     std::fs::write(&tap_log, lines.join("\n"))?;
 
     let mut ok = true;
@@ -196,7 +263,11 @@ fn campaign() -> Result<bool> {
     }
     println!(
         "summary: {} (seed {}); replay: cargo run --release -p fepha-cluster-tests --bin {replay}",
-        if ok { "every safety figure is 0" } else { "SAFETY FIGURES NOT 0" },
+        if ok {
+            "every safety figure is 0"
+        } else {
+            "SAFETY FIGURES NOT 0"
+        },
         args.seed
     );
     if !ok {
@@ -213,7 +284,11 @@ fn settle(w: &World, h: &History, rec: &Record, nemesis: &mut nemesis::Nemesis) 
         // A node may still be on its way out (a full disk stops it slowly).
         nemesis.watch();
         let reqs = w.tap.requests();
-        let toggles = rec.toggles.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let toggles = rec
+            .toggles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let lines = w.sim.lines();
         let missing = checkers::lost_modbus(w, &reqs, &toggles)[0].value
             + checkers::lost_104(w, &lines)[0].value;
@@ -249,7 +324,11 @@ fn converged(w: &World) -> bool {
 fn check(w: &World, rec: &Record, unclean_exits: u64) -> Vec<Figure> {
     let reqs = w.tap.requests();
     let lines = w.sim.lines();
-    let toggles = rec.toggles.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let toggles = rec
+        .toggles
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let mut figures = vec![
         checkers::double_owner_modbus(&reqs),
         checkers::double_owner_104(&lines),
@@ -261,7 +340,10 @@ fn check(w: &World, rec: &Record, unclean_exits: u64) -> Vec<Figure> {
     figures.extend(checkers::takeover(&reqs));
     figures.extend(checkers::upstream_gaps(w, now_ms()));
     figures.extend(checkers::panics(w, unclean_exits));
-    let failures = *rec.config_failures.lock().unwrap_or_else(|e| e.into_inner());
+    let failures = *rec
+        .config_failures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     figures.push(Figure {
         name: "config_applies_failed",
         value: failures as f64,

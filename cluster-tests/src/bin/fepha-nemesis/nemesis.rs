@@ -4,6 +4,7 @@
 //! unclean exit, recorded and restarted.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -52,7 +53,7 @@ impl<'a> Nemesis<'a> {
     /// Runs faults until `until`, then heals everything.
     pub fn run(&mut self, until: Instant) {
         let mut next = Instant::now() + self.pause(2000, 5000);
-        while Instant::now() < until {
+        while Instant::now() < until && !crate::INTERRUPTED.load(Ordering::SeqCst) {
             self.watch();
             let now = Instant::now();
             let due: Vec<usize> = (0..self.active.len())
@@ -65,7 +66,8 @@ impl<'a> Nemesis<'a> {
             if now >= next && !self.kinds.is_empty() {
                 // A second fault joins the first only sometimes: mostly one at a time, so
                 // the take-over figures mean something, with overlaps in the mix.
-                let room = self.active.is_empty() || (self.active.len() < 2 && self.rng.random_bool(0.3));
+                let room =
+                    self.active.is_empty() || (self.active.len() < 2 && self.rng.random_bool(0.3));
                 if room && let Some(f) = self.choose() {
                     let d = self.heal_after(&f);
                     self.h.record("nemesis", "apply", f.describe(self.w));
@@ -122,7 +124,8 @@ impl<'a> Nemesis<'a> {
                 continue;
             }
             if self.noted.insert(i) {
-                let full = i == DISK_NODE && last_run_log(self.w, i).contains("No space left on device");
+                let full =
+                    i == DISK_NODE && last_run_log(self.w, i).contains("No space left on device");
                 let what = if full {
                     self.disk_exits += 1;
                     "exit on a full disk"
@@ -164,9 +167,10 @@ impl<'a> Nemesis<'a> {
         let Some(leader) = statuses.iter().flatten().find(|s| s.is_leader()) else {
             return false;
         };
-        let serving = statuses
-            .iter()
-            .all(|s| s.as_ref().is_ok_and(|s| s.state == "leader" || s.state == "follower"));
+        let serving = statuses.iter().all(|s| {
+            s.as_ref()
+                .is_ok_and(|s| s.state == "leader" || s.state == "follower")
+        });
         let replicated = leader.members.len() == members.len()
             && leader.members.iter().all(|m| {
                 m.reachable
@@ -221,7 +225,10 @@ impl<'a> Nemesis<'a> {
             }),
             Kind::Clock => {
                 let s = 30 + i64::from(amount) * 7;
-                Some(Fault::Clock(target, if pick % 2 == 0 { s } else { -s }))
+                Some(Fault::Clock(
+                    target,
+                    if pick.is_multiple_of(2) { s } else { -s },
+                ))
             }
             Kind::Disk => free.contains(&DISK_NODE).then_some(Fault::Disk(DISK_NODE)),
             Kind::Netem => Some(Fault::Netem(target, 20 + amount % 180, amount % 4)),

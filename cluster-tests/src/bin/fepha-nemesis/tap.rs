@@ -53,10 +53,7 @@ impl Tap {
         };
         let log = Arc::new(Mutex::new(Vec::new()));
         rt.spawn(accept_loop(listener, target, Arc::clone(&log)));
-        Ok(Tap {
-            log,
-            rt: Some(rt),
-        })
+        Ok(Tap { log, rt: Some(rt) })
     }
 
     /// Every request so far, in the order they passed.
@@ -139,9 +136,8 @@ fn parse(bytes: &[u8], src: IpAddr) -> Option<(usize, Option<Request>)> {
         return None;
     }
     let pdu = &bytes[7..total];
-    let word = |i: usize| -> Option<u16> {
-        Some(u16::from_be_bytes([*pdu.get(i)?, *pdu.get(i + 1)?]))
-    };
+    let word =
+        |i: usize| -> Option<u16> { Some(u16::from_be_bytes([*pdu.get(i)?, *pdu.get(i + 1)?])) };
     let request = (|| {
         let function = *pdu.first()?;
         let address = word(1)?;

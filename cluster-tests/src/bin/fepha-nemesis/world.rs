@@ -8,11 +8,13 @@
 //! master reaches each node's forwarder on the node's own address. Nothing of it is outside
 //! the namespaces the campaign made.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -79,6 +81,12 @@ pub struct World {
     pub tmpfs: Option<PathBuf>,
     /// Config versions `config apply` said were committed: (version, sha256).
     pub committed: Mutex<Vec<(u64, String)>>,
+    /// Blackhole routes in force, (in the namespace of, to the address of) → how many
+    /// partitions want it: two partitions may share a route, and healing one must not heal
+    /// the other.
+    routes: Mutex<HashMap<(usize, usize), u32>>,
+    /// The kernel has no netem: the slow-network fault used a token bucket.
+    pub netem_missing: AtomicBool,
     /// Copy the cluster's directory (logs, history, device logs) before it is removed.
     pub keep: bool,
 }
@@ -95,14 +103,27 @@ impl World {
             namespaces: Some(4),
             ..Options::default()
         });
-        let ns = c.namespaces().ok_or_else(|| anyhow!("a namespace cluster"))?;
+        let ns = c
+            .namespaces()
+            .ok_or_else(|| anyhow!("a namespace cluster"))?;
         let hub = ns.hub().to_owned();
         let IpAddr::V4(first) = ns.ip(0) else {
             bail!("the namespaces are IPv4");
         };
         let [a, b, x, _] = first.octets();
         let hub_ip = IpAddr::V4(Ipv4Addr::new(a, b, x, 254));
-        run("ip", &["-n", &hub, "addr", "add", &format!("{hub_ip}/24"), "dev", "br0"])?;
+        run(
+            "ip",
+            &[
+                "-n",
+                &hub,
+                "addr",
+                "add",
+                &format!("{hub_ip}/24"),
+                "dev",
+                "br0",
+            ],
+        )?;
         run("ip", &["-n", &hub, "link", "set", "lo", "up"])?;
         enter_namespace(&hub)?;
 
@@ -170,6 +191,8 @@ impl World {
             members: Mutex::new(first3.to_vec()),
             tmpfs,
             committed: Mutex::new(Vec::new()),
+            routes: Mutex::new(HashMap::new()),
+            netem_missing: AtomicBool::new(false),
             keep: false,
         };
         let applied = world
@@ -226,6 +249,27 @@ impl World {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Adds (or, `add` false, gives up) a blackhole route in node `from`'s namespace to node
+    /// `to`'s address.
+    pub fn blackhole(&self, from: usize, to: usize, add: bool) -> Result<()> {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let n = routes.entry((from, to)).or_default();
+        let op = match (add, *n) {
+            (true, 0) => Some("add"),
+            (false, 1) => Some("del"),
+            _ => None,
+        };
+        if let Some(op) = op {
+            let dst = format!("{}/32", self.c.ip(to));
+            run(
+                "ip",
+                &["-n", &self.ns(from), "route", op, "blackhole", &dst],
+            )?;
+        }
+        *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        Ok(())
     }
 
     pub fn ns(&self, i: usize) -> String {
@@ -308,7 +352,6 @@ poll_interval_ms = 100
         s += &format!("  [[forwarder.map]]\n  point = \"m.sp\"\n  ioa = {SETPOINT_IOA}\n");
         s
     }
-
 }
 
 impl Drop for World {
@@ -319,10 +362,8 @@ impl Drop for World {
             self.c.kill(i);
         }
         if self.keep {
-            let kept = std::env::temp_dir().join(format!(
-                "fepha-nemesis-{}",
-                crate::history::now_ms()
-            ));
+            let kept =
+                std::env::temp_dir().join(format!("fepha-nemesis-{}", crate::history::now_ms()));
             let (from, to) = (self.c.dir().to_string_lossy(), kept.to_string_lossy());
             match run("cp", &["-a", &from, &to]) {
                 Ok(()) => eprintln!("kept the run's files in {to}"),
