@@ -66,7 +66,11 @@ impl Variant {
     }
 }
 
+// Fields drop in order after `Drop::drop` has killed the nodes: the tmpfs before the
+// cluster, whose directory holds its mount point.
 pub struct World {
+    /// The disk node's tmpfs, unmounted when the world goes.
+    _tmpfs: Tmpfs,
     pub c: Cluster,
     pub hub_ip: IpAddr,
     pub device: PyDevice,
@@ -77,8 +81,6 @@ pub struct World {
     pub clocks: Vec<FakeClock>,
     /// The nodes that are members now, by index.
     pub members: Mutex<Vec<usize>>,
-    /// Where the disk node's tmpfs is mounted, to unmount it at the end.
-    pub tmpfs: Option<PathBuf>,
     /// Config versions `config apply` said were committed: (version, sha256).
     pub committed: Mutex<Vec<(u64, String)>>,
     /// Blackhole routes in force, (in the namespace of, to the address of) → how many
@@ -140,18 +142,7 @@ impl World {
         };
         let data = c.node(DISK_NODE).data_dir.clone();
         std::fs::create_dir_all(&data)?;
-        run(
-            "mount",
-            &[
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={DISK_SIZE}"),
-                "tmpfs",
-                &data.to_string_lossy(),
-            ],
-        )?;
-        let tmpfs = Some(data);
+        let tmpfs = Tmpfs::mount(data)?;
         let first3 = [0, 1, 2];
         c.start(&first3);
         c.init(0);
@@ -189,7 +180,7 @@ impl World {
             master,
             clocks,
             members: Mutex::new(first3.to_vec()),
-            tmpfs,
+            _tmpfs: tmpfs,
             committed: Mutex::new(Vec::new()),
             routes: Mutex::new(HashMap::new()),
             netem_missing: AtomicBool::new(false),
@@ -355,8 +346,8 @@ poll_interval_ms = 100
 }
 
 impl Drop for World {
-    /// Kills every process and unmounts the tmpfs, also when the campaign panicked; the
-    /// cluster's directory goes with the cluster, copied first if `keep`.
+    /// Kills every process, also when the campaign panicked; the cluster's directory goes
+    /// with the cluster, copied first if `keep`.
     fn drop(&mut self) {
         for i in 0..self.c.len() {
             self.c.kill(i);
@@ -370,9 +361,27 @@ impl Drop for World {
                 Err(e) => eprintln!("cannot keep the run's files: {e}"),
             }
         }
-        if let Some(dir) = &self.tmpfs
-            && let Err(e) = run("umount", &[&dir.to_string_lossy()])
-        {
+    }
+}
+
+/// A small tmpfs mounted on a directory until dropped, also when the set-up fails half way.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: PathBuf) -> Result<Tmpfs> {
+        let size = format!("size={DISK_SIZE}");
+        run(
+            "mount",
+            &["-t", "tmpfs", "-o", &size, "tmpfs", &dir.to_string_lossy()],
+        )?;
+        Ok(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a node that still has a file open there must not keep it mounted.
+        if let Err(e) = run("umount", &["-l", &self.0.to_string_lossy()]) {
             eprintln!("cannot unmount the disk node's tmpfs: {e}");
         }
     }
