@@ -366,6 +366,52 @@ pub fn takeover(reqs: &[Request]) -> Vec<Figure> {
     ]
 }
 
+/// 104 take-overs: from the last data the device exchanged with one node's started
+/// connection (a frame sent, an acknowledgement) to the start of another node's.
+pub fn takeover_104(lines: &[LogLine]) -> Vec<Figure> {
+    let mut peer: HashMap<u64, IpAddr> = HashMap::new();
+    let mut active: Option<u64> = None;
+    let mut last_data: Option<u64> = None;
+    let mut gaps = Vec::new();
+    for l in lines {
+        match l.event.as_str() {
+            "accepted" => {
+                if let (Some(c), Some(p)) = (l.conn, l.str("peer"))
+                    && let Ok(a) = p.parse::<std::net::SocketAddr>()
+                {
+                    peer.insert(c, a.ip());
+                }
+            }
+            "sent" | "ack" if l.conn.is_some() && l.conn == active => last_data = Some(l.time_ms),
+            "started" => {
+                let moved =
+                    active.is_some_and(|a| peer.get(&a) != l.conn.and_then(|c| peer.get(&c)));
+                if moved && let Some(t) = last_data {
+                    gaps.push(l.time_ms.saturating_sub(t));
+                }
+                active = l.conn;
+                last_data = None;
+            }
+            _ => {}
+        }
+    }
+    vec![
+        Figure::new("rtu_takeovers_104", gaps.len() as f64, "take-overs", false),
+        Figure::new(
+            "rtu_takeover_ms_104_p50",
+            percentile(&gaps, 50.0) as f64,
+            "ms",
+            false,
+        ),
+        Figure::new(
+            "rtu_takeover_ms_104_p99",
+            percentile(&gaps, 99.0) as f64,
+            "ms",
+            false,
+        ),
+    ]
+}
+
 /// Stretches of time, after the master's first started link, with no link started.
 pub fn upstream_gaps(w: &World, end_ms: u64) -> Vec<Figure> {
     let mut open: BTreeMap<usize, bool> = BTreeMap::new();
@@ -468,6 +514,65 @@ mod tests {
             req(300, 1),
         ];
         assert_eq!(double_owner_modbus(&two).value, 1.0);
+    }
+
+    fn line(
+        index: usize,
+        time_ms: u64,
+        event: &str,
+        conn: u64,
+        extra: serde_json::Value,
+    ) -> LogLine {
+        let mut body = serde_json::json!({"event": event, "conn": conn, "time_ms": time_ms});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        LogLine {
+            index,
+            event: event.to_owned(),
+            conn: Some(conn),
+            time_ms,
+            body,
+        }
+    }
+
+    #[test]
+    fn a_104_take_over_and_a_stale_owner_frame() {
+        use serde_json::json;
+        let lines = [
+            line(0, 0, "accepted", 1, json!({"peer": "10.0.0.1:4000"})),
+            line(
+                1,
+                10,
+                "inactive",
+                1,
+                json!({"frame": "U", "detail": "STARTDT_ACT"}),
+            ),
+            line(2, 10, "started", 1, json!({})),
+            line(3, 100, "sent", 1, json!({})),
+            line(4, 500, "accepted", 2, json!({"peer": "10.0.0.2:4000"})),
+            line(
+                5,
+                1100,
+                "inactive",
+                2,
+                json!({"frame": "U", "detail": "STARTDT_ACT"}),
+            ),
+            line(6, 1100, "started", 2, json!({})),
+            line(7, 1200, "inactive", 1, json!({"frame": "S"})),
+            line(
+                8,
+                1300,
+                "inactive",
+                1,
+                json!({"frame": "U", "detail": "TESTFR_CON"}),
+            ),
+        ];
+        let t = takeover_104(&lines);
+        assert_eq!((t[0].value, t[1].value), (1.0, 1000.0));
+        // The S frame from the old owner after the new one started is a second owner; the
+        // STARTDT acts that started each connection and the TESTFR answer are not.
+        assert_eq!(double_owner_104(&lines).value, 1.0);
     }
 
     #[test]

@@ -338,6 +338,7 @@ fn check(w: &World, rec: &Record, unclean_exits: u64) -> Vec<Figure> {
     figures.extend(checkers::lost_104(w, &lines));
     figures.push(checkers::lost_config(w));
     figures.extend(checkers::takeover(&reqs));
+    figures.extend(checkers::takeover_104(&lines));
     figures.extend(checkers::upstream_gaps(w, now_ms()));
     figures.extend(checkers::panics(w, unclean_exits));
     let failures = *rec
