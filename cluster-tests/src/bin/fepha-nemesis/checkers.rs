@@ -200,12 +200,17 @@ pub fn lost_modbus(w: &World, reqs: &[Request], toggles: &[Toggle]) -> Vec<Figur
         }
         false
     };
-    let received: BTreeSet<(u32, i64)> = w
-        .master
-        .received()
-        .iter()
-        .filter_map(|rx| Some((rx.ioa, rx.value.as_f64()?.round() as i64)))
-        .collect();
+    // The values wrap after 65 535 changes, so a change arrived only if its value did after
+    // it was written (the master's clock is the writer's).
+    let mut received: HashMap<(u32, i64), Vec<i64>> = HashMap::new();
+    for rx in w.master.received() {
+        if let Some(v) = rx.value.as_f64() {
+            received
+                .entry((rx.ioa, v.round() as i64))
+                .or_default()
+                .push(rx.at_ms);
+        }
+    }
     // Until when the device surely held each value: until the next write of the register
     // began.
     let mut until: Vec<u64> = vec![u64::MAX; toggles.len()];
@@ -233,7 +238,11 @@ pub fn lost_modbus(w: &World, reqs: &[Request], toggles: &[Toggle]) -> Vec<Figur
         }
         handed += 1;
         let ioa = SEQ_IOA + u32::from(t.point);
-        if !received.contains(&(ioa, i64::from(t.value))) {
+        let at = i64::try_from(t.at_ms).unwrap_or(i64::MAX);
+        let arrived = received
+            .get(&(ioa, i64::from(t.value)))
+            .is_some_and(|times| times.iter().any(|&r| r >= at));
+        if !arrived {
             lost.value += 1.0;
             if lost.evidence.len() < 10 {
                 lost.evidence.push(format!(

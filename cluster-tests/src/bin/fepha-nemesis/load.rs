@@ -81,7 +81,12 @@ pub fn commander(w: &World, rec: &Record, stop: &AtomicBool, seed: u64, h: &Hist
         let open =
             (0..w.master.conn_count()).find(|&i| matches!(w.master.state(i), Ok(LinkState::Open)));
         let Some(conn) = open else { continue };
-        value = value.wrapping_add(1).clamp(1, 30_000);
+        // Set points are i16 on the wire: past 32 767 values would repeat, and a repeat
+        // would look like a command run twice. At one command a second that is 9 hours.
+        if value == i16::MAX as u16 {
+            return;
+        }
+        value += 1;
         let confirmed = w
             .master
             .command(conn, SETPOINT_IOA, "C_SE_NB_1", value, false)
