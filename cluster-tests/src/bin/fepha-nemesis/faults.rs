@@ -114,7 +114,12 @@ impl Fault {
     pub fn apply(&self, w: &World) -> Result<()> {
         match *self {
             Fault::Kill(i) => w.c.kill(i),
-            Fault::Pause(i) => w.c.stop(i),
+            Fault::Pause(i) => {
+                if !w.c.is_running(i) {
+                    bail!("{} is not running", w.c.name(i));
+                }
+                w.c.stop(i);
+            }
             Fault::Isolate(i) => w.c.cut(i),
             Fault::CutPeers(i) => routes(w, i, "add", true)?,
             Fault::OneWay(i) => routes(w, i, "add", false)?,
@@ -129,7 +134,12 @@ impl Fault {
     pub fn heal(&self, w: &World) -> Result<()> {
         match *self {
             Fault::Kill(i) => restart(w, i)?,
-            Fault::Pause(i) => w.c.cont(i),
+            // One that died while stopped is the watch's to note and restart.
+            Fault::Pause(i) => {
+                if w.c.is_running(i) {
+                    w.c.cont(i);
+                }
+            }
             Fault::Isolate(i) => w.c.heal(i),
             Fault::CutPeers(i) => routes(w, i, "del", true)?,
             Fault::OneWay(i) => routes(w, i, "del", false)?,

@@ -214,8 +214,9 @@ fn campaign() -> Result<bool> {
         s.spawn(|| load::toggler(&w, &rec, &stop));
         s.spawn(|| load::commander(&w, &rec, &stop, args.seed, &h));
         s.spawn(|| load::configs(&w, &rec, &stop, args.seed, &h));
+        // Stops the load also when the nemesis panics, or the scope would wait for it forever.
+        let _stop = StopOnDrop(&stop);
         nemesis.run(Instant::now() + args.duration);
-        stop.store(true, Ordering::SeqCst);
     });
     h.record("campaign", "load stopped, every fault healed", json!({}));
     settle(&w, &h, &rec, &mut nemesis);
@@ -274,6 +275,14 @@ fn campaign() -> Result<bool> {
         w.keep = true;
     }
     Ok(ok)
+}
+
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// After the faults: every member running and caught up, and the last changes through to

@@ -3,7 +3,7 @@
 //! It also watches the nodes: a member that exited without the nemesis killing it is an
 //! unclean exit, recorded and restarted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,8 @@ pub struct Nemesis<'a> {
     member_done: bool,
     /// Members seen down and not yet restarted, each counted once.
     noted: BTreeSet<usize>,
+    /// When a member whose restart failed is tried again.
+    retry_at: HashMap<usize, Instant>,
     pub unclean_exits: u64,
     pub disk_exits: u64,
     pub applied: u64,
@@ -44,6 +46,7 @@ impl<'a> Nemesis<'a> {
             active: Vec::new(),
             member_done: false,
             noted: BTreeSet::new(),
+            retry_at: HashMap::new(),
             unclean_exits: 0,
             disk_exits: 0,
             applied: 0,
@@ -139,18 +142,24 @@ impl<'a> Nemesis<'a> {
                     json!({"node": self.w.c.name(i), "process": self.w.c.node(i).describe_process()}),
                 );
             }
-            if self.active.iter().any(|a| a.fault == Fault::Disk(i)) {
+            let waiting = self.retry_at.get(&i).is_some_and(|t| *t > Instant::now());
+            if waiting || self.active.iter().any(|a| a.fault == Fault::Disk(i)) {
                 continue;
             }
             match restart(self.w, i) {
                 Ok(()) => {
                     self.noted.remove(&i);
+                    self.retry_at.remove(&i);
                 }
-                Err(e) => self.h.record(
-                    "nemesis",
-                    "restart failed",
-                    json!({"node": self.w.c.name(i), "error": format!("{e:#}")}),
-                ),
+                Err(e) => {
+                    self.h.record(
+                        "nemesis",
+                        "restart failed",
+                        json!({"node": self.w.c.name(i), "error": format!("{e:#}")}),
+                    );
+                    self.retry_at
+                        .insert(i, Instant::now() + Duration::from_secs(2));
+                }
             }
         }
     }
@@ -202,7 +211,7 @@ impl<'a> Nemesis<'a> {
             .w
             .members()
             .into_iter()
-            .filter(|i| !busy.contains(i))
+            .filter(|i| !busy.contains(i) && !self.noted.contains(i) && self.w.c.is_running(*i))
             .collect();
         // Drawn whatever the kind, so the sequence of draws is the same for a seed.
         let pick = self.rng.next_u32() as usize;
