@@ -232,10 +232,10 @@ pub fn lost_modbus(w: &World, reqs: &[Request], toggles: &[Toggle]) -> Vec<Figur
             .iter()
             .take_while(|r| r.time_ms < until[k])
             .filter(|r| r.address <= t.point && t.point < r.address.saturating_add(r.count))
-            .any(|r| kept_polling(r.src, r.time_ms));
-        if !over {
+            .find(|r| kept_polling(r.src, r.time_ms));
+        let Some(read) = over else {
             continue;
-        }
+        };
         handed += 1;
         let ioa = SEQ_IOA + u32::from(t.point);
         let at = i64::try_from(t.at_ms).unwrap_or(i64::MAX);
@@ -246,8 +246,9 @@ pub fn lost_modbus(w: &World, reqs: &[Request], toggles: &[Toggle]) -> Vec<Figur
             lost.value += 1.0;
             if lost.evidence.len() < 10 {
                 lost.evidence.push(format!(
-                    "point {} value {} set at {} never reached the master",
-                    t.point, t.value, t.at_ms
+                    "point {} value {} set at {} (held until {}), read by {} at {}, never \
+                     reached the master",
+                    t.point, t.value, t.at_ms, until[k], read.src, read.time_ms
                 ));
             }
         }

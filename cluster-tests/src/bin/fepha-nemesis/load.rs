@@ -22,7 +22,7 @@ pub const TOGGLE_MS: u64 = 200;
 /// A value written into sequence register `point`: the write began at `begun_ms` and was
 /// done at `at_ms`, so the device holds it from `at_ms` until the next write of the register
 /// begins.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Toggle {
     pub point: u16,
     pub value: u16,
@@ -32,7 +32,7 @@ pub struct Toggle {
 
 /// A command the master sent: the setpoint's value (unique per command) and whether every
 /// confirmation was positive.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Sent {
     pub value: u16,
     pub confirmed: bool,

@@ -239,14 +239,7 @@ fn campaign() -> Result<bool> {
         safety: false,
         evidence: Vec::new(),
     });
-    let tap_log = w.c.dir().join("tap.jsonl");
-    let lines: Vec<String> = w
-        .tap
-        .requests()
-        .iter()
-        .map(|r| json!(r).to_string())
-        .collect();
-    std::fs::write(&tap_log, lines.join("\n"))?;
+    evidence(&w, &rec)?;
 
     let mut ok = true;
     println!("seed: {}", args.seed);
@@ -275,6 +268,37 @@ fn campaign() -> Result<bool> {
         w.keep = true;
     }
     Ok(ok)
+}
+
+/// The records the checkers read, as files in the run's directory: the tap's requests, the
+/// sequence writes, the commands sent and what the master received.
+fn evidence(w: &World, rec: &Record) -> Result<()> {
+    fn write<T: serde::Serialize>(w: &World, name: &str, items: &[T]) -> Result<()> {
+        let lines: Vec<String> = items.iter().map(|i| json!(i).to_string()).collect();
+        std::fs::write(w.c.dir().join(name), lines.join("\n"))?;
+        Ok(())
+    }
+    write(w, "tap.jsonl", &w.tap.requests())?;
+    let toggles = rec
+        .toggles
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    write(w, "toggles.jsonl", &toggles)?;
+    let commands = rec
+        .commands
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    write(w, "commands.jsonl", &commands)?;
+    let rx: Vec<_> = w
+        .master
+        .received()
+        .iter()
+        .map(|r| json!({"seq": r.seq, "conn": r.conn, "ioa": r.ioa, "value": format!("{:?}", r.value), "cot": r.cot, "time_ms": r.time_ms, "at_ms": r.at_ms}))
+        .collect();
+    write(w, "master-rx.jsonl", &rx)?;
+    Ok(())
 }
 
 struct StopOnDrop<'a>(&'a AtomicBool);
