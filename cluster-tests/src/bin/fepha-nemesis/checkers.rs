@@ -228,9 +228,12 @@ pub fn lost_modbus(w: &World, reqs: &[Request], toggles: &[Toggle]) -> Vec<Figur
     );
     for (k, t) in toggles.iter().enumerate() {
         let start = reads.partition_point(|r| r.time_ms <= t.at_ms);
+        // The answer must have left the device before the next write began: a request
+        // passes the tap some time before the device serves it.
         let over = reads[start..]
             .iter()
             .take_while(|r| r.time_ms < until[k])
+            .filter(|r| r.answered_ms.is_some_and(|a| a < until[k]))
             .filter(|r| r.address <= t.point && t.point < r.address.saturating_add(r.count))
             .find(|r| kept_polling(r.src, r.time_ms));
         let Some(read) = over else {
@@ -498,6 +501,7 @@ mod tests {
             address: 0,
             count: 4,
             values: Vec::new(),
+            answered_ms: Some(time_ms + 5),
         }
     }
 

@@ -23,6 +23,9 @@ pub struct Request {
     pub count: u16,
     /// The values of a write (function 5, 6, 15, 16); empty otherwise.
     pub values: Vec<u16>,
+    /// When the device's answer passed back, if it did: what a read returned, the device held
+    /// at some moment between `time_ms` and this.
+    pub answered_ms: Option<u64>,
 }
 
 impl Request {
@@ -95,6 +98,8 @@ async fn carry(client: TcpStream, src: IpAddr, target: SocketAddr, log: Arc<Mute
     let _ = upstream.set_nodelay(true);
     let (mut c_read, mut c_write) = client.into_split();
     let (mut u_read, mut u_write) = upstream.into_split();
+    // The requests of this connection still waiting for an answer, by their place in the log.
+    let unanswered: Mutex<std::collections::VecDeque<usize>> = Mutex::default();
     let to_device = async {
         let mut pending: Vec<u8> = Vec::new();
         let mut buf = vec![0u8; 4096];
@@ -107,7 +112,14 @@ async fn carry(client: TcpStream, src: IpAddr, target: SocketAddr, log: Arc<Mute
             // Recorded before the bytes go on, so a request is never logged after its answer.
             while let Some((frame_len, request)) = parse(&pending, src) {
                 if let Some(r) = request {
-                    lock(&log).push(r);
+                    let mut log = lock(&log);
+                    log.push(r);
+                    let at = log.len() - 1;
+                    drop(log);
+                    unanswered
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_back(at);
                 }
                 pending.drain(..frame_len);
             }
@@ -118,7 +130,31 @@ async fn carry(client: TcpStream, src: IpAddr, target: SocketAddr, log: Arc<Mute
         let _ = u_write.shutdown().await;
     };
     let to_client = async {
-        let _ = tokio::io::copy(&mut u_read, &mut c_write).await;
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = match u_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            pending.extend_from_slice(&buf[..n]);
+            // fepha has one request at a time on a connection: each answer is the oldest's.
+            while let Some((frame_len, _)) = parse(&pending, src) {
+                let oldest = unanswered
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pop_front();
+                if let Some(at) = oldest
+                    && let Some(req) = lock(&log).get_mut(at)
+                {
+                    req.answered_ms = Some(crate::history::now_ms());
+                }
+                pending.drain(..frame_len);
+            }
+            if c_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
         let _ = c_write.shutdown().await;
     };
     tokio::join!(to_device, to_client);
@@ -159,6 +195,7 @@ fn parse(bytes: &[u8], src: IpAddr) -> Option<(usize, Option<Request>)> {
             address,
             count,
             values,
+            answered_ms: None,
         })
     })();
     Some((total, request))
