@@ -227,6 +227,22 @@ impl Cluster {
         );
     }
 
+    /// Starts the nodes without waiting for them: a node may not come up (a full disk), and
+    /// the caller decides what that means.
+    pub fn spawn(&self, ids: &[usize]) {
+        for &i in ids {
+            self.nodes[i].spawn(&self.bin);
+        }
+    }
+
+    /// The namespaces of a cluster made with `namespaces: Some(n)`.
+    pub fn namespaces(&self) -> Option<&Namespaces> {
+        match &self.network {
+            Network::Namespaces(ns) => Some(ns),
+            Network::Loopback(_) => None,
+        }
+    }
+
     pub fn kill(&self, i: usize) {
         self.nodes[i].kill_now();
     }

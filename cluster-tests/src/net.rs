@@ -140,6 +140,11 @@ impl Namespaces {
         &self.nodes[node]
     }
 
+    /// The namespace that holds the bridge; whatever runs there reaches every node's link.
+    pub fn hub(&self) -> &str {
+        &self.hub
+    }
+
     /// Cuts `node` off from all the others.
     pub fn cut(&self, node: usize) -> Result<(), String> {
         ip(&["-n", &self.hub, "link", "set", &hub_link(node), "down"])

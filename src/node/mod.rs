@@ -178,13 +178,14 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         metrics = %config.metrics_addr, fingerprint = %identity.fingerprint, "node started"
     );
 
-    // A storage failure makes openraft stop itself; the node then exits rather than lingering.
+    // A storage failure makes openraft stop itself; the node then exits rather than lingering,
+    // and with a failure status, so that a supervisor restarts it (systemd's on-failure).
     let waiter = raft.wait(None);
-    let reason = tokio::select! {
-        s = shutdown::signal() => s.unwrap_or("signal handler failed"),
+    let (reason, failed) = tokio::select! {
+        s = shutdown::signal() => (s.unwrap_or("signal handler failed"), false),
         r = waiter.state(openraft::ServerState::Shutdown, "raft stopped") => {
             if let Err(e) = r { tracing::error!("raft stopped: {e}"); }
-            "raft stopped"
+            ("raft stopped", true)
         }
     };
     tracing::info!("shutting down ({reason})");
@@ -197,6 +198,11 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         tracing::error!("raft shutdown: {e}");
     }
     tracing::info!("stopped");
+    if failed {
+        return Err(NodeError::Raft(
+            "raft stopped by itself (a storage error: see the log above)".into(),
+        ));
+    }
     Ok(())
 }
 

@@ -1,0 +1,313 @@
+//! The faults: how each one is done to a node and undone again.
+
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use serde_json::{Value, json};
+
+use crate::world::{DISK_NODE, LEAVER, SPARE, World, run};
+
+/// What `--faults` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Kill,
+    Pause,
+    Partition,
+    Clock,
+    Member,
+    Disk,
+    Netem,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::Kill,
+        Kind::Pause,
+        Kind::Partition,
+        Kind::Clock,
+        Kind::Member,
+        Kind::Disk,
+        Kind::Netem,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Kill => "kill",
+            Kind::Pause => "pause",
+            Kind::Partition => "partition",
+            Kind::Clock => "clock",
+            Kind::Member => "member",
+            Kind::Disk => "disk",
+            Kind::Netem => "netem",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// One fault as it was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL; healed by a restart.
+    Kill(usize),
+    /// SIGSTOP; healed by SIGCONT.
+    Pause(usize),
+    /// The node's link to the bridge down: cut from peers, devices and master alike.
+    Isolate(usize),
+    /// Cut from the other nodes both ways (blackhole routes), still on the field network.
+    CutPeers(usize),
+    /// The node's packets to its peers dropped; theirs still reach it.
+    OneWay(usize),
+    /// The node's wall clock moved by this many seconds.
+    Clock(usize, i64),
+    /// The node's data directory (a small tmpfs) filled to the last byte.
+    Disk(usize),
+    /// Delay (ms) and loss (%) on all the node's traffic; where the kernel has no netem, a
+    /// token bucket instead (a rate of 8 kbit/s per ms of delay asked, queueing at most
+    /// that delay, dropping the rest).
+    Netem(usize, u32, u32),
+    /// A member left and the spare box joined with a token: healed at once.
+    Member { left: usize, joined: usize },
+}
+
+impl Fault {
+    pub fn node(&self) -> usize {
+        match *self {
+            Fault::Kill(i)
+            | Fault::Pause(i)
+            | Fault::Isolate(i)
+            | Fault::CutPeers(i)
+            | Fault::OneWay(i)
+            | Fault::Clock(i, _)
+            | Fault::Disk(i)
+            | Fault::Netem(i, _, _) => i,
+            Fault::Member { left, .. } => left,
+        }
+    }
+
+    pub fn describe(&self, w: &World) -> Value {
+        let name = |i: usize| w.c.name(i).to_owned();
+        match *self {
+            Fault::Kill(i) => json!({"fault": "kill", "node": name(i)}),
+            Fault::Pause(i) => json!({"fault": "pause", "node": name(i)}),
+            Fault::Isolate(i) => json!({"fault": "partition", "how": "isolated", "node": name(i)}),
+            Fault::CutPeers(i) => {
+                json!({"fault": "partition", "how": "cut from peers, not from the field", "node": name(i)})
+            }
+            Fault::OneWay(i) => {
+                json!({"fault": "partition", "how": "one way: its packets to peers dropped", "node": name(i)})
+            }
+            Fault::Clock(i, s) => json!({"fault": "clock", "node": name(i), "offset_s": s}),
+            Fault::Disk(i) => json!({"fault": "disk", "node": name(i)}),
+            Fault::Netem(i, d, l) => {
+                json!({"fault": "netem", "node": name(i), "delay_ms": d, "loss_pct": l})
+            }
+            Fault::Member { left, joined } => {
+                json!({"fault": "member", "left": name(left), "joined": name(joined)})
+            }
+        }
+    }
+
+    pub fn apply(&self, w: &World) -> Result<()> {
+        match *self {
+            Fault::Kill(i) => w.c.kill(i),
+            Fault::Pause(i) => {
+                if !w.c.is_running(i) {
+                    bail!("{} is not running", w.c.name(i));
+                }
+                w.c.stop(i);
+            }
+            Fault::Isolate(i) => w.c.cut(i),
+            Fault::CutPeers(i) => routes(w, i, "add", true)?,
+            Fault::OneWay(i) => routes(w, i, "add", false)?,
+            Fault::Clock(i, s) => clock(w, i)?.set(s)?,
+            Fault::Disk(i) => fill(w, i)?,
+            Fault::Netem(i, d, l) => slow(w, i, d, l)?,
+            Fault::Member { left, joined } => member_change(w, left, joined)?,
+        }
+        Ok(())
+    }
+
+    pub fn heal(&self, w: &World) -> Result<()> {
+        match *self {
+            Fault::Kill(i) => restart(w, i)?,
+            // One that died while stopped is the watch's to note and restart.
+            Fault::Pause(i) => {
+                if w.c.is_running(i) {
+                    w.c.cont(i);
+                }
+            }
+            Fault::Isolate(i) => w.c.heal(i),
+            Fault::CutPeers(i) => routes(w, i, "del", true)?,
+            Fault::OneWay(i) => routes(w, i, "del", false)?,
+            Fault::Clock(i, _) => clock(w, i)?.set(0)?,
+            Fault::Disk(i) => std::fs::remove_file(ballast(w, i))?,
+            Fault::Netem(i, _, _) => run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &w.ns(i),
+                    "tc",
+                    "qdisc",
+                    "del",
+                    "dev",
+                    "eth0",
+                    "root",
+                ],
+            )?,
+            Fault::Member { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+fn clock(w: &World, i: usize) -> Result<&crate::clock::FakeClock> {
+    w.clocks
+        .get(i)
+        .ok_or_else(|| anyhow!("the nodes run without libfaketime"))
+}
+
+/// Blackhole routes from node `i` to every other node, and back if `both`.
+fn routes(w: &World, i: usize, op: &str, both: bool) -> Result<()> {
+    let add = op == "add";
+    for j in (0..w.c.len()).filter(|&j| j != i) {
+        w.blackhole(i, j, add)?;
+        if both {
+            w.blackhole(j, i, add)?;
+        }
+    }
+    Ok(())
+}
+
+fn slow(w: &World, i: usize, delay_ms: u32, loss_pct: u32) -> Result<()> {
+    let ns = w.ns(i);
+    let tc = |args: &[&str]| {
+        let mut all = vec![
+            "netns", "exec", &ns, "tc", "qdisc", "add", "dev", "eth0", "root",
+        ];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    };
+    let (delay, loss) = (format!("{delay_ms}ms"), format!("{loss_pct}%"));
+    match tc(&["netem", "delay", &delay, "loss", &loss]) {
+        Err(e) if format!("{e}").contains("qdisc kind is unknown") => {
+            w.netem_missing
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let rate = format!("{}kbit", 8 * delay_ms);
+            tc(&["tbf", "rate", &rate, "burst", "4kb", "latency", &delay])
+        }
+        other => other,
+    }
+}
+
+fn ballast(w: &World, i: usize) -> std::path::PathBuf {
+    w.c.node(i).data_dir.join("nemesis-ballast")
+}
+
+/// Writes a ballast file until the tmpfs has no byte left.
+fn fill(w: &World, i: usize) -> Result<()> {
+    if i != DISK_NODE {
+        bail!("only {} has a small data directory", w.c.name(DISK_NODE));
+    }
+    let mut f = std::fs::File::create(ballast(w, i))?;
+    let chunk = vec![0u8; 1 << 20];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // The last partial chunk: byte by byte is too slow, halve instead.
+    let mut size = chunk.len() / 2;
+    while size > 0 {
+        if f.write_all(&chunk[..size]).is_err() {
+            size /= 2;
+        }
+    }
+    Ok(())
+}
+
+/// Starts the node again and waits (up to 30 s) for it to answer.
+pub fn restart(w: &World, i: usize) -> Result<()> {
+    if !w.c.is_running(i) {
+        w.c.spawn(&[i]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if !w.c.is_running(i) {
+            bail!(
+                "{} exited while starting: {}",
+                w.c.name(i),
+                w.c.node(i).describe_process()
+            );
+        }
+        if w.c.status(i).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} does not answer status 30 s after start", w.c.name(i));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `leave --node LEFT` through another member, then the spare box joins with a token.
+fn member_change(w: &World, left: usize, joined: usize) -> Result<()> {
+    if left != LEAVER || joined != SPARE {
+        bail!(
+            "only {} leaves and {} joins",
+            w.c.name(LEAVER),
+            w.c.name(SPARE)
+        );
+    }
+    let members = w.members();
+    let via = *members
+        .iter()
+        .find(|&&i| i != left)
+        .ok_or_else(|| anyhow!("no other member"))?;
+    let out = w.c.cli(via, &["leave", "--node", w.c.name(left)]);
+    // A leave that timed out may still commit: go on only once the members say it did.
+    if !out.success() && !left_within(w, via, left, Duration::from_secs(30)) {
+        bail!("leave --node {}: {}", w.c.name(left), out.stderr.trim());
+    }
+    // From here on it is no member: whatever it does is no longer judged as a member's.
+    w.set_members(members.iter().copied().filter(|&i| i != left).collect());
+    w.c.kill(left);
+    let out = w.c.cli(via, &["token", "create"]);
+    if !out.success() {
+        bail!("token create: {}", out.stderr.trim());
+    }
+    let token = out.stdout.trim().to_owned();
+    w.c.spawn(&[joined]);
+    restart(w, joined)?;
+    let out =
+        w.c.cli(joined, &["join", "--token", &token, "--timeout", "30s"]);
+    if !out.success() {
+        bail!("join of {}: {}", w.c.name(joined), out.stderr.trim());
+    }
+    let mut now = w.members();
+    now.push(joined);
+    w.set_members(now);
+    Ok(())
+}
+
+/// Whether `via` sees `left` gone from the membership within `limit`.
+fn left_within(w: &World, via: usize, left: usize, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(s) = w.c.status(via)
+            && s.leader.is_some()
+            && !s.members.iter().any(|m| m.name == w.c.name(left))
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    false
+}
