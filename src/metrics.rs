@@ -239,7 +239,22 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
     (
         "fepha_tls_refused_total",
         Counter,
-        "Certificates refused, by side (server: a client's, client: a server's) and reason",
+        "Certificates refused, by side (server: a client's, client: a server's) and reason (untrusted, no_certificate)",
+    ),
+    (
+        "fepha_tls_handshakes_in_flight",
+        Gauge,
+        "TLS handshakes in progress, by listener",
+    ),
+    (
+        "fepha_tls_connections_open",
+        Gauge,
+        "TLS connections open, by listener and client (certificate, none)",
+    ),
+    (
+        "fepha_tls_connections_closed_total",
+        Counter,
+        "Connections closed unserved because they passed a listener's limits, by listener and reason",
     ),
     (
         "fepha_tls_revocation_checks_total",
@@ -585,6 +600,10 @@ fn describe() {
         metrics::counter!("fepha_tls_refused_total", "side" => side, "reason" => "untrusted")
             .increment(0);
     }
+    metrics::counter!("fepha_tls_refused_total", "side" => "server", "reason" => "no_certificate")
+        .increment(0);
+    crate::tls::register_listener("raft", false);
+    crate::tls::register_listener("admin", true);
     for outcome in ["done", "failed"] {
         metrics::counter!("fepha_commands_total", "outcome" => outcome).increment(0);
     }

@@ -39,7 +39,14 @@ pub async fn dial(
             addr: addr.to_owned(),
             message: source_chain(&e),
         })?;
-    Ok(AdminClient::new(channel))
+    Ok(limited(channel))
+}
+
+/// A client that sends what a node accepts and takes the largest reply one gives.
+fn limited(channel: Channel) -> AdminClient<Channel> {
+    AdminClient::new(channel)
+        .max_encoding_message_size(super::MAX_REQUEST_BYTES)
+        .max_decoding_message_size(super::MAX_REPLY_BYTES)
 }
 
 /// No admin call takes longer than a join's catch-up.
@@ -110,6 +117,6 @@ impl Pool {
 
     /// A client for `addr`; a dead node shows up as an UNAVAILABLE call.
     pub fn get(&self, addr: &str) -> Result<AdminClient<Channel>, DialError> {
-        Ok(AdminClient::new(self.channels.get(addr)?))
+        Ok(limited(self.channels.get(addr)?))
     }
 }

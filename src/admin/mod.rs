@@ -12,6 +12,7 @@ mod route;
 mod site_config;
 mod snapshot;
 mod status;
+mod throttle;
 pub mod token;
 mod trust;
 
@@ -26,9 +27,36 @@ use tonic::{Request, Response, Status};
 use crate::cluster::{Cluster, NodeTrust};
 use crate::forwarder::registry::Registry;
 use crate::ids::FephaNode;
-use crate::proto::admin::admin_server::Admin;
+use crate::proto::admin::admin_server::{Admin, AdminServer};
 use crate::proto::admin::*;
-use crate::tls::Identity;
+use crate::tls::{Identity, PeerInfo};
+
+/// The largest request a client with a certificate may send: a site configuration at its
+/// limit, and room for the rest of the message.
+pub const MAX_REQUEST_BYTES: usize = crate::site::MAX_CONFIG_BYTES + (64 << 10);
+/// The largest reply: a status or a point list of a large site (a snapshot file travels in
+/// pieces of 1 MiB).
+pub const MAX_REPLY_BYTES: usize = 64 << 20;
+/// The largest request without a certificate: an enrolment is a few names and fingerprints.
+const MAX_ENROLMENT_REQUEST_BYTES: usize = 4 << 10;
+/// The largest reply without a certificate: the members' names, addresses and fingerprints.
+const MAX_ENROLMENT_REPLY_BYTES: usize = 256 << 10;
+
+/// The admin service for connections with a certificate.
+pub fn service(cx: Arc<Context>) -> AdminServer<AdminService> {
+    AdminServer::new(AdminService { cx, throttle: None })
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_REPLY_BYTES)
+}
+
+/// The admin service for connections without one, which may only ask to join: small
+/// requests, and not many of them.
+pub fn enrolment_service(cx: Arc<Context>) -> AdminServer<AdminService> {
+    let throttle = Some(throttle::Throttle::default());
+    AdminServer::new(AdminService { cx, throttle })
+        .max_decoding_message_size(MAX_ENROLMENT_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_ENROLMENT_REPLY_BYTES)
+}
 
 /// What the admin API reads and acts through.
 pub struct Context {
@@ -50,13 +78,11 @@ pub struct Context {
 
 pub struct AdminService {
     cx: Arc<Context>,
+    /// How often callers without a certificate may call, where they may connect.
+    throttle: Option<throttle::Throttle>,
 }
 
 impl AdminService {
-    pub fn new(cx: Arc<Context>) -> AdminService {
-        AdminService { cx }
-    }
-
     /// Runs `f` with who is calling, and counts the call by method and outcome.
     async fn call<T, R, F, Fut>(
         &self,
@@ -69,10 +95,26 @@ impl AdminService {
         Fut: Future<Output = Result<R, Status>>,
     {
         let result = match Caller::of(&self.cx, &request) {
-            Ok(caller) => f(self.cx.clone(), caller, request.into_inner()).await,
+            Ok(caller) => match self.admit(&caller, &request) {
+                Ok(()) => f(self.cx.clone(), caller, request.into_inner()).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         counted(method, result)
+    }
+
+    /// A caller without a certificate takes a token from the throttle.
+    fn admit<T>(&self, caller: &Caller, request: &Request<T>) -> Result<(), Status> {
+        let (Caller::Anonymous, Some(throttle)) = (caller, &self.throttle) else {
+            return Ok(());
+        };
+        let remote = request
+            .extensions()
+            .get::<PeerInfo>()
+            .ok_or_else(|| Status::unauthenticated("not a TLS connection"))?
+            .remote;
+        throttle.admit(remote.ip(), std::time::Instant::now())
     }
 }
 

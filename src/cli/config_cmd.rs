@@ -85,6 +85,10 @@ async fn send(
     timeout: Duration,
 ) -> anyhow::Result<ConfigApplyReply> {
     let text = read(file)?;
+    // The node would refuse it with the same words; a file far over the limit is not sent.
+    crate::site::check_size(&text)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| not_done(file, dry_run))?;
     let client = target.connect().await?;
     let reply = retrying(timeout, || {
         let mut c = client.clone();

@@ -29,9 +29,14 @@ impl PeerPool {
 
     /// A client for the node at `raft_addr`.
     fn get(&self, raft_addr: &str) -> Result<PeerClient<Channel>, String> {
+        let limit = crate::raft::MAX_MESSAGE_BYTES;
         self.0
             .get(raft_addr)
-            .map(PeerClient::new)
+            .map(|channel| {
+                PeerClient::new(channel)
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit)
+            })
             .map_err(|e| e.to_string())
     }
 

@@ -184,6 +184,9 @@ impl Conn {
             self.publish();
             let deadline = self.link.next_deadline();
             let waiting = self.want_start;
+            // A connection neither started nor asking to start depends on its socket and its
+            // link timers only: a thousand idle ones cost the node no wake-ups.
+            let follows = waiting || self.link.state() != LinkState::Stopped;
             tokio::select! {
                 read = rd.read(&mut buf) => match read {
                     Ok(0) => return "the master closed it".into(),
@@ -200,14 +203,14 @@ impl Conn {
                     Err(e) => return format!("read failed: {e}"),
                 },
                 _ = sleep_until(deadline) => self.link.on_timer(Instant::now()),
-                changed = changes.changed() => if changed.is_err() { return "raft stopped".into() },
+                changed = changes.changed(), if follows => if changed.is_err() { return "raft stopped".into() },
                 Some(asdu) = replies.recv() => self.queue(&asdu),
                 Some(Kick::GroupMoved { to }) = kicks.recv() => {
                     metrics::counter!("fepha_iec104_group_moves_total").increment(1);
                     return format!("group {} moved to connection {to}", self.group);
                 }
                 _ = self.served.released.notified(), if waiting => {}
-                _ = tick.tick() => {}
+                _ = tick.tick(), if follows => {}
                 _ = &mut stop => return "the forwarder stopped".into(),
             }
         }

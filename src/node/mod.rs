@@ -13,21 +13,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
 
-use crate::admin::{self, AdminService};
+use crate::admin;
 use crate::cluster::{Cluster, NodeTrust, PeerPool, Reports};
 use crate::config::{NodeConfig, Role};
 use crate::ids::{FephaNode, NodeId};
 use crate::lease::clock::OwnLease;
 use crate::peer::PeerService;
-use crate::proto::admin::admin_server::AdminServer;
 use crate::proto::peer::peer_server::PeerServer;
 use crate::proto::raft::raft_server::RaftServer;
 use crate::raft::{Network, Raft, RaftService};
 use crate::shutdown::{self, Part, Shutdown};
-use crate::tls::{Connections, Identity, PeerConn, TrustStore};
+use crate::tls::{ClientAuth, Connections, Identity, Incoming, Limits, TrustStore};
 
 /// How long each part may take to stop before its tasks are aborted.
 const STOP_PATIENCE: Duration = Duration::from_secs(10);
@@ -64,6 +62,7 @@ pub enum NodeError {
 /// Runs the node until SIGTERM or SIGINT.
 pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let started = std::time::Instant::now();
+    raise_fd_limit();
     let data_dir = &config.data_dir;
     let (id, identity) = prepare(&config)?;
     let (log_store, sm_store) = fepha_storage::open(&raft_dir(data_dir))?;
@@ -112,12 +111,15 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         version: admin::reported_version(),
     });
 
-    let tls = crate::tls::server_config(&identity, trust.clone())?;
+    // Before the listeners, which count their first connections.
+    let exporter = crate::metrics::exporter(config.metrics_addr, &config.name)?;
+    // Only the admin port lets a client in without a certificate, to ask to join.
+    let raft_tls = crate::tls::server_config(&identity, trust.clone(), ClientAuth::Required)?;
+    let admin_tls = crate::tls::server_config(&identity, trust.clone(), ClientAuth::Optional)?;
     let connections: [Connections; 2] = Default::default();
     let [raft_conns, admin_conns] = connections.clone();
-    let raft_listener = listen("raft", config.raft_addr, &tls, raft_conns).await?;
-    let admin_listener = listen("admin", config.admin_addr, &tls, admin_conns).await?;
-    let exporter = crate::metrics::exporter(config.metrics_addr, &config.name)?;
+    let raft_listener = listen("raft", config.raft_addr, raft_tls, raft_conns).await?;
+    let admin_listener = listen("admin", config.admin_addr, admin_tls, admin_conns).await?;
 
     // The parts, in the order they stop. Each may use the ones after it until it has stopped.
     let mut field = Part::new("field I/O and forwarder");
@@ -206,12 +208,10 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     Ok(())
 }
 
-type Incoming = ReceiverStream<std::io::Result<PeerConn>>;
-
 async fn listen(
     what: &'static str,
     addr: std::net::SocketAddr,
-    tls: &Arc<rustls::ServerConfig>,
+    tls: Arc<rustls::ServerConfig>,
     connections: Connections,
 ) -> Result<Incoming, NodeError> {
     let listener = TcpListener::bind(addr)
@@ -219,9 +219,10 @@ async fn listen(
         .map_err(|source| NodeError::Listen { what, addr, source })?;
     Ok(crate::tls::incoming(
         listener,
-        tls.clone(),
+        tls,
         connections,
         what,
+        Limits::default(),
     ))
 }
 
@@ -265,29 +266,61 @@ async fn serve_raft(
     shutdown: Shutdown,
 ) {
     let trust: Arc<dyn TrustStore> = trust;
+    let limit = crate::raft::MAX_MESSAGE_BYTES;
     let service = RaftServer::new(raft)
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX);
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
     let peer = PeerServer::new(PeerService::new(cluster, trust))
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX);
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    // The handshake has refused every client without a certificate.
     let served = Server::builder()
         .add_service(service)
         .add_service(peer)
-        .serve_with_incoming_shutdown(incoming, shutdown.wait())
+        .serve_with_incoming_shutdown(incoming.certified, shutdown.wait())
         .await;
     if let Err(e) = served {
         tracing::error!("raft server: {e}");
     }
 }
 
+/// How long a call without a certificate may take, and how many it may have open on one
+/// connection: an enrolment is one short call at a time.
+const ENROLMENT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const ENROLMENT_STREAMS: u32 = 4;
+
+/// Two servers of one service: connections with a certificate, and those without, which
+/// may only ask to join and get smaller limits.
 async fn serve_admin(cx: Arc<admin::Context>, incoming: Incoming, shutdown: Shutdown) {
-    let served = Server::builder()
-        .add_service(AdminServer::new(AdminService::new(cx)))
-        .serve_with_incoming_shutdown(incoming, shutdown.wait())
-        .await;
-    if let Err(e) = served {
-        tracing::error!("admin server: {e}");
+    let certified = Server::builder()
+        .add_service(admin::service(cx.clone()))
+        .serve_with_incoming_shutdown(incoming.certified, shutdown.clone().wait());
+    let anonymous = Server::builder()
+        .timeout(ENROLMENT_CALL_TIMEOUT)
+        .max_concurrent_streams(ENROLMENT_STREAMS)
+        .concurrency_limit_per_connection(ENROLMENT_STREAMS as usize)
+        .http2_max_header_list_size(16 << 10)
+        .add_service(admin::enrolment_service(cx))
+        .serve_with_incoming_shutdown(incoming.anonymous, shutdown.wait());
+    let (certified, anonymous) = tokio::join!(certified, anonymous);
+    for (which, served) in [("admin", certified), ("admin (enrolment)", anonymous)] {
+        if let Err(e) = served {
+            tracing::error!("{which} server: {e}");
+        }
+    }
+}
+
+/// Every connection is a file descriptor, and a flood on one port must not leave another
+/// without: the soft limit (often 1024) goes up to the hard one (systemd's unit sets 65536).
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!("open files limit raised from {soft} to {hard}"),
+            Err(e) => tracing::warn!("open files limit stays at {soft}: {e}"),
+        },
+        Ok((soft, _)) => tracing::info!("open files limit: {soft}"),
+        Err(e) => tracing::warn!("cannot read the open files limit: {e}"),
     }
 }
 

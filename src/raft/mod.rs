@@ -35,6 +35,15 @@ pub type StateMachineStore = fepha_storage::StateMachineStore<TypeConfig, crate:
 pub type StateView = fepha_storage::StateView<TypeConfig, crate::state::SiteState>;
 pub type Membership = openraft::StoredMembership<NodeId, FephaNode>;
 
+/// The largest Raft or peer message, either way. An AppendEntries is cut to
+/// [`network::SEND_BUDGET`] unless its first entry alone is larger; the largest entries are a
+/// site configuration (at most 1 MiB of text, twice that as JSON) and a point batch (at most
+/// `batch_max_changes` = 10 000 changes and one poll round's more). A snapshot travels in
+/// pieces of [`SNAPSHOT_CHUNK`]; a peer call carries one request.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// A follower cut off for a while is brought back with a snapshot in pieces of this size.
+pub const SNAPSHOT_CHUNK: u64 = 1 << 20;
+
 /// openraft's settings for this node.
 pub fn openraft_config(
     cfg: &NodeConfig,
@@ -47,12 +56,12 @@ pub fn openraft_config(
         election_timeout_max: t.election_timeout_max_ms,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(t.snapshot_after_entries),
         max_in_snapshot_log_to_keep: t.keep_entries_after_snapshot,
-        // A follower cut off for a while is brought back with a snapshot in 1 MiB pieces.
-        snapshot_max_chunk_size: 1024 * 1024,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK,
         // openraft 0.9 gives each AppendEntries one heartbeat interval (50 ms) to complete. A
         // point batch is up to ~100 KiB of JSON, so its default of 300 entries per request
         // can never arrive in time, and a follower that fell behind under load never caught
-        // up. 16 entries keep a request near 1.5 MiB at worst.
+        // up. 16 entries keep a request near 1.5 MiB at worst, and network.rs cuts it at
+        // 1 MiB, unless a single entry is larger.
         max_payload_entries: 16,
         ..Default::default()
     };

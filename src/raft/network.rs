@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
-use super::{FephaNode, NodeId, TypeConfig};
+use super::{FephaNode, MAX_MESSAGE_BYTES, NodeId, TypeConfig};
 use crate::proto::raft::raft_client::RaftClient;
 use crate::proto::raft::{RaftPayload, SnapshotChunk};
 use crate::tls::{Identity, TrustStore};
@@ -62,8 +62,8 @@ impl Peer {
                     .tcp_nodelay(true)
                     .connect_lazy();
                 RaftClient::new(channel)
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
             })
             .map_err(|e| format!("bad raft address {addr:?} for node {target}: {e}"));
         Peer { target, client }
@@ -107,7 +107,62 @@ fn request<T>(msg: T, option: &RPCOption) -> tonic::Request<T> {
 }
 
 fn encode<T: Serialize, E: std::error::Error>(rpc: &T) -> Result<Vec<u8>, RpcError<E>> {
-    serde_json::to_vec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    let json = serde_json::to_vec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+    if json.len() > MAX_MESSAGE_BYTES {
+        // Cannot happen with a site that passed its checks; if it does, say so rather than
+        // let the receiver refuse it without a word.
+        let e = StrError(format!(
+            "a Raft message of {} bytes is over the limit of {} bytes",
+            json.len(),
+            MAX_MESSAGE_BYTES
+        ));
+        tracing::error!("{e}");
+        return Err(RPCError::Network(NetworkError::new(&e)));
+    }
+    Ok(json)
+}
+
+/// What one AppendEntries should carry at most, so that it arrives within the heartbeat
+/// interval openraft 0.9 gives it (50 ms by default; a megabyte takes a few milliseconds on
+/// a LAN). The first entry goes even if it is larger.
+pub(super) const SEND_BUDGET: usize = 1 << 20;
+
+/// Cuts `rpc` to the entries that fit [`SEND_BUDGET`] (always the first); gives the last
+/// log id sent if it had to cut, so that a success can be reported as a partial one and
+/// openraft sends the rest next.
+fn fit(rpc: &mut AppendEntriesRequest<TypeConfig>) -> Option<openraft::LogId<NodeId>> {
+    let mut size = 0;
+    let mut keep = 0;
+    for entry in &rpc.entries {
+        size += json_len(entry);
+        if keep > 0 && size > SEND_BUDGET {
+            break;
+        }
+        keep += 1;
+    }
+    if keep == rpc.entries.len() {
+        return None;
+    }
+    rpc.entries.truncate(keep);
+    rpc.entries.last().map(|e| e.log_id)
+}
+
+/// The length of `value` as JSON, without keeping the text.
+fn json_len<T: Serialize>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail; a value serde cannot encode is refused by `encode`.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// A peer that cannot be reached at all is "unreachable", so openraft backs off instead of
@@ -134,15 +189,21 @@ impl std::error::Error for StrError {}
 impl RaftNetwork<TypeConfig> for Peer {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        let cut = fit(&mut rpc);
         let json = encode(&rpc)?;
         let reply = self
             .client()?
             .append_entries(request(RaftPayload { json }, &option))
             .await;
-        self.decode(reply, "append_entries")
+        match (self.decode(reply, "append_entries")?, cut) {
+            (AppendEntriesResponse::Success, Some(last)) => {
+                Ok(AppendEntriesResponse::PartialSuccess(Some(last)))
+            }
+            (response, _) => Ok(response),
+        }
     }
 
     async fn install_snapshot(
@@ -170,5 +231,66 @@ impl RaftNetwork<TypeConfig> for Peer {
             .vote(request(RaftPayload { json }, &option))
             .await;
         self.decode(reply, "vote")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+
+    use super::*;
+    use crate::state::Request;
+
+    fn config_entry(index: u64, bytes: usize) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Request::ApplyConfig {
+                text: "#".repeat(bytes),
+                applied_at_ms: 0,
+            }),
+        }
+    }
+
+    fn append(entries: Vec<Entry<TypeConfig>>) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries,
+        }
+    }
+
+    #[test]
+    fn a_request_over_the_budget_is_cut_after_the_entries_that_fit() {
+        let mut small = append((1..=16).map(|i| config_entry(i, 1000)).collect());
+        assert_eq!(fit(&mut small), None);
+        assert_eq!(small.entries.len(), 16);
+
+        let mut big = append((1..=16).map(|i| config_entry(i, 400 << 10)).collect());
+        let last = fit(&mut big).expect("cut");
+        assert_eq!(big.entries.len(), 2);
+        assert_eq!(last.index, 2);
+        assert!(json_len(&big) <= SEND_BUDGET, "{}", json_len(&big));
+
+        // One entry larger than the budget still goes, alone.
+        let mut huge = append(vec![config_entry(1, 3 << 20), config_entry(2, 10)]);
+        assert_eq!(fit(&mut huge).map(|l| l.index), Some(1));
+        assert_eq!(huge.entries.len(), 1);
+    }
+
+    #[test]
+    fn the_largest_configuration_fits_a_raft_message() {
+        // The worst a valid site can be: its limit in characters JSON writes as two.
+        let text = format!("#{}", "\"".repeat(crate::site::MAX_CONFIG_BYTES - 1));
+        let rpc = append(vec![Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+            payload: EntryPayload::Normal(Request::ApplyConfig {
+                text,
+                applied_at_ms: 0,
+            }),
+        }]);
+        let json = encode::<_, openraft::error::Infallible>(&rpc).expect("fits");
+        assert!(json.len() > 2 * crate::site::MAX_CONFIG_BYTES);
+        assert!(json.len() < MAX_MESSAGE_BYTES / 16);
     }
 }

@@ -11,7 +11,7 @@ pub(crate) const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum Rejected {
-    #[error("the configuration is {0} bytes; the limit is {MAX_CONFIG_BYTES}")]
+    #[error("the configuration is {0} bytes; the limit is {MAX_CONFIG_BYTES} bytes")]
     TooBig(usize),
     #[error(
         "the site configuration has {} problem(s); nothing was applied:\n{}",
@@ -28,10 +28,16 @@ fn listing(issues: &[Issue]) -> String {
 
 /// Parses and checks the whole of `text`; every problem is listed.
 pub(crate) fn check(text: &str) -> Result<Site, Rejected> {
+    check_size(text)?;
+    super::parse(text).map_err(Rejected::Invalid)
+}
+
+/// The size alone, which a client can check before it sends the file.
+pub(crate) fn check_size(text: &str) -> Result<(), Rejected> {
     if text.len() > MAX_CONFIG_BYTES {
         return Err(Rejected::TooBig(text.len()));
     }
-    super::parse(text).map_err(Rejected::Invalid)
+    Ok(())
 }
 
 /// What a valid document holds, in counts, for a line of output.

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 pub(crate) use check::Counts;
-pub(crate) use check::check;
+pub(crate) use check::{MAX_CONFIG_BYTES, check, check_size};
 pub(crate) use diff::diff;
 pub(crate) use iec104::Iec104Rtu;
 pub(crate) use iec104::{kind_of, untimed};

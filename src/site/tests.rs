@@ -90,6 +90,11 @@ fn each_kind_of_error_is_named_with_its_key_path_and_line() {
             "timers.session_ttl_ms",
             "outside",
         ),
+        (
+            example_with("batch_max_changes = 1000", "batch_max_changes = 10001"),
+            "timers.batch_max_changes",
+            "outside 1..=10000",
+        ),
     ];
     for (text, path, words) in cases {
         let found = issues(&text);

@@ -14,6 +14,8 @@ use crate::iec104::{ParamError, TypeId};
 
 /// The largest information object address: three octets.
 const MAX_IOA: u32 = 0xFF_FFFF;
+/// Ten times the default; a batch of that many changes is about a megabyte of log entry.
+const MAX_BATCH_CHANGES: u32 = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Issue {
@@ -119,11 +121,13 @@ impl Checker {
                 "must not be below timers.handover_backoff_ms".into(),
             );
         }
-        if *t.batch_max_changes.get_ref() == 0 {
+        // A batch is one log entry; one too large for a Raft message would stop replication.
+        let max_changes = *t.batch_max_changes.get_ref();
+        if !(1..=MAX_BATCH_CHANGES).contains(&max_changes) {
             self.issue(
                 "timers.batch_max_changes".into(),
                 t.batch_max_changes.span(),
-                "must be above 0".into(),
+                format!("{max_changes} is outside 1..={MAX_BATCH_CHANGES}"),
             );
         }
     }

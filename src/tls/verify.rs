@@ -81,19 +81,29 @@ fn refused() -> Error {
     Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
 }
 
-/// The server's check of a client certificate. A client may also present none: such a
-/// connection can only ask to join (see `admin::access`).
+/// Whether a listener lets a client in without a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Node to node (the Raft port): a client without one fails the handshake.
+    Required,
+    /// The admin port: a client without one may only ask to join (see `admin::access`).
+    Optional,
+}
+
+/// The server's check of a client certificate.
 #[derive(Debug)]
 pub(super) struct ClientVerifier {
     trust: Arc<dyn TrustStore>,
     signatures: Signatures,
+    auth: ClientAuth,
 }
 
 impl ClientVerifier {
-    pub(super) fn new(trust: Arc<dyn TrustStore>) -> ClientVerifier {
+    pub(super) fn new(trust: Arc<dyn TrustStore>, auth: ClientAuth) -> ClientVerifier {
         ClientVerifier {
             trust,
             signatures: Signatures::new(),
+            auth,
         }
     }
 }
@@ -104,7 +114,7 @@ impl ClientCertVerifier for ClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        false
+        self.auth == ClientAuth::Required
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
