@@ -21,6 +21,7 @@ mod pydevice;
 pub mod sim104;
 mod stats;
 mod status;
+pub mod toggling;
 mod trust;
 mod wait;
 

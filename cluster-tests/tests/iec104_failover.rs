@@ -3,7 +3,7 @@
 //! changes and every change still reaches the upstream master, counted on the wire; an owner
 //! SIGSTOPped past its lease says nothing to the device once it wakes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -11,86 +11,9 @@ use fepha_cluster_tests::Cluster;
 use fepha_cluster_tests::field::{device_addr, owner_not_leader, rtus};
 use fepha_cluster_tests::master::{Asdu, Init, LinkState, Master};
 use fepha_cluster_tests::sim104::Sim104;
+use fepha_cluster_tests::toggling::{CA, POINTS, PORT, device_changes, profile, site};
 
-const PORT: u16 = 2404;
-const CA: u16 = 47;
-const POINTS: u32 = 4;
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Four indications that toggle one after another (each every `every_ms`, `count` times),
-/// after a pause that lets the cluster settle first.
-fn profile(every_ms: u64, count: u64, start_after_ms: u64) -> String {
-    let mut p = String::from("common_address = 5\nk = 12\nw = 8\n");
-    for i in 0..POINTS {
-        p += &format!(
-            "[[point]]\nioa = {}\ntype = \"M_SP_TB_1\"\nvalue = false\n",
-            100 + i
-        );
-        p += &format!(
-            "[[schedule]]\nkind = \"toggle\"\nioa = {}\nevery_ms = {every_ms}\ncount = {count}\nstart_after_ms = {}\n",
-            100 + i,
-            start_after_ms + u64::from(i) * every_ms / u64::from(POINTS)
-        );
-    }
-    p
-}
-
-fn site(device: SocketAddr) -> String {
-    let mut s = format!(
-        r#"[site]
-name = "104 failover"
-[timers]
-session_ttl_ms = 1000
-[[rtu]]
-id = "d"
-protocol = "iec104"
-standby = "probe"
-poll_interval_ms = 100
-  [rtu.iec104]
-  common_address = 5
-  t0_s = 1
-  t1_s = 3
-  t2_s = 1
-  t3_s = 5
-  [[rtu.channel]]
-  name = "lan"
-  endpoints = ["{device}"]
-"#
-    );
-    for i in 0..POINTS {
-        s += &format!(
-            "[[point]]\nid = \"d.p{i}\"\nrtu = \"d\"\nkind = \"single\"\ntype = \"M_SP_TB_1\"\nioa = {}\n",
-            100 + i
-        );
-    }
-    s += &format!("[[forwarder]]\nname = \"cc\"\nport = {PORT}\ncommon_address = {CA}\n");
-    for i in 0..POINTS {
-        s += &format!(
-            "  [[forwarder.map]]\n  point = \"d.p{i}\"\n  ioa = {}\n",
-            1100 + i
-        );
-    }
-    s
-}
-
-/// Every change the sim made on its schedule: change number → (IOA, time tag in Unix ms), from
-/// the first frame that carried it.
-fn device_changes(sim: &Sim104) -> BTreeMap<u64, (u64, i64)> {
-    let mut out = BTreeMap::new();
-    for line in sim.events("sent") {
-        for o in line.objects() {
-            let (Some(change), Some(ioa), Some(t)) = (
-                o.get("change").and_then(|v| v.as_u64()),
-                o.get("ioa").and_then(|v| v.as_u64()),
-                o.get("time_ms").and_then(|v| v.as_i64()),
-            ) else {
-                continue;
-            };
-            out.entry(change).or_insert((ioa, t));
-        }
-    }
-    out
-}
 
 /// The RTU's owner as the leader among `alive` sees it.
 fn owner_index(c: &Cluster, alive: &[usize]) -> Result<usize, String> {
@@ -107,7 +30,7 @@ fn killing_the_owner_during_a_burst_loses_no_change_and_the_device_never_has_two
     // 4 points, one change every 10 ms in all, for about 2.4 s after a 3 s pause.
     let count = 60;
     let sim = Sim104::start_for(&c, device_addr(&c, 0, 0), &profile(40, count, 3000));
-    c.apply_ok(0, &site(sim.addr()));
+    c.apply_ok(0, &site("104 failover", sim.addr()));
     let (owner, _) = owner_not_leader(&c);
     let points: Vec<(u32, &str)> = (0..POINTS).map(|i| (1100 + i, "M_SP_TB_1")).collect();
     let conns: Vec<(SocketAddr, Init)> = (0..3)
@@ -206,7 +129,7 @@ fn an_owner_stopped_past_its_lease_sends_nothing_to_the_device_after_waking() {
     let mut c = Cluster::new();
     c.bootstrap(&["voter", "voter", "voter"]);
     let sim = Sim104::start_for(&c, device_addr(&c, 0, 0), &profile(200, 100, 500));
-    c.apply_ok(0, &site(sim.addr()));
+    c.apply_ok(0, &site("104 failover", sim.addr()));
     let (owner, _) = owner_not_leader(&c);
     let first = sim.wait_line(WAIT, "the owner's STARTDT", |l| l.event == "started");
     let old_conn = first.conn.expect("a started line names its connection");

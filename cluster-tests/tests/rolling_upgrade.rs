@@ -13,90 +13,9 @@ use fepha_cluster_tests::Cluster;
 use fepha_cluster_tests::field::{device_addr, owner_not_leader};
 use fepha_cluster_tests::master::{Asdu, Dir, Init, LinkState, Master};
 use fepha_cluster_tests::sim104::Sim104;
+use fepha_cluster_tests::toggling::{CA, POINTS, PORT, device_changes, profile, site};
 
-const PORT: u16 = 2404;
-const CA: u16 = 47;
-const POINTS: u32 = 4;
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Four indications, each toggling every 200 ms (one change every 50 ms in all) for far
-/// longer than the upgrade takes; the test counts the changes made until it is done.
-fn profile() -> String {
-    let mut p = String::from("common_address = 5\nk = 12\nw = 8\n");
-    for i in 0..POINTS {
-        p += &format!(
-            "[[point]]\nioa = {}\ntype = \"M_SP_TB_1\"\nvalue = false\n\
-             [[schedule]]\nkind = \"toggle\"\nioa = {}\nevery_ms = 200\ncount = 5000\n\
-             start_after_ms = {}\n",
-            100 + i,
-            100 + i,
-            2000 + 50 * i
-        );
-    }
-    p
-}
-
-fn site(device: SocketAddr) -> String {
-    let mut s = format!(
-        r#"[site]
-name = "rolling upgrade"
-[timers]
-session_ttl_ms = 1000
-[[rtu]]
-id = "d"
-protocol = "iec104"
-standby = "probe"
-poll_interval_ms = 100
-  [rtu.iec104]
-  common_address = 5
-  t0_s = 1
-  t1_s = 3
-  t2_s = 1
-  t3_s = 5
-  [[rtu.channel]]
-  name = "lan"
-  endpoints = ["{device}"]
-[[forwarder]]
-name = "cc"
-port = {PORT}
-common_address = {CA}
-"#
-    );
-    for i in 0..POINTS {
-        s += &format!(
-            "  [[forwarder.map]]\n  point = \"d.p{i}\"\n  ioa = {}\n",
-            1100 + i
-        );
-    }
-    for i in 0..POINTS {
-        s += &format!(
-            "[[point]]\nid = \"d.p{i}\"\nrtu = \"d\"\nkind = \"single\"\ntype = \"M_SP_TB_1\"\n\
-             ioa = {}\n",
-            100 + i
-        );
-    }
-    s
-}
-
-/// Every change the device made so far: (change number, device IOA, time tag in Unix ms),
-/// the time tag from the first frame that carried it. A change made while no owner was
-/// connected has no frame yet and is not here.
-fn device_changes(sim: &Sim104) -> Vec<(u64, u64, i64)> {
-    let mut out = std::collections::BTreeMap::new();
-    for line in sim.events("sent") {
-        for o in line.objects() {
-            let (Some(change), Some(ioa), Some(t)) = (
-                o.get("change").and_then(|v| v.as_u64()),
-                o.get("ioa").and_then(|v| v.as_u64()),
-                o.get("time_ms").and_then(|v| v.as_i64()),
-            ) else {
-                continue;
-            };
-            out.entry(change).or_insert((ioa, t));
-        }
-    }
-    out.into_iter().map(|(n, (ioa, t))| (n, ioa, t)).collect()
-}
 
 /// The highest change number the device has made (sent or still queued).
 fn last_change(sim: &Sim104) -> u64 {
@@ -169,7 +88,10 @@ fn cp56_unix_ms(t: &[u8]) -> i64 {
 
 /// The device's changes not at the master, by (change number, device IOA, time tag).
 fn missing(sim: &Sim104, m: &Master, upto: u64) -> Result<Vec<(u64, u64, i64)>, String> {
-    let made = device_changes(sim);
+    let made: Vec<(u64, u64, i64)> = device_changes(sim)
+        .into_iter()
+        .map(|(n, (ioa, t))| (n, ioa, t))
+        .collect();
     let sent = made.iter().filter(|c| c.0 <= upto).count() as u64;
     if sent < upto {
         return Err(format!(
@@ -229,8 +151,10 @@ fn wait_caught_up(c: &Cluster, i: usize) {
 fn a_rolling_upgrade_of_every_node_loses_no_indication_change() {
     let mut c = Cluster::new();
     c.bootstrap(&["voter", "voter", "voter"]);
-    let sim = Sim104::start_for(&c, device_addr(&c, 0, 0), &profile());
-    c.apply_ok(0, &site(sim.addr()));
+    // Each indication toggles every 200 ms (one change every 50 ms in all) for far longer
+    // than the upgrade takes; the test counts the changes made until it is done.
+    let sim = Sim104::start_for(&c, device_addr(&c, 0, 0), &profile(200, 5000, 2000));
+    c.apply_ok(0, &site("rolling upgrade", sim.addr()));
     let (owner, _) = owner_not_leader(&c);
     let leader = c.wait_for_leader(&[0, 1, 2]);
     let other = 3 - owner - leader;
