@@ -94,6 +94,51 @@ fn leave_shrinks_the_membership_and_the_rest_keep_committing() {
     assert_eq!(show.text, site_config("after-leave-by-name", 2));
 }
 
+#[test]
+fn leave_is_refused_while_it_would_stall_the_cluster() {
+    let mut c = Cluster::new();
+    let leader = c.bootstrap(&["voter", "voter", "voter"]);
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let (down, leaving) = (followers[0], followers[1]);
+    c.kill(down);
+
+    // Leader and `leaving` are a majority of three; of the two left after the removal, only
+    // the leader would answer, and joint consensus needs both.
+    let leaving_name = c.name(leaving).to_owned();
+    let out = c.cli(leader, &["leave", "--node", &leaving_name]);
+    assert!(!out.success(), "the removal went ahead: {out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "removing {leaving_name} now would stall the cluster"
+        )) && out.stderr.contains(&format!("down: {}", c.name(down))),
+        "{out:?}"
+    );
+    // Refused before anything was written: the cluster still commits, with all three voters.
+    c.apply_ok(leaving, &site_config("refused-leave", 1));
+    let s = c.status(leader).expect("status");
+    assert_eq!(
+        s.members.iter().filter(|m| m.voter).count(),
+        3,
+        "{}",
+        s.summary()
+    );
+
+    // With the down voter back, the same removal goes through.
+    c.start(&[down]);
+    let all = [0, 1, 2];
+    c.wait_for_members(&all, &all);
+    c.wait_until("the down voter answers again", || {
+        let s = c.status(leader)?;
+        match s.members.iter().find(|m| m.name == c.name(down)) {
+            Some(m) if m.reachable => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    c.cli_ok(leader, &["leave", "--node", &leaving_name]);
+    let rest = [leader, down];
+    c.wait_for_members(&rest, &rest);
+}
+
 /// The value of an unlabelled metric.
 fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()

@@ -493,7 +493,10 @@ fn status_watch_redraws_one_frame_in_a_terminal() {
     c.wait_until("the watch ends on Ctrl-C", || {
         match tmux.format("#{pane_dead} #{pane_dead_status}").as_str() {
             "1 0" => Ok(()),
-            other => Err(format!("pane dead, status: {other}")),
+            other => Err(format!(
+                "pane dead, status: {other}; the pane:\n{}",
+                tmux.pane()
+            )),
         }
     });
     assert_eq!(

@@ -74,6 +74,12 @@ pub(crate) async fn connect(
         if let Some(ip) = source {
             socket.bind(SocketAddr::new(ip, 0)).map_err(io)?;
         }
+        // A link is dropped when this node may no longer talk to the device (its lease ran
+        // out, or the link timed out). An ordinary close would leave a request that was cut
+        // off by a partition in the kernel's retransmit queue, and deliver it once the
+        // partition heals, when another node owns the device. An abortive close (RST)
+        // discards it with the socket.
+        socket.set_zero_linger().map_err(io)?;
         let stream = socket.connect(addr).await.map_err(io)?;
         // Polls are small request/response exchanges: send each at once.
         stream.set_nodelay(true).map_err(io)?;

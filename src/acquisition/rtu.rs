@@ -116,18 +116,9 @@ impl RtuTask {
         tracing::info!(rtu = %self.id(), "acquisition task stopped");
     }
 
-    /// The epoch under which this node may do field I/O with the RTU now, if any: the applied
-    /// state names it owner, and its own lease clock has not run out.
+    /// See [`lease`].
     fn lease(&self) -> Option<u64> {
-        let me = self.field.cluster.id();
-        let epoch = self.field.cluster.read(|s| {
-            s.ownership
-                .leases
-                .get(self.id())
-                .filter(|l| l.owner == me)
-                .map(|l| l.epoch)
-        })?;
-        self.field.own.valid().then_some(epoch)
+        lease(&self.field, self.id())
     }
 
     fn may_io(&self, epoch: Option<u64>) -> bool {
@@ -278,10 +269,27 @@ impl RtuTask {
             if !self.may_io(epoch) {
                 return Err(LinkError::Timeout("lease"));
             }
-            let Some((_, session)) = self.session.as_mut() else {
+            let Some((at, mut session)) = self.session.take() else {
                 return Err(LinkError::Timeout("session"));
             };
-            match session.read(read).await {
+            let answer = match epoch {
+                Some(epoch) => {
+                    within_lease(
+                        &self.field,
+                        self.rtu.id.get_ref(),
+                        epoch,
+                        session.read(read),
+                    )
+                    .await
+                }
+                None => session.read(read).await,
+            };
+            // Any other answer leaves the link in doubt: it is dropped at once, abortively
+            // (see `link`), with whatever request the kernel may still hold.
+            if matches!(answer, Ok(_) | Err(LinkError::Exception(_))) {
+                self.session = Some((at, session));
+            }
+            match answer {
                 Ok(data) => image.insert(read, data),
                 // The link works; these addresses do not. Their points go invalid below.
                 Err(LinkError::Exception(code)) => {
@@ -445,18 +453,27 @@ impl RtuTask {
                 last_error = e.to_string();
                 continue;
             }
-            let Some((_, session)) = self.session.as_mut() else {
+            let Some((at, mut session)) = self.session.take() else {
                 continue;
             };
             // Sent once: a write that fails after it may have reached the device is not
-            // repeated on another channel.
-            return match session.write(&write).await {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    self.session = None;
-                    Err(e.to_string())
-                }
-            };
+            // repeated on another channel. Its link is dropped (abortively, see `link`).
+            let answer = within_lease(
+                &self.field,
+                self.rtu.id.get_ref(),
+                epoch,
+                session.write(&write),
+            )
+            .await;
+            if answer.is_ok() {
+                self.session = Some((at, session));
+            }
+            return answer.map_err(|e| match e {
+                LinkError::Timeout("lease") => "the lease ran out before the device answered; \
+                                                whether it executed the command is unknown"
+                    .into(),
+                e => e.to_string(),
+            });
         }
         Err(last_error)
     }
@@ -467,6 +484,47 @@ impl RtuTask {
             Err(e) => {
                 tracing::debug!("command progress not written: {e}");
                 None
+            }
+        }
+    }
+}
+
+/// The epoch under which this node may do field I/O with `rtu` now, if any: the applied
+/// state names it owner, and its own lease clock has not run out.
+fn lease(field: &Field, rtu: &str) -> Option<u64> {
+    let me = field.cluster.id();
+    let epoch = field.cluster.read(|s| {
+        s.ownership
+            .leases
+            .get(rtu)
+            .filter(|l| l.owner == me)
+            .map(|l| l.epoch)
+    })?;
+    field.own.valid().then_some(epoch)
+}
+
+/// A request as the owner of `rtu` under `epoch`, given up when the lease runs out before
+/// the answer comes. The caller then drops the link, and with it the request, should the
+/// kernel still hold it for retransmission (a partition): nothing of this owner's reaches
+/// the device after its lease, when the next owner may already be at it.
+async fn within_lease<T>(
+    field: &Field,
+    rtu: &str,
+    epoch: u64,
+    request: impl Future<Output = Result<T, LinkError>>,
+) -> Result<T, LinkError> {
+    tokio::pin!(request);
+    loop {
+        let Some(deadline) = field.own.update(|c| c.deadline()) else {
+            return Err(LinkError::Timeout("lease"));
+        };
+        tokio::select! {
+            answer = &mut request => return answer,
+            () = tokio::time::sleep_until(Instant::from_std(deadline)) => {
+                // A renewal may have moved the deadline on meanwhile.
+                if lease(field, rtu) != Some(epoch) {
+                    return Err(LinkError::Timeout("lease"));
+                }
             }
         }
     }

@@ -167,6 +167,9 @@ pub(super) async fn remove(
                     req.name
                 )));
             }
+            if is_voter {
+                would_keep_a_majority(cx, &members, id, &req.name).await?;
+            }
             tracing::info!(id, name = %req.name, "removing a member");
             // A learner left behind by a join that never finished is not a voter.
             let change = if is_voter {
@@ -190,6 +193,44 @@ pub(super) async fn remove(
         },
     )
     .await
+}
+
+/// Refuses to remove voter `id` when that would stall the cluster. The change goes through
+/// joint consensus, which needs a majority of the old voters and one of the new: removing a
+/// voter while another is down can leave either without its majority, and then the removal
+/// and every write after it wait until the down one comes back.
+async fn would_keep_a_majority(
+    cx: &Context,
+    members: &crate::cluster::Members,
+    id: u64,
+    name: &str,
+) -> Result<(), Status> {
+    let voters: Vec<(u64, String, String)> = members
+        .voters()
+        .filter_map(|v| {
+            members
+                .get(v)
+                .map(|n| (v, n.name.clone(), n.admin_addr.clone()))
+        })
+        .collect();
+    let asks = voters.iter().map(|(v, name, addr)| async move {
+        let up = *v == cx.cluster.id() || super::status::ask(cx, addr).await.is_ok();
+        (*v, name.as_str(), up)
+    });
+    let answers = futures::future::join_all(asks).await;
+    let majority = |of: &[&(u64, &str, bool)]| of.iter().filter(|a| a.2).count() > of.len() / 2;
+    let old: Vec<_> = answers.iter().collect();
+    let new: Vec<_> = answers.iter().filter(|a| a.0 != id).collect();
+    if majority(&old) && majority(&new) {
+        return Ok(());
+    }
+    let down: Vec<&str> = answers.iter().filter(|a| !a.2).map(|a| a.1).collect();
+    Err(Status::failed_precondition(format!(
+        "removing {name} now would stall the cluster: without a majority of voters that \
+         answer (down: {}), before and after the change, the change could not commit, nor \
+         anything after it; bring the down voters back first",
+        down.join(", ")
+    )))
 }
 
 /// Best effort: a removed node that is down or unreachable is told nothing, and the other

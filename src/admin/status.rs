@@ -209,7 +209,7 @@ fn local(cx: &Context) -> StatusReply {
 }
 
 /// The member at `addr`'s own view, or why it gave none within [`PROBE_TIMEOUT`].
-async fn ask(cx: &Context, addr: &str) -> Answer {
+pub(super) async fn ask(cx: &Context, addr: &str) -> Answer {
     let call = async {
         let mut client = cx.peers.get(addr).map_err(|e| e.to_string())?;
         client
