@@ -160,12 +160,20 @@ fn the_master_reads_and_commands_a_c104_server() {
     assert!(master.clock_sync(0).unwrap_or_else(|e| fail(e)));
     assert!(master.counter_interrogation(0).unwrap_or_else(|e| fail(e)));
 
-    // STOPDT and STARTDT.
+    // STOPDT and STARTDT, as the wire shows them: c104's `state` once went on saying OPEN
+    // for seconds after its own callback had said OPEN_MUTED.
     assert!(master.mute(0).unwrap_or_else(|e| fail(e)));
-    master
-        .wait_state(0, LinkState::OpenMuted, LIMIT)
+    let stopped = master
+        .wait_u_frame(LIMIT, "STOPDT was confirmed", |u| {
+            u.dir == Dir::Rx && u.function == "STOPDT_CON"
+        })
         .unwrap_or_else(|e| fail(e));
     assert!(master.unmute(0).unwrap_or_else(|e| fail(e)));
+    master
+        .wait_u_frame(LIMIT, "STARTDT was confirmed again", |u| {
+            u.dir == Dir::Rx && u.function == "STARTDT_CON" && u.seq > stopped.seq
+        })
+        .unwrap_or_else(|e| fail(e));
     master
         .wait_state(0, LinkState::Open, LIMIT)
         .unwrap_or_else(|e| fail(e));
