@@ -60,7 +60,6 @@ fn run(seed: u64, variant: &str, duration: &str) {
 }
 
 #[test]
-#[ignore = "the short campaign still finds a safety failure (issue 13); run with --ignored"]
 fn a_short_campaign_of_every_fault_breaks_no_safety_property() {
     run(1, "voters3", "80s");
     run(2, "witness", "60s");

@@ -503,10 +503,11 @@ fn lease(field: &Field, rtu: &str) -> Option<u64> {
     field.own.valid().then_some(epoch)
 }
 
-/// A request as the owner of `rtu` under `epoch`, given up when the lease runs out before
-/// the answer comes. The caller then drops the link, and with it the request, should the
-/// kernel still hold it for retransmission (a partition): nothing of this owner's reaches
-/// the device after its lease, when the next owner may already be at it.
+/// A request as the owner of `rtu` under `epoch`, given up when the lease runs out, or the
+/// applied state takes the RTU away, before the answer comes. The caller then drops the
+/// link, and with it the request, should the kernel still hold it for retransmission (a
+/// partition): nothing of this owner's reaches the device after its lease, when the next
+/// owner may already be at it.
 async fn within_lease<T>(
     field: &Field,
     rtu: &str,
@@ -514,18 +515,21 @@ async fn within_lease<T>(
     request: impl Future<Output = Result<T, LinkError>>,
 ) -> Result<T, LinkError> {
     tokio::pin!(request);
+    let mut applied = field.cluster.raft().metrics();
     loop {
+        if lease(field, rtu) != Some(epoch) {
+            return Err(LinkError::Timeout("lease"));
+        }
         let Some(deadline) = field.own.update(|c| c.deadline()) else {
             return Err(LinkError::Timeout("lease"));
         };
         tokio::select! {
             answer = &mut request => return answer,
-            () = tokio::time::sleep_until(Instant::from_std(deadline)) => {
-                // A renewal may have moved the deadline on meanwhile.
-                if lease(field, rtu) != Some(epoch) {
-                    return Err(LinkError::Timeout("lease"));
-                }
-            }
+            // A renewal may have moved the deadline on meanwhile: asked again above.
+            () = tokio::time::sleep_until(Instant::from_std(deadline)) => {}
+            changed = applied.changed() => if changed.is_err() {
+                return Err(LinkError::Timeout("lease"));
+            },
         }
     }
 }
