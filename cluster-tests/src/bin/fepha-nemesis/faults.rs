@@ -316,8 +316,9 @@ fn refused_as_stalling(stderr: &str) -> bool {
     stderr.contains("now would stall the cluster")
 }
 
-/// `leave --node LEFT` through another member, then the box that left is wiped (it is the
-/// next spare) and the spare box joins with a token.
+/// `leave --node LEFT` through another member, then the box that left is killed, its
+/// certificate revoked and its data wiped (it is the next spare), and the spare box joins
+/// with a token.
 fn member_change(w: &World, left: usize, joined: usize) -> Result<()> {
     let members = w.members();
     if member_pair(&members) != Some((left, joined)) {
@@ -345,6 +346,12 @@ fn member_change(w: &World, left: usize, joined: usize) -> Result<()> {
     // From here on it is no member: whatever it does is no longer judged as a member's.
     w.set_members(members.iter().copied().filter(|&i| i != left).collect());
     w.c.kill(left);
+    // Its certificate is still trusted under its name, and a new box of that name (this one,
+    // wiped, at the next change) could not join: revoked, as an operator retires a box.
+    let out = w.c.cli(via, &["cert", "revoke", w.c.name(left)]);
+    if !out.success() {
+        bail!("cert revoke {}: {}", w.c.name(left), out.stderr.trim());
+    }
     // Wiped like a new box: no identity, no log, so it can join again with a fresh token.
     let data = &w.c.node(left).data_dir;
     std::fs::remove_dir_all(data)
