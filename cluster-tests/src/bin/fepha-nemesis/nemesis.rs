@@ -271,9 +271,7 @@ impl<'a> Nemesis<'a> {
                 let due = member_due(self.last_member_change, Instant::now());
                 let pair = member_pair(&self.w.members());
                 match pair {
-                    Some((left, joined))
-                        if due && self.active.is_empty() && self.all_healthy() =>
-                    {
+                    Some((left, joined)) if due && self.active.is_empty() && self.all_healthy() => {
                         Some(Fault::Member { left, joined })
                     }
                     _ => None,
@@ -313,7 +311,10 @@ mod tests {
         let t = Instant::now();
         assert!(member_due(None, t));
         assert!(!member_due(Some(t), t));
-        assert!(!member_due(Some(t), t + MEMBER_GAP - Duration::from_millis(1)));
+        assert!(!member_due(
+            Some(t),
+            t + MEMBER_GAP - Duration::from_millis(1)
+        ));
         assert!(member_due(Some(t), t + MEMBER_GAP));
         // A clock read before the last change (it cannot go back, but no panic if it did).
         assert!(!member_due(Some(t + Duration::from_secs(1)), t));
