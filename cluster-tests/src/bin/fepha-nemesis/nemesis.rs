@@ -270,11 +270,21 @@ impl<'a> Nemesis<'a> {
             Kind::Member => {
                 let due = member_due(self.last_member_change, Instant::now());
                 let pair = member_pair(&self.w.members());
+                let idle = self.active.is_empty();
+                // Asked last: it asks every member for its status.
+                let healthy = due && idle && pair.is_some() && self.all_healthy();
                 match pair {
-                    Some((left, joined)) if due && self.active.is_empty() && self.all_healthy() => {
-                        Some(Fault::Member { left, joined })
+                    Some((left, joined)) if healthy => Some(Fault::Member { left, joined }),
+                    _ => {
+                        // Why a long run has few member rounds, in the history.
+                        self.h.record(
+                            "nemesis",
+                            "member change skipped",
+                            json!({"gap_passed": due, "no_other_fault": idle,
+                                   "change_half_done": pair.is_none(), "healthy": healthy}),
+                        );
+                        None
                     }
-                    _ => None,
                 }
             }
         }
