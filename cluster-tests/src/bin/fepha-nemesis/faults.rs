@@ -3,10 +3,10 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::{Value, json};
 
-use crate::world::{DISK_NODE, LEAVER, SPARE, World, run};
+use crate::world::{DISK_NODE, LEAVER, SLOW_NODE, SPARE, World, run};
 
 /// What `--faults` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,10 +18,11 @@ pub enum Kind {
     Member,
     Disk,
     Netem,
+    SlowDisk,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Kill,
         Kind::Pause,
         Kind::Partition,
@@ -29,6 +30,7 @@ impl Kind {
         Kind::Member,
         Kind::Disk,
         Kind::Netem,
+        Kind::SlowDisk,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +42,7 @@ impl Kind {
             Kind::Member => "member",
             Kind::Disk => "disk",
             Kind::Netem => "netem",
+            Kind::SlowDisk => "slowdisk",
         }
     }
 
@@ -69,9 +72,25 @@ pub enum Fault {
     /// token bucket instead (a rate of 8 kbit/s per ms of delay asked, queueing at most
     /// that delay, dropping the rest).
     Netem(usize, u32, u32),
+    /// Reads and writes of the node's process to its data directory's loop device throttled
+    /// to this many bytes and operations per second each (blkio cgroup).
+    SlowDisk(usize, u64, u64),
     /// A member left and the spare box joined with a token: healed at once.
     Member { left: usize, joined: usize },
 }
+
+/// A fault that cannot be done now, and is not a failure: the cluster refused it (a `leave`
+/// that would stall it). The nemesis records it and draws again later.
+#[derive(Debug)]
+pub struct NotNow(pub String);
+
+impl std::fmt::Display for NotNow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not now: {}", self.0)
+    }
+}
+
+impl std::error::Error for NotNow {}
 
 impl Fault {
     pub fn node(&self) -> usize {
@@ -83,7 +102,8 @@ impl Fault {
             | Fault::OneWay(i)
             | Fault::Clock(i, _)
             | Fault::Disk(i)
-            | Fault::Netem(i, _, _) => i,
+            | Fault::Netem(i, _, _)
+            | Fault::SlowDisk(i, _, _) => i,
             Fault::Member { left, .. } => left,
         }
     }
@@ -104,6 +124,9 @@ impl Fault {
             Fault::Disk(i) => json!({"fault": "disk", "node": name(i)}),
             Fault::Netem(i, d, l) => {
                 json!({"fault": "netem", "node": name(i), "delay_ms": d, "loss_pct": l})
+            }
+            Fault::SlowDisk(i, b, o) => {
+                json!({"fault": "slowdisk", "node": name(i), "bytes_per_s": b, "iops": o})
             }
             Fault::Member { left, joined } => {
                 json!({"fault": "member", "left": name(left), "joined": name(joined)})
@@ -126,6 +149,13 @@ impl Fault {
             Fault::Clock(i, s) => clock(w, i)?.set(s)?,
             Fault::Disk(i) => fill(w, i)?,
             Fault::Netem(i, d, l) => slow(w, i, d, l)?,
+            Fault::SlowDisk(i, b, o) => {
+                let disk = slow_disk(w, i)?;
+                // Enrolled at every start already; again here so that a start the
+                // nemesis did not see cannot leave the node out of the throttle.
+                w.enrol(i)?;
+                disk.limit(b, o)?;
+            }
             Fault::Member { left, joined } => member_change(w, left, joined)?,
         }
         Ok(())
@@ -159,10 +189,20 @@ impl Fault {
                     "root",
                 ],
             )?,
+            Fault::SlowDisk(i, _, _) => slow_disk(w, i)?.limit(0, 0)?,
             Fault::Member { .. } => {}
         }
         Ok(())
     }
+}
+
+fn slow_disk(w: &World, i: usize) -> Result<&crate::slowdisk::SlowDisk> {
+    if i != SLOW_NODE {
+        bail!("only {} has a slow disk", w.c.name(SLOW_NODE));
+    }
+    w.slow
+        .as_ref()
+        .ok_or_else(|| anyhow!("the campaign runs without the slow disk"))
 }
 
 fn clock(w: &World, i: usize) -> Result<&crate::clock::FakeClock> {
@@ -237,6 +277,8 @@ fn fill(w: &World, i: usize) -> Result<()> {
 pub fn restart(w: &World, i: usize) -> Result<()> {
     if !w.c.is_running(i) {
         w.c.spawn(&[i]);
+        // At once, so that little of the start passes unthrottled; again once it answers.
+        w.enrol(i)?;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -248,6 +290,7 @@ pub fn restart(w: &World, i: usize) -> Result<()> {
             );
         }
         if w.c.status(i).is_ok() {
+            w.enrol(i)?;
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -257,21 +300,45 @@ pub fn restart(w: &World, i: usize) -> Result<()> {
     }
 }
 
-/// `leave --node LEFT` through another member, then the spare box joins with a token.
+/// The member that leaves and the box that joins, now: of the two boxes that take turns
+/// (the third member and the spare at first), the one that is a member leaves and the other
+/// joins. None while the membership has both or neither (a change half done).
+pub fn member_pair(members: &[usize]) -> Option<(usize, usize)> {
+    match (members.contains(&LEAVER), members.contains(&SPARE)) {
+        (true, false) => Some((LEAVER, SPARE)),
+        (false, true) => Some((SPARE, LEAVER)),
+        _ => None,
+    }
+}
+
+/// Whether `leave` was refused because the removal would stall the cluster.
+fn refused_as_stalling(stderr: &str) -> bool {
+    stderr.contains("now would stall the cluster")
+}
+
+/// `leave --node LEFT` through another member, then the box that left is killed, its
+/// certificate revoked and its data wiped (it is the next spare), and the spare box joins
+/// with a token.
 fn member_change(w: &World, left: usize, joined: usize) -> Result<()> {
-    if left != LEAVER || joined != SPARE {
+    let members = w.members();
+    if member_pair(&members) != Some((left, joined)) {
         bail!(
-            "only {} leaves and {} joins",
-            w.c.name(LEAVER),
-            w.c.name(SPARE)
+            "{} cannot leave for {} now (members {:?})",
+            w.c.name(left),
+            w.c.name(joined),
+            members
         );
     }
-    let members = w.members();
     let via = *members
         .iter()
         .find(|&&i| i != left)
         .ok_or_else(|| anyhow!("no other member"))?;
     let out = w.c.cli(via, &["leave", "--node", w.c.name(left)]);
+    // The node checks what the nemesis cannot see at once (a voter that stopped answering
+    // since the last look): a refusal is "not now", nothing was changed.
+    if !out.success() && refused_as_stalling(&out.stderr) {
+        return Err(NotNow(out.stderr.trim().to_owned()).into());
+    }
     // A leave that timed out may still commit: go on only once the members say it did.
     if !out.success() && !left_within(w, via, left, Duration::from_secs(30)) {
         bail!("leave --node {}: {}", w.c.name(left), out.stderr.trim());
@@ -279,12 +346,22 @@ fn member_change(w: &World, left: usize, joined: usize) -> Result<()> {
     // From here on it is no member: whatever it does is no longer judged as a member's.
     w.set_members(members.iter().copied().filter(|&i| i != left).collect());
     w.c.kill(left);
+    // Its certificate is still trusted under its name, and a new box of that name (this one,
+    // wiped, at the next change) could not join: revoked, as an operator retires a box.
+    let out = w.c.cli(via, &["cert", "revoke", w.c.name(left)]);
+    if !out.success() {
+        bail!("cert revoke {}: {}", w.c.name(left), out.stderr.trim());
+    }
+    // Wiped like a new box: no identity, no log, so it can join again with a fresh token.
+    let data = &w.c.node(left).data_dir;
+    std::fs::remove_dir_all(data)
+        .and_then(|()| std::fs::create_dir_all(data))
+        .with_context(|| format!("wiping {}", data.display()))?;
     let out = w.c.cli(via, &["token", "create"]);
     if !out.success() {
         bail!("token create: {}", out.stderr.trim());
     }
     let token = out.stdout.trim().to_owned();
-    w.c.spawn(&[joined]);
     restart(w, joined)?;
     let out =
         w.c.cli(joined, &["join", "--token", &token, "--timeout", "30s"]);
@@ -294,6 +371,7 @@ fn member_change(w: &World, left: usize, joined: usize) -> Result<()> {
     let mut now = w.members();
     now.push(joined);
     w.set_members(now);
+    // The joined box is running as a member; the one that left stays down until it joins.
     Ok(())
 }
 
@@ -310,4 +388,38 @@ fn left_within(w: &World, via: usize, left: usize, limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(500));
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_two_boxes_take_turns() {
+        assert_eq!(member_pair(&[0, 1, LEAVER]), Some((LEAVER, SPARE)));
+        assert_eq!(member_pair(&[0, 1, SPARE]), Some((SPARE, LEAVER)));
+        assert_eq!(member_pair(&[SPARE, 0, 1]), Some((SPARE, LEAVER)));
+        // Half way through a change: neither, or both.
+        assert_eq!(member_pair(&[0, 1]), None);
+        assert_eq!(member_pair(&[0, 1, LEAVER, SPARE]), None);
+    }
+
+    #[test]
+    fn a_stalling_refusal_is_told_apart() {
+        assert!(refused_as_stalling(
+            "Error: removing n2 now would stall the cluster: without a majority of voters \
+             that answer (down: n1), before and after the change"
+        ));
+        assert!(!refused_as_stalling("Error: no member is called n2"));
+        assert!(!refused_as_stalling("Error: deadline exceeded"));
+    }
+
+    #[test]
+    fn every_kind_parses_by_its_name() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::parse(k.name()), Some(k));
+        }
+        assert_eq!(Kind::parse("slowdisk"), Some(Kind::SlowDisk));
+        assert_eq!(Kind::parse("slow"), None);
+    }
 }

@@ -1,6 +1,6 @@
 //! A fault campaign against a fepha cluster, in the manner of Jepsen: random crashes,
-//! pauses, partitions, clock jumps, a membership change, a full disk and a slow network,
-//! against a site under load, and checkers run on the recorded history afterwards.
+//! pauses, partitions, clock jumps, membership changes, a full disk, a slow disk and a slow
+//! network, against a site under load, and checkers run on the recorded history afterwards.
 //!
 //! ```text
 //! cargo build --release --bin fepha
@@ -9,7 +9,8 @@
 //!     --variant witness --faults kill,pause,partition --keep
 //! ```
 //!
-//! Needs root (network namespaces, tmpfs, tc), the Python venv of `scripts/test`
+//! Needs root (network namespaces, tmpfs, tc; for the slow disk a loop device, ext4 and
+//! cgroup v1 blkio), the Python venv of `scripts/test`
 //! (`FEPHA_TEST_PYTHON`) and, for the clock fault, Debian's `faketime`. Prints one
 //! `name: value unit` line per figure and a summary with the seed and the command that
 //! replays it; the history and the evidence go to stderr. Exits 1 if any safety figure is
@@ -21,6 +22,7 @@ mod faults;
 mod history;
 mod load;
 mod nemesis;
+mod slowdisk;
 mod tap;
 mod world;
 
@@ -109,7 +111,7 @@ fn parse_args() -> Result<Args> {
             "--keep" => a.keep = true,
             other => bail!(
                 "unknown argument {other}; usage: fepha-nemesis [--seed N] [--duration 30m] \
-                 [--variant voters3|witness] [--faults kill,pause,partition,clock,member,disk,netem|none] \
+                 [--variant voters3|witness] [--faults kill,pause,partition,clock,member,disk,netem,slowdisk|none] \
                  [--keep] [--profile debug|release]"
             ),
         }
@@ -194,6 +196,7 @@ fn campaign() -> Result<bool> {
         args.profile,
         args.duration,
         args.faults.contains(&Kind::Clock),
+        args.faults.contains(&Kind::SlowDisk),
     )?;
     w.keep = args.keep;
     let h = History::create(&w.c.dir().join("history.jsonl"))?;
@@ -236,6 +239,20 @@ fn campaign() -> Result<bool> {
         name: "exits_on_full_disk",
         value: nemesis.disk_exits as f64,
         unit: "exits",
+        safety: false,
+        evidence: Vec::new(),
+    });
+    figures.push(Figure {
+        name: "member_changes",
+        value: nemesis.member_changes as f64,
+        unit: "changes",
+        safety: false,
+        evidence: Vec::new(),
+    });
+    figures.push(Figure {
+        name: "member_changes_refused",
+        value: nemesis.member_refusals as f64,
+        unit: "leaves",
         safety: false,
         evidence: Vec::new(),
     });

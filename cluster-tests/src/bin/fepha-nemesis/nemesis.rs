@@ -11,9 +11,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore};
 use serde_json::json;
 
-use crate::faults::{Fault, Kind, restart};
+use crate::faults::{Fault, Kind, NotNow, member_pair, restart};
 use crate::history::History;
-use crate::world::{DISK_NODE, LEAVER, SPARE, World};
+use crate::world::{DISK_NODE, SLOW_NODE, World};
+
+/// The least time between two member changes: the cluster settles (the new member catches up
+/// and the load goes on) before the next one.
+pub const MEMBER_GAP: Duration = Duration::from_secs(60);
 
 struct Active {
     fault: Fault,
@@ -26,7 +30,8 @@ pub struct Nemesis<'a> {
     rng: StdRng,
     kinds: Vec<Kind>,
     active: Vec<Active>,
-    member_done: bool,
+    /// When the last member change was done.
+    last_member_change: Option<Instant>,
     /// Members seen down and not yet restarted, each counted once.
     noted: BTreeSet<usize>,
     /// When a member whose restart failed is tried again.
@@ -34,6 +39,9 @@ pub struct Nemesis<'a> {
     pub unclean_exits: u64,
     pub disk_exits: u64,
     pub applied: u64,
+    pub member_changes: u64,
+    /// Leaves the cluster refused as stalling it: not now, drawn again later.
+    pub member_refusals: u64,
 }
 
 impl<'a> Nemesis<'a> {
@@ -44,12 +52,14 @@ impl<'a> Nemesis<'a> {
             rng,
             kinds,
             active: Vec::new(),
-            member_done: false,
+            last_member_change: None,
             noted: BTreeSet::new(),
             retry_at: HashMap::new(),
             unclean_exits: 0,
             disk_exits: 0,
             applied: 0,
+            member_changes: 0,
+            member_refusals: 0,
         }
     }
 
@@ -82,6 +92,14 @@ impl<'a> Nemesis<'a> {
                                 heal_at: Instant::now() + d,
                             });
                         }
+                        Err(e) if e.downcast_ref::<NotNow>().is_some() => {
+                            self.member_refusals += 1;
+                            self.h.record(
+                                "nemesis",
+                                "not now",
+                                json!({"fault": f.describe(self.w), "why": format!("{e:#}")}),
+                            );
+                        }
                         Err(e) => self.h.record(
                             "nemesis",
                             "apply failed",
@@ -112,9 +130,10 @@ impl<'a> Nemesis<'a> {
                 json!({"fault": f.describe(self.w), "error": format!("{e:#}")}),
             );
         }
-        // A member change is over once applied; note it as done.
+        // A member change is over once applied; the next waits for the gap.
         if matches!(f, Fault::Member { .. }) {
-            self.member_done = true;
+            self.member_changes += 1;
+            self.last_member_change = Some(Instant::now());
         }
     }
 
@@ -198,6 +217,8 @@ impl<'a> Nemesis<'a> {
             // Past the 1 s lease, so the node wakes without it.
             Fault::Pause(_) => self.pause(1500, 6000),
             Fault::Member { .. } => Duration::ZERO,
+            // Long enough for a few hundred slowed writes, and for leases to be at stake.
+            Fault::SlowDisk(..) => self.pause(3000, 15_000),
             _ => self.pause(1000, 10_000),
         }
     }
@@ -241,11 +262,31 @@ impl<'a> Nemesis<'a> {
             }
             Kind::Disk => free.contains(&DISK_NODE).then_some(Fault::Disk(DISK_NODE)),
             Kind::Netem => Some(Fault::Netem(target, 20 + amount % 180, amount % 4)),
-            Kind::Member => (!self.member_done && self.active.is_empty() && self.all_healthy())
-                .then_some(Fault::Member {
-                    left: LEAVER,
-                    joined: SPARE,
-                }),
+            Kind::SlowDisk => {
+                let (bytes_per_s, iops) = crate::slowdisk::limits(amount);
+                free.contains(&SLOW_NODE)
+                    .then_some(Fault::SlowDisk(SLOW_NODE, bytes_per_s, iops))
+            }
+            Kind::Member => {
+                let due = member_due(self.last_member_change, Instant::now());
+                let pair = member_pair(&self.w.members());
+                let idle = self.active.is_empty();
+                // Asked last: it asks every member for its status.
+                let healthy = due && idle && pair.is_some() && self.all_healthy();
+                match pair {
+                    Some((left, joined)) if healthy => Some(Fault::Member { left, joined }),
+                    _ => {
+                        // Why a long run has few member rounds, in the history.
+                        self.h.record(
+                            "nemesis",
+                            "member change skipped",
+                            json!({"gap_passed": due, "no_other_fault": idle,
+                                   "change_half_done": pair.is_none(), "healthy": healthy}),
+                        );
+                        None
+                    }
+                }
+            }
         }
     }
 
@@ -256,11 +297,36 @@ impl<'a> Nemesis<'a> {
     }
 }
 
+/// Whether a member change may be done at `now`: the first at any time, the next once
+/// [`MEMBER_GAP`] has passed since the last.
+fn member_due(last: Option<Instant>, now: Instant) -> bool {
+    last.is_none_or(|t| now.saturating_duration_since(t) >= MEMBER_GAP)
+}
+
 /// What node `i` logged since the harness last started it.
 fn last_run_log(w: &World, i: usize) -> String {
     let log = std::fs::read_to_string(&w.c.node(i).log_path).unwrap_or_default();
     match log.rfind("==== harness: starting") {
         Some(at) => log[at..].to_owned(),
         None => log,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_changes_keep_their_gap() {
+        let t = Instant::now();
+        assert!(member_due(None, t));
+        assert!(!member_due(Some(t), t));
+        assert!(!member_due(
+            Some(t),
+            t + MEMBER_GAP - Duration::from_millis(1)
+        ));
+        assert!(member_due(Some(t), t + MEMBER_GAP));
+        // A clock read before the last change (it cannot go back, but no panic if it did).
+        assert!(!member_due(Some(t + Duration::from_secs(1)), t));
     }
 }

@@ -23,6 +23,7 @@ use fepha_cluster_tests::sim104::Sim104;
 use fepha_cluster_tests::{Cluster, Options, Profile, PyDevice};
 
 use crate::clock::FakeClock;
+use crate::slowdisk::SlowDisk;
 use crate::tap::Tap;
 
 pub const MODBUS_PORT: u16 = 1502;
@@ -46,10 +47,13 @@ pub const SESSION_TTL_MS: u64 = 1000;
 /// The node with the small tmpfs data directory, and how small.
 pub const DISK_NODE: usize = 1;
 const DISK_SIZE: &str = "256m";
-/// The spare box that joins when a member leaves.
+/// The box that is the spare at first: it joins when a member leaves.
 pub const SPARE: usize = 3;
-/// The member that leaves.
+/// The member that leaves first. From then on the two swap: the box that left is wiped and
+/// is the next spare.
 pub const LEAVER: usize = 2;
+/// The node whose data directory is on the throttled loop device (with `slowdisk`).
+pub const SLOW_NODE: usize = 0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
@@ -66,9 +70,12 @@ impl Variant {
     }
 }
 
-// Fields drop in order after `Drop::drop` has killed the nodes: the tmpfs before the
-// cluster, whose directory holds its mount point.
+// Fields drop in order after `Drop::drop` has killed the nodes: the slow disk and the tmpfs
+// before the cluster, whose directory holds their mount points and the image.
 pub struct World {
+    /// The slow node's loop device and cgroup, with the `slowdisk` fault; undone when the
+    /// world goes.
+    pub slow: Option<SlowDisk>,
     /// The disk node's tmpfs, unmounted when the world goes.
     _tmpfs: Tmpfs,
     pub c: Cluster,
@@ -99,6 +106,7 @@ impl World {
         profile: Profile,
         duration: Duration,
         fake_clocks: bool,
+        slow_disk: bool,
     ) -> Result<World> {
         let mut c = Cluster::with(Options {
             profile,
@@ -143,8 +151,23 @@ impl World {
         let data = c.node(DISK_NODE).data_dir.clone();
         std::fs::create_dir_all(&data)?;
         let tmpfs = Tmpfs::mount(data)?;
+        let slow = if slow_disk {
+            // Named after the campaign's pid: another campaign on the machine has its own.
+            let cgroup = format!("fepha-nemesis-{}-{}", std::process::id(), c.name(SLOW_NODE));
+            let disk = SlowDisk::create(
+                &c.dir().join("slowdisk.img"),
+                &c.node(SLOW_NODE).data_dir,
+                &cgroup,
+            )?;
+            Some(disk)
+        } else {
+            None
+        };
         let first3 = [0, 1, 2];
         c.start(&first3);
+        if let (Some(disk), Some(pid)) = (&slow, c.node(SLOW_NODE).pid()) {
+            disk.enrol(pid)?;
+        }
         c.init(0);
         c.wait_for_leader(&[0]);
         for i in 1..3 {
@@ -172,6 +195,7 @@ impl World {
             .collect();
         let master = Master::start(&conns, CA, &points).context("the c104 master")?;
         let world = World {
+            slow,
             c,
             hub_ip,
             device,
@@ -193,6 +217,15 @@ impl World {
         world.committed_push(applied.version, applied.sha256);
         world.wait_ready()?;
         Ok(world)
+    }
+
+    /// Puts node `i`'s process in the slow disk's cgroup if it is the slow node; a no-op
+    /// otherwise. Its first writes after a start may pass unthrottled, before this runs.
+    pub fn enrol(&self, i: usize) -> Result<()> {
+        match (&self.slow, self.c.node(i).pid()) {
+            (Some(disk), Some(pid)) if i == SLOW_NODE => disk.enrol(pid),
+            _ => Ok(()),
+        }
     }
 
     pub fn members(&self) -> Vec<usize> {
