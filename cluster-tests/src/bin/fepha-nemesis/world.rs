@@ -158,6 +158,9 @@ impl World {
                 &c.dir().join("slowdisk.img"),
                 &c.node(SLOW_NODE).data_dir,
                 &cgroup,
+            )
+            .context(
+                "the slow-disk fault cannot be set up here; leave `slowdisk` out of --faults",
             )?;
             Some(disk)
         } else {
