@@ -290,6 +290,7 @@ fn stale_write(c: &Cluster, i: usize, node: u64, epoch: u64) -> String {
             time_ms: now_ms(),
             event: true,
         }],
+        write: None,
     }]);
     let credentials = fepha::admin::client::Credentials {
         identity: Some(c.identity(i).expect("identity")),

@@ -1,6 +1,11 @@
 //! Owners' point changes on their way to the log: gathered for a few milliseconds (or until
 //! there are enough of them) into one entry, one write in flight at a time so that the
 //! changes of one RTU are applied in the order they were read.
+//!
+//! A write forwarded to a leader that then goes away (cut off, or its answers lost) is not
+//! waited for: once another node leads, the entry is proposed again, and everything read
+//! meanwhile with it, while the lease still holds. The entry carries a [`WriteId`], so that
+//! should the first proposal survive into the new term as well, it applies only once.
 
 use std::time::Duration;
 
@@ -10,7 +15,8 @@ use tokio::time::Instant;
 
 use crate::cluster::Cluster;
 use crate::shutdown::Shutdown;
-use crate::state::points::Batch;
+use crate::ids::NodeId;
+use crate::state::points::{Batch, WriteId};
 use crate::state::{Request, Response};
 
 /// Batches waiting for the writer; when full, owners wait (and so poll more slowly) rather
@@ -61,6 +67,8 @@ pub(crate) fn start(cluster: Cluster, give_up: Shutdown) -> (Batcher, JoinHandle
 }
 
 async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Queued>, give_up: Shutdown) {
+    let writer = rand::random::<u64>();
+    let mut n = 0;
     let stop = give_up.clone().wait();
     tokio::pin!(stop);
     loop {
@@ -95,6 +103,10 @@ async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Queued>, give_up: Shutdown
             if next.is_none() {
                 break;
             }
+        }
+        n += 1;
+        for b in &mut batches {
+            b.write = Some(WriteId { writer, n });
         }
         let taken = write(&cluster, batches, changes, &give_up).await;
         for (at, tx) in waiting {
@@ -134,7 +146,16 @@ async fn write(
     let request = Request::Points(batches);
     let mut pause = Duration::from_millis(20);
     loop {
-        match cluster.propose(request.clone()).await.map(|w| w.response) {
+        let leader = cluster.metrics().current_leader;
+        let attempt = tokio::select! {
+            written = cluster.propose(request.clone()) => written,
+            () = leader_changes(cluster, leader) => {
+                metrics::counter!("fepha_point_write_retries_total").increment(1);
+                tracing::debug!(?leader, "the leader changed while a point batch was on its way; proposing it again");
+                continue;
+            }
+        };
+        match attempt.map(|w| w.response) {
             Ok(Response::Points(results)) => {
                 metrics::counter!("fepha_point_batches_total").increment(1);
                 metrics::counter!("fepha_point_changes_total").increment(changes as u64);
@@ -168,5 +189,20 @@ async fn write(
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// Returns once the leader is another than `from`: a write that `from` has not answered by
+/// then may never be answered (the leader was cut off, or its answer is lost).
+async fn leader_changes(cluster: &Cluster, from: Option<NodeId>) {
+    let mut m = cluster.raft().metrics();
+    loop {
+        if m.borrow_and_update().current_leader != from {
+            return;
+        }
+        if m.changed().await.is_err() {
+            // The node is going down; the write's own error ends the attempt.
+            std::future::pending::<()>().await;
+        }
     }
 }

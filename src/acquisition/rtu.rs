@@ -367,6 +367,7 @@ impl RtuTask {
             epoch,
             node: self.field.cluster.id(),
             changes,
+            write: None,
         };
         self.batcher.send(batch).await;
     }

@@ -80,6 +80,7 @@ impl Points {
                 epoch: 0,
                 node,
                 changes: vec![c],
+                write: None,
             };
             self.apply(&batch);
         }

@@ -202,24 +202,42 @@ impl SiteState {
                 }
                 Response::Ownership(result)
             }
-            Request::Points(batches) => Response::Points(
-                batches
-                    .iter()
-                    .map(|batch| {
-                        let fenced = self.ownership.fence(&batch.rtu, batch.epoch);
-                        if fenced.is_err() {
-                            metrics::counter!("fepha_stale_writes_total").increment(1);
-                        }
-                        fenced.map(|()| {
-                            let events = self.points.apply(batch);
-                            metrics::counter!("fepha_points_applied_total")
-                                .increment(batch.changes.len() as u64);
-                            metrics::counter!("fepha_events_applied_total").increment(events);
-                            events
+            Request::Points(batches) => {
+                // Every batch of an entry has its node and write.
+                let first_time = batches
+                    .first()
+                    .is_none_or(|b| self.points.first_time(b.node, b.write));
+                if !first_time {
+                    // Applied once already, or refused; the fence answers as it did then, as
+                    // epochs only grow (or says no where it said yes, and the owner takes
+                    // the changes for not written: a repeat, never a loss).
+                    metrics::counter!("fepha_point_writes_repeated_total").increment(1);
+                    return Response::Points(
+                        batches
+                            .iter()
+                            .map(|b| self.ownership.fence(&b.rtu, b.epoch).map(|()| 0))
+                            .collect(),
+                    );
+                }
+                Response::Points(
+                    batches
+                        .iter()
+                        .map(|batch| {
+                            let fenced = self.ownership.fence(&batch.rtu, batch.epoch);
+                            if fenced.is_err() {
+                                metrics::counter!("fepha_stale_writes_total").increment(1);
+                            }
+                            fenced.map(|()| {
+                                let events = self.points.apply(batch);
+                                metrics::counter!("fepha_points_applied_total")
+                                    .increment(batch.changes.len() as u64);
+                                metrics::counter!("fepha_events_applied_total").increment(events);
+                                events
+                            })
                         })
-                    })
-                    .collect(),
-            ),
+                        .collect(),
+                )
+            }
             Request::Command(op) => Response::Command(self.apply_command(op)),
             Request::Forwarding(op) => {
                 let sessions = &self.ownership.sessions;

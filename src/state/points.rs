@@ -131,6 +131,19 @@ pub struct Batch {
     pub epoch: u64,
     pub node: NodeId,
     pub changes: Vec<Change>,
+    /// The node's write that carries this batch (every batch of one entry has the same), so
+    /// that an entry proposed again applies once; see [`Points::first_time`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<WriteId>,
+}
+
+/// One entry of point batches as its node's writer numbered it. A writer has one entry in
+/// flight at a time and numbers them in order; `writer` is random per process, so a
+/// restarted node (whose clock may have moved back) starts a numbering of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteId {
+    pub writer: u64,
+    pub n: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,9 +165,26 @@ pub struct Points {
     /// The ids of the link-status points (see `links`).
     #[serde(default)]
     pub link_ids: std::collections::BTreeSet<String>,
+    /// Per node, the last write of point batches applied.
+    #[serde(default)]
+    pub writes: BTreeMap<NodeId, WriteId>,
 }
 
 impl Points {
+    /// Whether an entry of point batches from `node` is new, noting it if so. An entry
+    /// proposed again (its writer gave up waiting on a leader that went away, and that
+    /// leader's entry survived into the next term) is not: its changes are in already.
+    pub fn first_time(&mut self, node: NodeId, write: Option<WriteId>) -> bool {
+        let Some(w) = write else { return true };
+        match self.writes.get(&node) {
+            Some(last) if last.writer == w.writer && last.n >= w.n => false,
+            _ => {
+                self.writes.insert(node, w);
+                true
+            }
+        }
+    }
+
     /// Applies an owner's batch that the fence let through. Returns how many events it added.
     pub fn apply(&mut self, batch: &Batch) -> u64 {
         if self.next_seq == 0 {
@@ -229,6 +259,26 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_proposed_again_is_seen_as_such() {
+        let mut p = Points::default();
+        let w = |writer, n| Some(WriteId { writer, n });
+        assert!(p.first_time(7, w(1, 1)));
+        assert!(!p.first_time(7, w(1, 1)), "the same entry again");
+        assert!(p.first_time(7, w(1, 2)));
+        assert!(
+            !p.first_time(7, w(1, 1)),
+            "an older entry of the same writer"
+        );
+        assert!(
+            p.first_time(8, w(1, 1)),
+            "another node's numbering is its own"
+        );
+        // A restarted node: a writer of its own, whatever its numbers.
+        assert!(p.first_time(7, w(2, 1)));
+        assert!(p.first_time(7, None), "unnumbered batches always apply");
+    }
+
+    #[test]
     fn events_are_numbered_without_gaps_and_read_after_a_sequence() {
         let mut p = Points::default();
         let batch = Batch {
@@ -236,6 +286,7 @@ mod tests {
             epoch: 3,
             node: 7,
             changes: vec![change("a", 1.0, true), change("b", 2.0, false)],
+            write: None,
         };
         assert_eq!(p.apply(&batch), 1);
         assert_eq!(p.apply(&batch), 1);

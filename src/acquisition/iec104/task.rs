@@ -402,6 +402,7 @@ impl Task {
             epoch,
             node: self.field.cluster.id(),
             changes,
+            write: None,
         }
     }
 }
