@@ -123,6 +123,7 @@ impl Namespaces {
             ip(&["-n", &name, "addr", "add", &cidr, "dev", "eth0"])?;
             ip(&["-n", &name, "link", "set", "eth0", "up"])?;
             ip(&["-n", &name, "link", "set", "lo", "up"])?;
+            no_neighbour_queue(&name)?;
         }
         Ok(ns)
     }
@@ -161,6 +162,27 @@ impl Drop for Namespaces {
         for ns in self.nodes.iter().chain([&self.hub]) {
             let _ = ip(&["netns", "del", ns]);
         }
+    }
+}
+
+/// As docs/install.md asks of a field box: while a neighbour is being resolved (after the
+/// link came back), no packet waits for it. Linux would otherwise keep what a node sent
+/// during a cut for up to three seconds and send it when the link returns, when another
+/// node may own the device; an abortive close cannot recall it from there.
+fn no_neighbour_queue(namespace: &str) -> Result<(), String> {
+    // /proc/sys/net is the namespace's own for a process in it.
+    let out = Command::new("ip")
+        .args(["netns", "exec", namespace, "sh", "-c"])
+        .arg("echo 0 > /proc/sys/net/ipv4/neigh/eth0/unres_qlen_bytes")
+        .output()
+        .map_err(|e| format!("cannot set unres_qlen_bytes in {namespace}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "unres_qlen_bytes in {namespace}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
