@@ -12,7 +12,10 @@ fn every_corpus_file_passes_its_target() {
         let entries = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}: every target needs a corpus", dir.display()));
         let mut files: Vec<_> = entries
-            .map(|e| e.unwrap_or_else(|e| panic!("{}: {e}", dir.display())).path())
+            .map(|e| {
+                e.unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                    .path()
+            })
             .filter(|p| p.is_file())
             .collect();
         assert!(!files.is_empty(), "{}: the corpus is empty", dir.display());

@@ -158,7 +158,7 @@ impl Harness {
             6 => {
                 step.confirmed = self.link.confirm_start(now);
                 assert!(
-                    !(step.confirmed && (self.closed || self.role == Role::Controlling)),
+                    !step.confirmed || (!self.closed && self.role == Role::Controlled),
                     "confirm_start accepted on a closed or controlling link"
                 );
             }
@@ -263,7 +263,7 @@ impl Harness {
         let mut out = Vec::new();
         self.link.take_output(&mut out);
         assert!(
-            !(was_closed && !out.is_empty()),
+            !was_closed || out.is_empty(),
             "output after Closed: {out:?}"
         );
         self.check_output(&out, step);
@@ -315,14 +315,12 @@ impl Harness {
                 Apdu::S { recv_seq } => self.our_recv_seq(recv_seq),
                 Apdu::U(function) => {
                     let ours = match self.role {
-                        Role::Controlled => !matches!(
-                            function,
-                            UFunction::StartDtAct | UFunction::StopDtAct
-                        ),
-                        Role::Controlling => !matches!(
-                            function,
-                            UFunction::StartDtCon | UFunction::StopDtCon
-                        ),
+                        Role::Controlled => {
+                            !matches!(function, UFunction::StartDtAct | UFunction::StopDtAct)
+                        }
+                        Role::Controlling => {
+                            !matches!(function, UFunction::StartDtCon | UFunction::StopDtCon)
+                        }
                     };
                     assert!(ours, "{:?} station sent {function:?}", self.role);
                     if function == UFunction::StartDtCon {
@@ -411,7 +409,8 @@ impl Harness {
             "{pending_ack} released frames unacknowledged, w = {}",
             self.params.w
         );
-        let can_send = self.link.state() == LinkState::Started && unacked < u64::from(self.params.k);
+        let can_send =
+            self.link.state() == LinkState::Started && unacked < u64::from(self.params.k);
         assert_eq!(self.link.can_send(), can_send, "can_send");
     }
 }

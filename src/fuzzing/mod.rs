@@ -61,3 +61,20 @@ impl<'a> Input<'a> {
         Some(taken)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first modbus_decode crash: a u64 read with fewer than 8 bytes left panicked in
+    /// the harness instead of ending the script.
+    #[test]
+    fn short_reads_end_the_input() {
+        let mut input = Input::new(&[1, 2, 3]);
+        assert_eq!(input.u64(), None);
+        assert_eq!(input.u16(), Some(0x0201));
+        assert_eq!(input.bytes(5), Some(&[3][..]));
+        assert_eq!(input.u8(), None);
+        assert_eq!(input.bytes(1), None);
+    }
+}

@@ -169,7 +169,11 @@ fn planned_image(points: &[Point], input: &mut Input<'_>) -> Image {
     for read in plan(&refs) {
         let n = usize::from(read.count);
         let data = if read.table.is_bits() {
-            Data::Bits((0..n).map(|_| input.u8().is_some_and(|b| b & 1 != 0)).collect())
+            Data::Bits(
+                (0..n)
+                    .map(|_| input.u8().is_some_and(|b| b & 1 != 0))
+                    .collect(),
+            )
         } else {
             Data::Registers((0..n).map(|_| input.u16().unwrap_or(0)).collect())
         };
