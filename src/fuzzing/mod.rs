@@ -16,8 +16,11 @@ pub use iec104_link::iec104_link;
 pub use modbus_decode::modbus_decode;
 pub use site_config::site_config;
 
+/// A target's body: the fuzzer's input in, a panic if an invariant fails.
+pub type Body = fn(&[u8]);
+
 /// Every target, by the name of its fuzz binary and corpus folder.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [(&str, Body); 4] = [
     ("iec104_decode", iec104_decode),
     ("iec104_link", iec104_link),
     ("site_config", site_config),
