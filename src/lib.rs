@@ -15,6 +15,10 @@ pub mod cli;
 mod cluster;
 pub mod config;
 mod forwarder;
+// The cargo-fuzz targets' bodies (fuzz/, docs/fuzzing.md); public only for the fuzz crate
+// and the corpus replay test.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub mod iec104;
 mod lease;

@@ -44,6 +44,8 @@ fn layer(module: &str) -> Option<f64> {
         ("raft::quorum_watch", 4.0),
         ("raft::gauges", 4.0),
         ("sim", 4.0),
+        // The fuzz targets' bodies (docs/fuzzing.md): over the core and the field decoders.
+        ("fuzzing", 4.5),
         // The gRPC services.
         ("admin", 5.0),
         ("peer", 5.0),

@@ -27,12 +27,10 @@
 //!
 //! # Fuzzing
 //!
-//! Besides the property tests, `fuzz/` holds a cargo-fuzz target that feeds arbitrary bytes
-//! to both decoders. It needs a nightly toolchain and cargo-fuzz, so CI does not run it:
-//!
-//! ```text
-//! cd fuzz && cargo +nightly fuzz run iec104_decode
-//! ```
+//! Besides the property tests, cargo-fuzz targets feed arbitrary bytes to both decoders
+//! (`iec104_decode`) and scripts of frames and timer ticks to [`link`] (`iec104_link`);
+//! their bodies are in `crate::fuzzing`, and docs/fuzzing.md says how to run them. The
+//! test suite replays their corpus.
 
 pub mod apci;
 pub mod asdu;

@@ -1,0 +1,5 @@
+//! Runs fepha::fuzzing::modbus_decode (docs/fuzzing.md).
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fepha::fuzzing::modbus_decode(data));
