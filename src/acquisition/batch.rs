@@ -14,8 +14,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::cluster::Cluster;
-use crate::shutdown::Shutdown;
 use crate::ids::NodeId;
+use crate::shutdown::Shutdown;
 use crate::state::points::{Batch, WriteId};
 use crate::state::{Request, Response};
 
