@@ -171,19 +171,14 @@ impl Drop for Namespaces {
 /// node may own the device; an abortive close cannot recall it from there.
 fn no_neighbour_queue(namespace: &str) -> Result<(), String> {
     // /proc/sys/net is the namespace's own for a process in it.
-    let out = Command::new("ip")
-        .args(["netns", "exec", namespace, "sh", "-c"])
-        .arg("echo 0 > /proc/sys/net/ipv4/neigh/eth0/unres_qlen_bytes")
-        .output()
-        .map_err(|e| format!("cannot set unres_qlen_bytes in {namespace}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "unres_qlen_bytes in {namespace}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    ip(&[
+        "netns",
+        "exec",
+        namespace,
+        "sh",
+        "-c",
+        "echo 0 > /proc/sys/net/ipv4/neigh/eth0/unres_qlen_bytes",
+    ])
 }
 
 fn hub_link(node: usize) -> String {

@@ -6,11 +6,10 @@
 //! unmounted, the loop device detached, the cgroup emptied and removed.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::world::run;
+use crate::world::{output, run};
 
 /// The size of the sparse image; only what the node writes takes room.
 const IMAGE_BYTES: u64 = 512 << 20;
@@ -145,23 +144,6 @@ pub fn limits(amount: u32) -> (u64, u64) {
     let kib = 16 + u64::from(amount % 113);
     let iops = 5 + u64::from(amount / 7 % 36);
     (kib * 1024, iops)
-}
-
-/// Runs `cmd` and returns its trimmed stdout.
-fn output(cmd: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {cmd}"))?;
-    if !out.status.success() {
-        bail!(
-            "`{cmd} {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 #[cfg(test)]

@@ -450,18 +450,22 @@ fn enter_namespace(ns: &str) -> Result<()> {
 }
 
 pub fn run(cmd: &str, args: &[&str]) -> Result<()> {
+    output(cmd, args).map(|_| ())
+}
+
+/// Runs `cmd` and returns its trimmed stdout.
+pub fn output(cmd: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(cmd)
         .args(args)
         .output()
         .with_context(|| format!("cannot run {cmd}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
+    if !out.status.success() {
         bail!(
             "`{cmd} {}` failed ({}): {}",
             args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
-        )
+        );
     }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
