@@ -311,12 +311,14 @@ fn a_member_that_runs_another_version_is_warned_of() {
 /// A tmux server of the test's own (its socket in the cluster's directory), killed on drop.
 struct Tmux {
     socket: PathBuf,
+    /// The command's stderr, then `exit N` (or `signal N`) when it ends.
+    log: PathBuf,
 }
 
 impl Tmux {
     fn start(dir: &Path, session: &str, size: (u16, u16), command: &[&str]) -> Tmux {
         let conf = dir.join("tmux.conf");
-        // The pane stays when the command ends, so that its exit status can be read.
+        // The pane stays when the command ends, so that what it left can be read.
         std::fs::write(
             &conf,
             "set -g remain-on-exit on\nset -g history-limit 2000\n",
@@ -324,13 +326,50 @@ impl Tmux {
         .expect("write tmux.conf");
         let tmux = Tmux {
             socket: dir.join("tmux.sock"),
+            log: dir.join(format!("{session}.log")),
         };
+        // A shell in the pane waits for the command and writes down how it ended: tmux's own
+        // #{pane_dead_status} stays empty when the pane's end of file beats its SIGCHLD, which
+        // happens on a loaded machine. The shell also gets the Ctrl-C, and waits on (bash does
+        // not die of it while its child handles it and exits normally).
+        let record = format!(
+            "\"$@\" 2>>'{0}'; s=$?; if [ $s -gt 128 ]; then echo \"signal $((s - 128))\"; \
+             else echo \"exit $s\"; fi >>'{0}'",
+            tmux.log.to_str().expect("utf-8 path")
+        );
         let (w, h) = (size.0.to_string(), size.1.to_string());
         let mut args = vec!["-f", conf.to_str().expect("utf-8 path")];
         args.extend(["new-session", "-d", "-s", session, "-x", &w, "-y", &h, "--"]);
+        args.extend(["bash", "-c", &record, "bash"]);
         args.extend(command);
         tmux.run(&args);
         tmux
+    }
+
+    /// How the command ended (`exit 0`, `signal 15`), once the pane is dead. The shell writes
+    /// that down before it exits, so a dead pane has its line; a shell that has none died of
+    /// the command's own signal (as bash does of the SIGINT that killed its child).
+    fn ended(&self) -> Result<String, String> {
+        if self.format("#{pane_dead}") != "1" {
+            return Err(format!(
+                "still running; its stderr so far:\n{}",
+                self.stderr()
+            ));
+        }
+        let log = self.stderr();
+        let last = log.lines().last().unwrap_or_default();
+        if last.starts_with("exit ") || last.starts_with("signal ") {
+            Ok(last.to_owned())
+        } else {
+            Ok(format!(
+                "killed with the shell: {}",
+                self.format("#{pane_dead_signal}")
+            ))
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn run(&self, args: &[&str]) -> String {
@@ -490,15 +529,8 @@ fn status_watch_redraws_one_frame_in_a_terminal() {
 
     // Ctrl-C ends it cleanly, with the terminal as it was.
     tmux.run(&["send-keys", "-t", "watch", "C-c"]);
-    c.wait_until("the watch ends on Ctrl-C", || {
-        match tmux.format("#{pane_dead} #{pane_dead_status}").as_str() {
-            "1 0" => Ok(()),
-            other => Err(format!(
-                "pane dead, status: {other}; the pane:\n{}",
-                tmux.pane()
-            )),
-        }
-    });
+    let ended = c.wait_until("the watch ends on Ctrl-C", || tmux.ended());
+    assert_eq!(ended, "exit 0", "the watch's stderr:\n{}", tmux.stderr());
     assert_eq!(
         tmux.format("#{alternate_on}"),
         "0",
