@@ -78,30 +78,74 @@ impl Reports {
     }
 }
 
-/// When this node, as leader, took each node's last renewal. Forgotten when leadership ends:
-/// a new leadership starts from its own first moment (see `lease::plan::View`).
+/// Two clocks of this node's own for every session: when it, as leader, took the node's last
+/// renewal (forgotten when leadership ends), and when it applied that node's last renewal
+/// (kept on every node, leader or not). A new leader counts a dead owner's TTL from the
+/// second: never from an old leader's clock, and never from before the owner sent it.
 #[derive(Debug, Default)]
 pub struct Renewals {
-    inner: Mutex<(Option<Instant>, BTreeMap<NodeId, Instant>)>,
+    inner: Mutex<Clocks>,
 }
 
+#[derive(Debug, Default)]
+struct Clocks {
+    leading: bool,
+    heard: BTreeMap<NodeId, Instant>,
+    /// By node: the session number and log index of the last renewal applied, and when this
+    /// node first saw it applied.
+    applied: BTreeMap<NodeId, (u64, u64, Instant)>,
+}
+
+/// A session as applied: its node, number and last renewal's index.
+pub(crate) type AppliedRenewal = (NodeId, u64, u64);
+
+/// When each node was heard by this leader, and when its last renewal was applied here.
+pub(crate) type RenewalTimes = (BTreeMap<NodeId, Instant>, BTreeMap<NodeId, Instant>);
+
 impl Renewals {
+    fn lock(&self) -> MutexGuard<'_, Clocks> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn heard(&self, node: NodeId) {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if inner.0.is_some() {
-            inner.1.insert(node, Instant::now());
+        let mut clocks = self.lock();
+        if clocks.leading {
+            clocks.heard.insert(node, Instant::now());
         }
     }
 
-    /// While leading: since when, and when each node was heard. None otherwise.
-    pub fn view(&self, leading: bool) -> Option<(Instant, BTreeMap<NodeId, Instant>)> {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+    /// The sessions as the applied state has them now. A renewal not seen before is stamped
+    /// with the time of this call, which is after it was applied (later is the safe side).
+    pub fn observe(&self, sessions: impl IntoIterator<Item = AppliedRenewal>) {
+        let now = Instant::now();
+        let mut clocks = self.lock();
+        let mut seen = BTreeMap::new();
+        for (node, number, index) in sessions {
+            let at = match clocks.applied.get(&node) {
+                Some(&(n, i, at)) if (n, i) == (number, index) => at,
+                _ => now,
+            };
+            seen.insert(node, (number, index, at));
+        }
+        clocks.applied = seen;
+    }
+
+    /// While leading: when each node was heard, and when its last renewal was applied here.
+    /// None otherwise.
+    pub fn view(&self, leading: bool) -> Option<RenewalTimes> {
+        let mut clocks = self.lock();
         if !leading {
-            *inner = (None, BTreeMap::new());
+            clocks.leading = false;
+            clocks.heard.clear();
             return None;
         }
-        let since = *inner.0.get_or_insert_with(Instant::now);
-        Some((since, inner.1.clone()))
+        clocks.leading = true;
+        let applied = clocks
+            .applied
+            .iter()
+            .map(|(node, (_, _, at))| (*node, *at))
+            .collect();
+        Some((clocks.heard.clone(), applied))
     }
 }
 

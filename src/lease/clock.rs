@@ -1,7 +1,7 @@
 //! The owner's own lease deadline. A node may do field I/O with its RTUs only until the time it
 //! *sent* its last acknowledged renewal, plus the TTL, minus a margin for clock drift. The
-//! leader counts expiry from when it *received* that renewal, which is later; and a new
-//! leader waits a whole TTL. So the owner always stops first, whatever the network did.
+//! leader counts expiry from when it *received* that renewal, or from when it *applied* it,
+//! both later; so the owner always stops first, whatever the network did.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};

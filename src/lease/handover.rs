@@ -2,6 +2,7 @@
 //! lease loop grants it once the old owner has applied the release, and this waits for that
 //! grant. Also what `rtu list` shows of every lease.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::cluster::{Cluster, ClusterError};
@@ -118,11 +119,14 @@ pub(crate) fn leases(cluster: &Cluster) -> Vec<LeaseView> {
     };
     let ttl = *site.timers.session_ttl_ms.get_ref();
     let members = cluster.members();
-    let heard = cluster
-        .renewals()
-        .view(true)
-        .map(|(_, h)| h)
-        .unwrap_or_default();
+    // As the lease loop counts it: the later of this leader's two clocks.
+    let mut heard = BTreeMap::new();
+    if let Some((taken, applied)) = cluster.renewals().view(true) {
+        for (node, at) in taken.into_iter().chain(applied) {
+            let t = heard.entry(node).or_insert(at);
+            *t = (*t).max(at);
+        }
+    }
     let ownership = cluster.read(|s| s.ownership.clone());
     site.rtus
         .iter()

@@ -1,12 +1,16 @@
-//! The leader's lease loop: from when it took each node's renewal, on its own clock (see
-//! `cluster::Renewals`), it proposes what `plan` decides, several times a TTL.
+//! The leader's lease loop: from when it took each node's renewal, or applied it, on its own
+//! clock (see `cluster::Renewals`), it proposes what `plan` decides, several times a TTL. On
+//! every node it also stamps each renewal as it is applied, so that a node that becomes
+//! leader knows how old each session's last renewal is by its own clock.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 
 use super::plan::{View, plan};
 use crate::cluster::Cluster;
+use crate::ids::NodeId;
 use crate::shutdown::Shutdown;
 use crate::state::ownership::{Ownership, OwnershipCommand};
 use crate::state::{Request, Response};
@@ -15,20 +19,72 @@ fn ms_since(base: Instant, t: Instant) -> u64 {
     t.saturating_duration_since(base).as_millis() as u64
 }
 
+fn ms_by_node(base: Instant, times: BTreeMap<NodeId, Instant>) -> BTreeMap<NodeId, u64> {
+    times
+        .into_iter()
+        .map(|(n, t)| (n, ms_since(base, t)))
+        .collect()
+}
+
+/// Stamps the renewals that `ownership`, read from the applied state a moment ago, has and
+/// the last look did not.
+fn observe(cluster: &Cluster, ownership: &Ownership) {
+    let sessions = ownership
+        .sessions
+        .iter()
+        .map(|(n, s)| (*n, s.number, s.renewed_index));
+    cluster.renewals().observe(sessions);
+}
+
 pub(crate) async fn run(cluster: Cluster, shutdown: Shutdown) {
     let stop = shutdown.wait();
     tokio::pin!(stop);
+    // Every time this loop keeps is after this.
+    let base = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut raft_metrics = cluster.raft().metrics();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        // Each apply changes the metrics: the stamp is then as close to the apply as this
+        // task gets to run; only the tick plans.
+        let planning = tokio::select! {
+            _ = tick.tick() => true,
+            changed = raft_metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                false
+            }
             _ = &mut stop => return,
+        };
+        if !planning {
+            let sessions = cluster.read(|s| s.ownership.sessions.clone());
+            let sessions = sessions
+                .iter()
+                .map(|(n, s)| (*n, s.number, s.renewed_index));
+            cluster.renewals().observe(sessions);
+            continue;
         }
-        let leading = cluster.raft().metrics().borrow().state == ServerState::Leader;
-        let Some((since, heard)) = cluster.renewals().view(leading) else {
+        let (leading, own_term_applied) = {
+            let m = raft_metrics.borrow();
+            let own_term_applied = m
+                .last_applied
+                .is_some_and(|l| l.leader_id.term == m.current_term);
+            (m.state == ServerState::Leader, own_term_applied)
+        };
+        // The plan works on this copy; its renewals are stamped before the times are taken,
+        // so that no session is planned on with the stamp of an older renewal.
+        let ownership = cluster.read(|s| s.ownership.clone());
+        observe(&cluster, &ownership);
+        let Some((heard, applied)) = cluster.renewals().view(leading) else {
             continue;
         };
+        // Until this leader has applied an entry of its own term, renewals committed under
+        // the old leader may be unapplied here, and their sessions would look older than they
+        // are.
+        if !own_term_applied {
+            continue;
+        }
         metrics::counter!("fepha_lease_plans_total").increment(1);
         let Some(current) = cluster.site() else {
             continue;
@@ -36,24 +92,21 @@ pub(crate) async fn run(cluster: Cluster, shutdown: Shutdown) {
         let config_applied_at_ms =
             cluster.read(|s| s.config.as_ref().map_or(0, |c| c.applied_at_ms));
         let members = cluster.members().roles();
-        let ownership = cluster.read(|s| s.ownership.clone());
         let rtus: Vec<String> = current
             .rtus
             .iter()
             .map(|r| r.id.get_ref().clone())
             .collect();
-        let heard_ms = heard
-            .iter()
-            .map(|(n, t)| (*n, ms_since(since, *t)))
-            .collect();
+        let heard_ms = ms_by_node(base, heard);
+        let applied_ms = ms_by_node(base, applied);
         let t = &current.timers;
         let commands = plan(&View {
             ownership: &ownership,
             rtus: &rtus,
             members: &members,
             heard_ms: &heard_ms,
-            leader_since_ms: 0,
-            now_ms: ms_since(since, Instant::now()),
+            applied_ms: &applied_ms,
+            now_ms: ms_since(base, Instant::now()),
             wall_ms: Cluster::now_ms(),
             config_applied_at_ms,
             ttl_ms: *t.session_ttl_ms.get_ref(),

@@ -17,10 +17,12 @@ pub(crate) struct View<'a> {
     pub members: &'a BTreeMap<NodeId, Role>,
     /// When this leader last took a renewal from each node, on its own monotonic clock.
     pub heard_ms: &'a BTreeMap<NodeId, u64>,
-    /// When this node became leader, on the same clock. A new leader does not trust an old
-    /// leader's clock: every session counts as renewed at this moment, so nothing is
-    /// reassigned before one full TTL of this leader's own.
-    pub leader_since_ms: u64,
+    /// When this node applied (or first saw applied) each session's last renewal, on the
+    /// same clock, whether it led then or not. A new leader does not trust an old leader's
+    /// clock, only its own: a renewal is applied here after its owner sent it, so a TTL from
+    /// then ends after the owner's own deadline (see docs/architecture.md, "A new leader").
+    /// The loop plans only once every committed renewal is applied here.
+    pub applied_ms: &'a BTreeMap<NodeId, u64>,
     /// This leader's monotonic clock now.
     pub now_ms: u64,
     /// Wall-clock time now, recorded in the grants (and compared with back-offs).
@@ -38,13 +40,14 @@ pub(crate) fn plan(v: &View<'_>) -> Vec<OwnershipCommand> {
 
     let mut live = Vec::new();
     for (node, session) in &o.sessions {
-        let heard = v
-            .heard_ms
-            .get(node)
+        // A session with no time at all counts as renewed now: never expired unseen.
+        let renewed = [v.heard_ms.get(node), v.applied_ms.get(node)]
+            .into_iter()
+            .flatten()
+            .max()
             .copied()
-            .unwrap_or(0)
-            .max(v.leader_since_ms);
-        if v.now_ms.saturating_sub(heard) > v.ttl_ms {
+            .unwrap_or(v.now_ms);
+        if v.now_ms.saturating_sub(renewed) > v.ttl_ms {
             commands.push(OwnershipCommand::Expire {
                 node: *node,
                 number: session.number,

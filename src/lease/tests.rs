@@ -15,7 +15,8 @@ struct World {
     rtus: Vec<String>,
     members: BTreeMap<NodeId, Role>,
     heard: BTreeMap<NodeId, u64>,
-    leader_since: u64,
+    /// When the planning node applied each node's last renewal.
+    applied: BTreeMap<NodeId, u64>,
     now: u64,
     config_applied_at: u64,
     /// The log index of the last command applied.
@@ -30,7 +31,7 @@ impl World {
             rtus: rtus.iter().map(|r| r.to_string()).collect(),
             members: BTreeMap::from([(A, Role::Voter), (B, Role::Voter), (W, Role::Witness)]),
             heard: BTreeMap::new(),
-            leader_since: 0,
+            applied: BTreeMap::new(),
             now: 10_000,
             config_applied_at: 0,
             index: 0,
@@ -58,6 +59,7 @@ impl World {
         };
         assert_eq!(self.apply(&renew), Ok(()));
         self.heard.insert(node, self.now);
+        self.applied.insert(node, self.now);
     }
 
     fn apply(&mut self, c: &OwnershipCommand) -> Result<(), OwnershipRefusal> {
@@ -71,7 +73,7 @@ impl World {
             rtus: &self.rtus,
             members: &self.members,
             heard_ms: &self.heard,
-            leader_since_ms: self.leader_since,
+            applied_ms: &self.applied,
             now_ms: self.now,
             wall_ms: self.now,
             config_applied_at_ms: self.config_applied_at,
@@ -129,20 +131,49 @@ fn a_dead_session_frees_its_rtus_at_once_under_a_new_epoch() {
 }
 
 #[test]
-fn a_new_leader_waits_one_ttl_of_its_own_before_expiring_anyone() {
+fn a_new_leader_counts_a_ttl_from_when_it_applied_the_last_renewal() {
     let mut w = World::new(&["r1"]);
     w.step();
-    // A new leader has heard nobody yet; the old leader's times mean nothing to it.
+    assert_eq!(w.owner("r1"), Some(A));
+    // A new leader has taken no renewal itself; it applied A's last one at `applied`.
     w.heard.clear();
-    w.now += 10 * TTL;
-    w.leader_since = w.now - TTL / 2;
-    assert!(w.plan().is_empty());
-    w.now = w.leader_since + TTL + 1;
+    let applied = w.now;
+    w.applied.insert(B, applied + 5 * TTL);
+    w.applied.insert(W, applied + 5 * TTL);
+    w.now = applied + TTL;
     assert!(
-        w.plan()
-            .iter()
-            .any(|c| matches!(c, OwnershipCommand::Expire { .. }))
+        w.plan().is_empty(),
+        "A may still act until a TTL after that"
     );
+    w.now = applied + TTL + 1;
+    let commands = w.step();
+    assert!(
+        matches!(commands[0], OwnershipCommand::Expire { node: A, number: 1 }),
+        "{commands:?}"
+    );
+    assert_eq!(w.owner("r1"), Some(B));
+}
+
+#[test]
+fn a_renewal_taken_or_applied_later_counts_and_a_session_never_seen_is_not_expired() {
+    let mut w = World::new(&["r1"]);
+    w.step();
+    let start = w.now;
+    // Taken by this leader later than applied (a renewal it is still committing): the later.
+    w.heard.insert(A, start + TTL);
+    w.now = start + 2 * TTL;
+    w.applied.insert(B, w.now);
+    w.applied.insert(W, w.now);
+    w.heard.insert(B, w.now);
+    w.heard.insert(W, w.now);
+    assert!(w.plan().is_empty());
+    // Neither taken nor applied here: counted as renewed now.
+    w.heard.remove(&A);
+    w.applied.remove(&A);
+    w.now += 10 * TTL;
+    w.applied.insert(B, w.now);
+    w.applied.insert(W, w.now);
+    assert!(w.plan().is_empty());
 }
 
 #[test]
@@ -231,6 +262,7 @@ fn first_grants_wait_for_every_voter_to_have_a_session_or_one_ttl() {
         Ok(())
     );
     w.heard.remove(&B);
+    w.applied.remove(&B);
     w.config_applied_at = w.now;
     assert!(w.plan().is_empty(), "A must not get everything");
     // B renews: the RTUs are spread.
@@ -247,6 +279,7 @@ fn first_grants_go_ahead_after_one_ttl_without_a_silent_voter() {
         Ok(())
     );
     w.heard.remove(&B);
+    w.applied.remove(&B);
     w.config_applied_at = w.now;
     assert!(w.plan().is_empty());
     w.now += TTL;
