@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fepha_cluster_tests::{Cluster, admin_client, rpc_status, site_config};
+use fepha_cluster_tests::field::metric;
+use fepha_cluster_tests::{Cluster, Options, admin_client, rpc_status, site_config};
 
 /// Two voters and a witness, led by a voter.
 fn two_voters_and_a_witness() -> (Cluster, usize) {
@@ -256,5 +257,45 @@ fn stopped_leader_steps_down_and_no_term_ever_has_two_leaders() {
             .any(|s| s.node == c.name(old) && s.at > continued_at),
         "{} was never polled after SIGCONT",
         c.name(old)
+    );
+}
+
+/// A crashed leader's port refuses connections at once: exactly one survivor, the one with
+/// the longer log (or the lower id), campaigns as soon as the other's lease of the old leader
+/// has run out, instead of both waiting out openraft's election timers. The timers here are
+/// long enough to tell the two apart: the survivors' own timers would fire no earlier than
+/// 3.5 s after the last heartbeat, the campaign comes about 2 s after it.
+#[test]
+fn a_crashed_leader_is_replaced_by_one_campaign_without_waiting_for_the_timers() {
+    let mut c = Cluster::with(Options {
+        raft: "heartbeat_ms = 50\nelection_timeout_min_ms = 1500\nelection_timeout_max_ms = 2000"
+            .into(),
+        ..Options::default()
+    });
+    let old = c.bootstrap(&["voter", "voter", "voter"]);
+    c.apply_ok(old, &site_config("before-crash", 1));
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    c.wait_converged(&[0, 1, 2]);
+    let old_term = c.status(old).expect("leader status").term;
+    let campaigns = |i: usize| metric(&c, i, "fepha_raft_campaigns_leader_gone_total");
+    let before: Vec<_> = survivors.iter().map(|&i| campaigns(i)).collect();
+
+    let killed = Instant::now();
+    c.kill(old);
+    let new = c.wait_for_leader(&survivors);
+    let took = killed.elapsed();
+    let term = c.status(new).expect("new leader status").term;
+    assert_eq!(term, old_term + 1, "one election, no split vote");
+    let after: Vec<_> = survivors.iter().map(|&i| campaigns(i)).collect();
+    let campaigned: Vec<usize> = survivors
+        .iter()
+        .zip(before.iter().zip(&after))
+        .filter(|(_, (b, a))| a.unwrap_or(0.0) > b.unwrap_or(0.0))
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(
+        campaigned,
+        [new],
+        "only the new leader campaigned for the dead one's place (after {took:?})"
     );
 }

@@ -12,7 +12,7 @@ use tonic::transport::Channel;
 use super::{Cluster, ClusterError, Members, Renewal, Written};
 use crate::ids::{FephaNode, NodeId};
 use crate::proto::peer::peer_client::PeerClient;
-use crate::proto::peer::{LeaderRequest, PeerPayload};
+use crate::proto::peer::{LeaderRequest, PeerPayload, WatchRequest};
 use crate::state::Request;
 use crate::tls::{Channels, Identity, TrustStore};
 
@@ -132,6 +132,62 @@ impl Cluster {
             Ok(Ok(reply)) => Some(reply.into_inner().has_leader),
             _ => None,
         }
+    }
+}
+
+/// A voter's last log id (term, index) and whether it follows a leader, for
+/// [`Cluster::peer_log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLog {
+    pub last_log: (u64, u64),
+    pub has_leader: bool,
+}
+
+impl Cluster {
+    /// The last log id of the node at `raft_addr`; None if it does not answer within
+    /// `timeout`.
+    pub async fn peer_log(&self, raft_addr: &str, timeout: Duration) -> Option<PeerLog> {
+        let mut client = self.peers().get(raft_addr).ok()?;
+        let call = client.leader(LeaderRequest {});
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(reply)) => {
+                let r = reply.into_inner();
+                Some(PeerLog {
+                    last_log: (r.last_log_term, r.last_log_index),
+                    has_leader: r.has_leader,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Holds a `Watch` call open on the node at `raft_addr` until it ends. Ok(true) if the
+    /// node's process is gone (its port now refuses connections), Ok(false) if it still
+    /// answers, Err if the call could not be made.
+    pub async fn watch_peer(&self, raft_addr: &str) -> Result<bool, ClusterError> {
+        let mut client = self
+            .peers()
+            .get(raft_addr)
+            .map_err(|e| ClusterError::Codec(format!("no client for {raft_addr}: {e}")))?;
+        // The first reply never comes; the call ends only when its connection does.
+        let ended = match client.watch(WatchRequest {}).await {
+            Ok(reply) => reply.into_inner().message().await.err(),
+            Err(s) => Some(s),
+        };
+        if ended.as_ref().is_some_and(refused) {
+            return Ok(true);
+        }
+        // A closed connection may be a process that died, or one that dropped the call: only
+        // a refused connection tells them apart. The first call after a broken connection may
+        // fail with the old connection's error, before a new one is tried: ask a few times.
+        for _ in 0..5 {
+            match client.leader(LeaderRequest {}).await {
+                Ok(_) => return Ok(false),
+                Err(s) if refused(&s) => return Ok(true),
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        Ok(false)
     }
 }
 

@@ -15,7 +15,6 @@ mod renewal;
 mod trust;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -48,8 +47,6 @@ struct Inner {
     /// Present once this node has been removed from its cluster: it never campaigns again,
     /// also after a restart.
     retired_marker: PathBuf,
-    /// The last term in which this node campaigned because its leader was gone.
-    campaigned_in: AtomicU64,
     /// When the Raft service last took a leader's AppendEntries.
     leader_heard: Arc<crate::raft::LeaderHeard>,
 }
@@ -79,7 +76,6 @@ impl Cluster {
                 renewals: Renewals::default(),
                 site: Mutex::new(None),
                 retired_marker,
-                campaigned_in: AtomicU64::new(0),
                 leader_heard,
             }),
         }
@@ -185,38 +181,9 @@ impl Cluster {
         &self.inner.retired_marker
     }
 
-    /// The leader's process is gone (its port refuses connections, and its heartbeats have
-    /// stopped for two intervals): this voter campaigns at once, once per term, instead of
-    /// waiting out openraft's leader lease and election timeout first, during which every
-    /// owner's lease runs down. Safe: the other voters grant their votes only once their own
-    /// lease of the old leader has run out, and a node that does not campaign (retired, or
-    /// stepped down without a quorum) stays out of it.
-    pub async fn leader_gone(&self) {
-        let m = self.metrics();
-        let quiet = 2 * Duration::from_millis(self.inner.raft.config().heartbeat_interval);
-        let silent = self.inner.leader_heard.ago().is_none_or(|ago| ago > quiet);
-        let campaigns = silent
-            && m.state == openraft::ServerState::Follower
-            && m.current_leader.is_some_and(|l| l != self.id())
-            && self.members().is_voter(self.id())
-            && !self.is_retired();
-        if !campaigns
-            || self
-                .inner
-                .campaigned_in
-                .fetch_max(m.current_term, Ordering::Relaxed)
-                >= m.current_term
-        {
-            return;
-        }
-        metrics::counter!("fepha_raft_campaigns_leader_gone_total").increment(1);
-        tracing::info!(
-            term = m.current_term,
-            "the leader's port refuses connections; campaigning at once"
-        );
-        if let Err(e) = self.inner.raft.trigger().elect().await {
-            tracing::warn!("cannot campaign: {e}");
-        }
+    /// How long ago the Raft service last took a leader's AppendEntries; None if never.
+    pub fn leader_heard_ago(&self) -> Option<Duration> {
+        self.inner.leader_heard.ago()
     }
 
     /// Waits until `check` gives a value, looking again at every change of openraft's metrics

@@ -72,11 +72,9 @@ pub(crate) async fn run(s: Session, shutdown: Shutdown) {
         let outcome = match &renewed {
             Ok(Ok(true)) => "ok",
             Ok(Ok(false)) => "lagging",
+            // A leader whose process is gone is seen by `raft::leader_watch`.
             Ok(Err(e)) => {
                 tracing::debug!("session renewal failed: {e}");
-                if matches!(e, ClusterError::LeaderGone(_)) {
-                    cluster.leader_gone().await;
-                }
                 "failed"
             }
             Err(_) => "timeout",

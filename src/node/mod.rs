@@ -156,6 +156,11 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         config.raft.clone(),
         watchers.signal(),
     ));
+    watchers.spawn(crate::raft::campaign_when_the_leader_dies(
+        cluster.clone(),
+        config.raft.clone(),
+        watchers.signal(),
+    ));
     watchers.spawn(cluster.clone().keep_peers_connected(watchers.signal()));
     watchers.spawn(gauges::run(cluster.clone(), registry, watchers.signal()));
     watchers.spawn(cut_revoked(

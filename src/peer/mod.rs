@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use crate::cluster::{Cluster, ClusterError, Renewal};
 use crate::ids::NodeId;
 use crate::proto::peer::peer_server::Peer;
-use crate::proto::peer::{LeaderReply, LeaderRequest, PeerPayload};
+use crate::proto::peer::{LeaderReply, LeaderRequest, PeerPayload, WatchReply, WatchRequest};
 use crate::state::Request as LogRequest;
 use crate::state::commands::CommandOp;
 use crate::state::forwarding::ForwardingOp;
@@ -138,10 +138,25 @@ impl Peer for PeerService {
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderReply>, Status> {
         let result = self.caller(&request).map(|_| {
+            let last = self.cluster.raft().data_metrics().borrow().last_log;
             Response::new(LeaderReply {
                 has_leader: self.cluster.leader().is_some(),
+                last_log_term: last.map_or(0, |l| l.leader_id.term),
+                last_log_index: last.map_or(0, |l| l.index),
             })
         });
         counted("leader", result)
+    }
+
+    type WatchStream = futures::stream::Pending<Result<WatchReply, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let result = self
+            .caller(&request)
+            .map(|_| Response::new(futures::stream::pending()));
+        counted("watch", result)
     }
 }

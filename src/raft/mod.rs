@@ -4,6 +4,7 @@
 
 pub mod backup;
 mod gauges;
+mod leader_watch;
 mod network;
 pub mod offline;
 mod quorum_watch;
@@ -14,6 +15,7 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 pub use gauges::watch_raft;
+pub use leader_watch::campaign_when_the_leader_dies;
 pub use network::Network;
 pub use quorum_watch::step_down_without_quorum;
 pub use service::{LeaderHeard, RaftService};
