@@ -43,7 +43,7 @@ const CATCH_UP: Duration = Duration::from_secs(20);
 const SETTLE: Duration = Duration::from_secs(3);
 
 pub fn run(args: &Args) {
-    let c = crate::three_voters("acquisition");
+    let c = crate::three_voters("acquisition", &args.raft);
     let b = Bench {
         creds: c.credentials(),
         c: &c,

@@ -74,7 +74,7 @@ const WINDOW: Duration = Duration::from_secs(10);
 const WAIT: Duration = Duration::from_secs(20);
 
 pub fn run(args: &Args) {
-    let c = crate::three_voters("iec104");
+    let c = crate::three_voters("iec104", &args.raft);
     let (tx, rx) = channel();
     let mut b = Bench {
         c: &c,

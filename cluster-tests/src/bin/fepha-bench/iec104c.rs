@@ -67,7 +67,7 @@ const DRAIN: Duration = Duration::from_secs(90);
 const WAIT: Duration = Duration::from_secs(20);
 
 pub fn run(args: &Args) {
-    let c = crate::three_voters("iec104c");
+    let c = crate::three_voters("iec104c", &args.raft);
     let b = Bench {
         creds: c.credentials(),
         c: &c,

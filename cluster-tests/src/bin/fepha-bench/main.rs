@@ -137,6 +137,8 @@ pub struct Args {
     pub rounds: usize,
     pub seconds: u64,
     pub only: Option<Group>,
+    /// The nodes' `[raft]` lines (`--raft 'profile = "fast"'`); empty for the defaults.
+    pub raft: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -170,6 +172,7 @@ fn parse_args() -> Args {
         rounds: 20,
         seconds: 5,
         only: None,
+        raft: String::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -184,6 +187,8 @@ fn parse_args() -> Args {
         match a.as_str() {
             "--rounds" => parsed.rounds = usize::try_from(number(value())).unwrap_or(20),
             "--seconds" => parsed.seconds = number(value()),
+            // `;` for a new line, so that several settings fit in one argument.
+            "--raft" => parsed.raft = value().replace(';', "\n"),
             "--only" => {
                 parsed.only = match value().as_str() {
                     "raft" => Some(Group::Raft),
@@ -212,7 +217,7 @@ fn parse_args() -> Args {
 
 fn usage(msg: &str) -> ! {
     eprintln!(
-        "fepha-bench: {msg}\nusage: fepha-bench [--only raft|acquisition|iec104|iec104c] [--rounds N] [--seconds S]"
+        "fepha-bench: {msg}\nusage: fepha-bench [--only raft|acquisition|iec104|iec104c] [--rounds N] [--seconds S] [--raft 'KEY = VALUE; ...']"
     );
     std::process::exit(2);
 }
@@ -220,17 +225,19 @@ fn usage(msg: &str) -> ! {
 /// The directories of the clusters running now, removed on a signal.
 static CLUSTER_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// A fresh three-voter cluster of the release binary for the benchmark `group`, its
-/// directory removed should a signal end the benchmark.
-pub fn three_voters(group: &str) -> Cluster {
+/// A fresh three-voter cluster of the release binary for the benchmark `group`, with the
+/// nodes' `[raft]` lines `raft`, its directory removed should a signal end the benchmark.
+pub fn three_voters(group: &str, raft: &str) -> Cluster {
     let mut c = Cluster::with(Options {
         profile: Profile::Release,
+        raft: raft.to_owned(),
         ..Options::default()
     });
     eprintln!(
-        "fepha-bench {group}: {} in {}",
+        "fepha-bench {group}: {} in {} [raft] {:?}",
         c.binary().display(),
-        c.dir().display()
+        c.dir().display(),
+        raft
     );
     remove_on_signal(c.dir());
     c.bootstrap(&["voter", "voter", "voter"]);

@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use crate::Args;
 
 pub fn run(args: &Args) {
-    let c = crate::three_voters("raft");
+    let c = crate::three_voters("raft", &args.raft);
 
     for writers in [1, 64] {
         let leader = c.wait_for_leader(&[0, 1, 2]);
