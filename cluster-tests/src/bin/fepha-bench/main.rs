@@ -9,11 +9,15 @@
 //! `--only raft|acquisition|iec104|iec104c` runs one group (default: all, each on a fresh
 //! cluster); `--rounds N` (default 20) is the number of failover rounds of the raft and iec104
 //! groups and of take-over rounds of the acquisition and iec104c groups; `--seconds S` (default
-//! 5) how long each throughput figure is measured. With the defaults a run takes two to four
+//! 5) how long each throughput figure is measured; `--raft 'profile = "fast"'` gives the nodes
+//! those `[raft]` lines (`;` separates several); `--idle-seconds S` (default 60) how long the
+//! raft group watches an idle cluster for false elections. With the defaults a run takes two to four
 //! minutes on two cores, and about three more for the iec104c group. Prints one `name: value
 //! unit` line per figure; progress and per-node details go to stderr.
 //!
 //! The raft group ([`raft`]):
+//! - `raft_elections_idle`: the growth of the highest Raft term over `--idle-seconds` of an
+//!   idle cluster. Every leader was alive, so each election is a false one.
 //! - `commit_latency_us_p50_wN`, `commit_latency_us_p99_wN`, `commits_per_s_wN`: `config apply`
 //!   through the leader's admin API by N = 1 and N = 64 concurrent writers, for `--seconds`
 //!   each.
@@ -53,6 +57,8 @@
 //!   node's rate. Stderr also gives each node's rate and CPU, the RTUs each node polls, the
 //!   changes the owners wrote (`fepha_point_changes_total`), elections meanwhile and each
 //!   node's applied and last log index.
+//! - `raft_elections_loaded`: the growth of the highest Raft term over that window (false
+//!   elections under the load; `--seconds 180` for several minutes of it).
 //! - `node_rss_mib_10000_points`: the largest VmRSS (/proc/PID/status) of the three nodes,
 //!   sampled every second of that window and once after.
 //!
@@ -139,6 +145,8 @@ pub struct Args {
     pub only: Option<Group>,
     /// The nodes' `[raft]` lines (`--raft 'profile = "fast"'`); empty for the defaults.
     pub raft: String,
+    /// How long the raft group watches an idle cluster for false elections.
+    pub idle_seconds: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -173,6 +181,7 @@ fn parse_args() -> Args {
         seconds: 5,
         only: None,
         raft: String::new(),
+        idle_seconds: 60,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -189,6 +198,7 @@ fn parse_args() -> Args {
             "--seconds" => parsed.seconds = number(value()),
             // `;` for a new line, so that several settings fit in one argument.
             "--raft" => parsed.raft = value().replace(';', "\n"),
+            "--idle-seconds" => parsed.idle_seconds = number(value()),
             "--only" => {
                 parsed.only = match value().as_str() {
                     "raft" => Some(Group::Raft),
@@ -217,7 +227,7 @@ fn parse_args() -> Args {
 
 fn usage(msg: &str) -> ! {
     eprintln!(
-        "fepha-bench: {msg}\nusage: fepha-bench [--only raft|acquisition|iec104|iec104c] [--rounds N] [--seconds S] [--raft 'KEY = VALUE; ...']"
+        "fepha-bench: {msg}\nusage: fepha-bench [--only raft|acquisition|iec104|iec104c] [--rounds N] [--seconds S] [--raft 'KEY = VALUE; ...'] [--idle-seconds S]"
     );
     std::process::exit(2);
 }

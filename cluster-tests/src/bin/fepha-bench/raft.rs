@@ -14,6 +14,20 @@ use crate::Args;
 pub fn run(args: &Args) {
     let c = crate::three_voters("raft", &args.raft);
 
+    // Elections in an idle cluster are false ones: every leader was alive.
+    let leader = c.wait_for_leader(&[0, 1, 2]);
+    let before = highest_term(&c);
+    std::thread::sleep(Duration::from_secs(args.idle_seconds));
+    let elections = highest_term(&c) - before;
+    let now = c.wait_for_leader(&[0, 1, 2]);
+    eprintln!(
+        "fepha-bench: idle for {} s: {elections} elections, leader {} then {}",
+        args.idle_seconds,
+        c.name(leader),
+        c.name(now)
+    );
+    println!("raft_elections_idle: {elections} elections");
+
     for writers in [1, 64] {
         let leader = c.wait_for_leader(&[0, 1, 2]);
         let (latencies, per_s) =
@@ -47,6 +61,16 @@ pub fn run(args: &Args) {
             percentile(&handshakes, p) as f64 / 1000.0
         );
     }
+}
+
+/// The highest Raft term the nodes report.
+fn highest_term(c: &Cluster) -> u64 {
+    c.statuses(&[0, 1, 2])
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|s| s.term)
+        .max()
+        .unwrap_or(0)
 }
 
 /// How many fresh connections [`handshake_and_status`] times.
