@@ -254,6 +254,27 @@ pub fn owner_not_leader(c: &Cluster) -> (usize, Option<String>) {
     (to, Some(view.owner))
 }
 
+/// Moves RTU d onto the Raft leader, so that a kill of its owner kills the leader too.
+/// Returns the owner (the leader), and the node it was moved from if it was moved.
+pub fn owner_leader(c: &Cluster) -> (usize, Option<String>) {
+    let leader = c.wait_for_leader(&[0, 1, 2]);
+    let view = c.wait_until("RTU d has an owner", || owner(c, 0));
+    if index_named(c, &view.owner) == leader {
+        return (leader, None);
+    }
+    c.wait_until("the leader reaches the device", || {
+        let v = owner(c, 0)?;
+        v.reachable_from
+            .iter()
+            .any(|n| n == c.name(leader))
+            .then_some(())
+            .ok_or(format!("{v:?}"))
+    });
+    let out = c.cli(0, &["rtu", "move", "d", "--to", c.name(leader)]);
+    assert!(out.success(), "rtu move: {}", out.stderr);
+    (leader, Some(view.owner))
+}
+
 /// A site with one Modbus RTU `d` at `endpoint`: a point of every monitored kind (a single,
 /// a double, an f32 measurement with a deadband, a u32 counter) and two commands (a coil, a
 /// scaled i16 setpoint), the way the acquisition and forwarder tests use it.

@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use fepha_cluster_tests::field::{
-    SimDevice, device_addr, index_named, metric, one_rtu_site, owner, owner_not_leader, points,
-    wait_points,
+    SimDevice, device_addr, index_named, metric, one_rtu_site, owner, owner_leader,
+    owner_not_leader, points, wait_points,
 };
 use fepha_cluster_tests::{Cluster, Proxy, PyDevice, raw_channel};
 
@@ -110,16 +110,28 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Moves RTU d away from the leader, so that a kill of its owner measures the lease alone
-/// (a dead leader adds an election and the new leader's wait of one TTL).
-/// Returns the owner, and the node it was moved from if it was moved.
 #[test]
 fn a_killed_owner_is_replaced_within_two_seconds_and_never_overlaps() {
+    killed_owner(false);
+}
+
+/// The owner is the leader too: the new leader counts the owner's lease from when it applied
+/// the owner's last renewal, not from its own election, and still no two nodes overlap.
+#[test]
+fn a_killed_owner_that_led_is_replaced_within_two_seconds_and_never_overlaps() {
+    killed_owner(true);
+}
+
+fn killed_owner(leading: bool) {
     let mut c = Cluster::new();
     c.bootstrap(&["voter", "voter", "voter"]);
     let sim = SimDevice::start(&c, device_addr(&c, 0, 5020), PROFILE);
     c.apply_ok(0, &one_rtu_site(sim.addr, 100, "probe"));
-    let (victim, first_owner) = owner_not_leader(&c);
+    let (victim, first_owner) = if leading {
+        owner_leader(&c)
+    } else {
+        owner_not_leader(&c)
+    };
     let victim_name = c.name(victim).to_owned();
     let moved_at = now_ms();
     c.wait_until("the owner polls", || {
@@ -171,11 +183,24 @@ fn a_killed_owner_is_replaced_within_two_seconds_and_never_overlaps() {
 
 #[test]
 fn a_stopped_owner_never_polls_again_and_its_late_writes_are_refused() {
+    stopped_owner(false);
+}
+
+#[test]
+fn a_stopped_owner_that_led_never_polls_again_and_its_late_writes_are_refused() {
+    stopped_owner(true);
+}
+
+fn stopped_owner(leading: bool) {
     let mut c = Cluster::new();
     c.bootstrap(&["voter", "voter", "voter"]);
     let sim = SimDevice::start(&c, device_addr(&c, 0, 5020), PROFILE);
     c.apply_ok(0, &one_rtu_site(sim.addr, 50, "probe"));
-    let (victim, _) = owner_not_leader(&c);
+    let (victim, _) = if leading {
+        owner_leader(&c)
+    } else {
+        owner_not_leader(&c)
+    };
     let victim_name = c.name(victim).to_owned();
     let old = c.wait_until("the owner is listed", || {
         let v = owner(&c, 0)?;
