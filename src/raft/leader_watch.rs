@@ -91,38 +91,50 @@ pub async fn campaign_when_the_leader_dies(
             }
             continue;
         }
-        if !still(&cluster) || campaigned_in >= term {
-            continue;
-        }
-        tracing::info!(leader, term, "the leader's process is gone");
-        // 1. Until the other voters' leases of the dead leader have run out.
-        let quiet = lease + heartbeat;
-        loop {
-            let ago = cluster.leader_heard_ago().unwrap_or(quiet);
-            if ago >= quiet {
-                break;
+        if still(&cluster) && campaigned_in < term {
+            tracing::info!(leader, term, "the leader's process is gone");
+            // 1. Until the other voters' leases of the dead leader have run out.
+            let quiet = lease + heartbeat;
+            loop {
+                let ago = cluster.leader_heard_ago().unwrap_or(quiet);
+                if ago >= quiet {
+                    break;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(quiet - ago) => {}
+                    _ = &mut stop => return,
+                }
             }
+            // 2. Only the voter openraft would elect.
+            let better = match still(&cluster) {
+                true => better_candidate(&cluster, leader).await,
+                false => None,
+            };
+            if let Some(better) = better {
+                tracing::info!(better, "another voter has the longer log; it campaigns");
+            } else if still(&cluster)
+                && !cluster.is_retired()
+                && cluster.members().is_voter(cluster.id())
+            {
+                campaigned_in = term;
+                metrics::counter!("fepha_raft_campaigns_leader_gone_total").increment(1);
+                tracing::info!(term, "campaigning at once for the dead leader's place");
+                if let Err(e) = cluster.raft().trigger().elect().await {
+                    tracing::warn!("cannot campaign: {e}");
+                }
+            }
+        }
+        // This term is decided: wait for the next (a dead leader's port refuses at once, so
+        // watching it again would only spin). If no election comes, openraft's timers are
+        // late too, and the dead leader is looked at again.
+        let next = tokio::time::sleep(4 * lease);
+        tokio::pin!(next);
+        while still(&cluster) {
             tokio::select! {
-                () = tokio::time::sleep(quiet - ago) => {}
+                changed = changes.changed() => if changed.is_err() { return },
+                () = &mut next => break,
                 _ = &mut stop => return,
             }
-        }
-        if !still(&cluster) {
-            continue;
-        }
-        // 2. Only the voter openraft would elect.
-        if let Some(better) = better_candidate(&cluster, leader).await {
-            tracing::info!(better, "another voter has the longer log; it campaigns");
-            continue;
-        }
-        if !still(&cluster) || cluster.is_retired() || !cluster.members().is_voter(cluster.id()) {
-            continue;
-        }
-        campaigned_in = term;
-        metrics::counter!("fepha_raft_campaigns_leader_gone_total").increment(1);
-        tracing::info!(term, "campaigning at once for the dead leader's place");
-        if let Err(e) = cluster.raft().trigger().elect().await {
-            tracing::warn!("cannot campaign: {e}");
         }
     }
 }
