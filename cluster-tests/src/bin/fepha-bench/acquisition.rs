@@ -80,6 +80,18 @@ pub fn run(args: &Args) {
         }
     }
 
+    let pauses: Vec<u64> = (0..args.rounds.min(10))
+        .map(|k| {
+            let gap = b.poll_pause_round(&sim);
+            eprintln!("fepha-bench: leader failover round {k}: the owner's longest pause {gap} ms");
+            gap
+        })
+        .collect();
+    println!(
+        "owner_poll_pause_ms_across_leader_failover_max: {} ms (poll interval {POLL_MS} ms)",
+        pauses.iter().max().copied().unwrap_or(0)
+    );
+
     let latencies = b.device_to_cluster(sim.addr);
     for p in [50.0, 99.0] {
         println!(
@@ -289,6 +301,50 @@ impl Bench<'_> {
             ms: first_ms - killed_ms,
             owner_was_leader,
         }
+    }
+
+    /// One SIGKILL of the leader while RTU d's owner is another node: the longest gap between
+    /// two of the owner's requests in the device's log, from a second before the kill until
+    /// two seconds after the new leader. An owner that stays alive should poll on as if
+    /// nothing happened. Then restarts the node and waits until it has caught up.
+    fn poll_pause_round(&self, sim: &SimDevice) -> u64 {
+        let c = self.c;
+        let leader = c.wait_for_leader(&ALL);
+        let lease = c.wait_until("RTU d has an owner", || self.owned(leader));
+        let mut owner = index_named(c, &lease.owner);
+        if owner == leader {
+            let to = (leader + 1) % 3;
+            c.wait_until(&format!("RTU d moves to {}", c.name(to)), || {
+                self.rtu_move(leader, c.name(to))?;
+                let now = self.owned(leader)?;
+                (now.owner == c.name(to))
+                    .then_some(())
+                    .ok_or(format!("owned by {}", now.owner))
+            });
+            owner = to;
+        }
+        let owner_ip = c.ip(owner);
+        std::thread::sleep(Duration::from_secs(2));
+        let killed_ms = now_ms();
+        c.kill(leader);
+        let survivors: Vec<usize> = ALL.into_iter().filter(|&i| i != leader).collect();
+        c.wait_for_leader(&survivors);
+        std::thread::sleep(Duration::from_secs(2));
+        let until = now_ms();
+        let times: Vec<u64> = sim
+            .requests()
+            .into_iter()
+            .filter(|r| r.ip == owner_ip && r.time_ms + 1000 >= killed_ms && r.time_ms <= until)
+            .map(|r| r.time_ms)
+            .collect();
+        let gap = times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(until - killed_ms);
+        c.start(&[leader]);
+        c.wait_converged(&ALL);
+        gap
     }
 
     /// Microseconds, per sample, from the device's acknowledgement of a write of a new value

@@ -41,6 +41,10 @@
 //!   session TTL. The killed node is restarted and caught up before the next round.
 //! - `rtu_takeover_ms_p50_owner_not_leader`, `rtu_takeover_ms_p50_owner_leader`: the same,
 //!   over the rounds whose killed owner was not (was) the leader at the kill.
+//! - `owner_poll_pause_ms_across_leader_failover_max`: the same RTU, its owner not the leader;
+//!   per round (at most 10), SIGKILL the leader; the longest gap between two of the owner's
+//!   requests in the device's log, from a second before the kill to two seconds after the new
+//!   leader; the largest over the rounds. The poll interval is the least it can be.
 //! - `device_to_cluster_latency_ms_p50`, `device_to_cluster_latency_ms_p99`: the same RTU;
 //!   50 times, write a new value into a holding register of the device (Modbus, unit 1) and
 //!   poll `PointList` on all three nodes' admin APIs until each shows it; from the device's
