@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 
-use super::plan::{View, plan};
+use super::plan::{View, next_expiry_ms, plan};
 use crate::cluster::Cluster;
 use crate::ids::NodeId;
 use crate::shutdown::Shutdown;
@@ -44,11 +44,20 @@ pub(crate) async fn run(cluster: Cluster, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut raft_metrics = cluster.raft().metrics();
+    // When the next session would expire: planned at once then, not at the next tick.
+    let mut expiry: Option<Instant> = None;
     loop {
         // Each apply changes the metrics: the stamp is then as close to the apply as this
-        // task gets to run; only the tick plans.
+        // task gets to run; only the tick (or an expiry) plans.
+        let expires = async {
+            match expiry {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         let planning = tokio::select! {
             _ = tick.tick() => true,
+            () = expires => true,
             changed = raft_metrics.changed() => {
                 if changed.is_err() {
                     return;
@@ -57,7 +66,10 @@ pub(crate) async fn run(cluster: Cluster, shutdown: Shutdown) {
             }
             _ = &mut stop => return,
         };
-        if !planning {
+        if planning {
+            // Set again below, by a plan; a node that stopped leading has none.
+            expiry = None;
+        } else {
             let sessions = cluster.read(|s| s.ownership.sessions.clone());
             let sessions = sessions
                 .iter()
@@ -100,7 +112,7 @@ pub(crate) async fn run(cluster: Cluster, shutdown: Shutdown) {
         let heard_ms = ms_by_node(base, heard);
         let applied_ms = ms_by_node(base, applied);
         let t = &current.timers;
-        let commands = plan(&View {
+        let view = View {
             ownership: &ownership,
             rtus: &rtus,
             members: &members,
@@ -112,7 +124,9 @@ pub(crate) async fn run(cluster: Cluster, shutdown: Shutdown) {
             ttl_ms: *t.session_ttl_ms.get_ref(),
             backoff_ms: *t.handover_backoff_ms.get_ref(),
             backoff_max_ms: *t.handover_backoff_max_ms.get_ref(),
-        });
+        };
+        let commands = plan(&view);
+        expiry = next_expiry_ms(&view).map(|ms| base + Duration::from_millis(ms));
         for command in commands {
             tracing::info!(?command, "lease decision");
             metrics::counter!("fepha_lease_commands_total").increment(1);

@@ -34,19 +34,35 @@ pub(crate) struct View<'a> {
     pub backoff_max_ms: u64,
 }
 
+/// When `node`'s session was last renewed, by the later of the leader's two clocks. A session
+/// with no time at all counts as renewed now: never expired unseen.
+fn renewed_ms(v: &View<'_>, node: NodeId) -> u64 {
+    [v.heard_ms.get(&node), v.applied_ms.get(&node)]
+        .into_iter()
+        .flatten()
+        .max()
+        .copied()
+        .unwrap_or(v.now_ms)
+}
+
+/// The moment (on the leader's clock) at which the next session that is live now would
+/// expire, so that the loop can plan right then rather than at its next tick.
+pub(crate) fn next_expiry_ms(v: &View<'_>) -> Option<u64> {
+    v.ownership
+        .sessions
+        .keys()
+        .map(|n| renewed_ms(v, *n) + v.ttl_ms + 1)
+        .filter(|at| *at > v.now_ms)
+        .min()
+}
+
 pub(crate) fn plan(v: &View<'_>) -> Vec<OwnershipCommand> {
     let mut commands = Vec::new();
     let o = v.ownership;
 
     let mut live = Vec::new();
     for (node, session) in &o.sessions {
-        // A session with no time at all counts as renewed now: never expired unseen.
-        let renewed = [v.heard_ms.get(node), v.applied_ms.get(node)]
-            .into_iter()
-            .flatten()
-            .max()
-            .copied()
-            .unwrap_or(v.now_ms);
+        let renewed = renewed_ms(v, *node);
         if v.now_ms.saturating_sub(renewed) > v.ttl_ms {
             commands.push(OwnershipCommand::Expire {
                 node: *node,

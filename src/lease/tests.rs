@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use super::plan::{View, plan};
+use super::plan::{View, next_expiry_ms, plan};
 use crate::config::Role;
 use crate::ids::NodeId;
 use crate::state::ownership::{Ownership, OwnershipCommand, OwnershipRefusal, Reach};
@@ -68,7 +68,11 @@ impl World {
     }
 
     fn plan(&self) -> Vec<OwnershipCommand> {
-        plan(&View {
+        plan(&self.view())
+    }
+
+    fn view(&self) -> View<'_> {
+        View {
             ownership: &self.o,
             rtus: &self.rtus,
             members: &self.members,
@@ -80,7 +84,7 @@ impl World {
             ttl_ms: TTL,
             backoff_ms: 500,
             backoff_max_ms: 4000,
-        })
+        }
     }
 
     /// Plans and applies; returns the commands.
@@ -373,4 +377,23 @@ fn taking_over_from_a_dead_owner_starts_no_back_off() {
         assert_eq!((lease.owner, lease.handovers), (other, 0));
         assert_eq!(lease.backoff_until_ms, w.now);
     }
+}
+
+#[test]
+fn the_next_expiry_is_the_oldest_live_session_plus_one_ttl() {
+    let mut w = World::new(&["r1"]);
+    w.step();
+    let start = w.now;
+    w.now += 300;
+    w.renew(B, 1, Reach::Reachable);
+    w.renew(W, 1, Reach::Reachable);
+    w.now += 100;
+    assert_eq!(next_expiry_ms(&w.view()), Some(start + TTL + 1), "A's");
+    w.now = start + TTL + 1;
+    assert!(
+        w.plan()
+            .iter()
+            .any(|c| matches!(c, OwnershipCommand::Expire { node: A, .. })),
+        "planned at that moment, A expires"
+    );
 }
