@@ -110,7 +110,7 @@ pub fn site(spec: &SiteSpec) -> String {
             for a in 0..spec.points {
                 let _ = write!(
                     s,
-                    "\n[[point]]\nid = \"{}\"\nrtu = \"{rtu}\"\nkind = \"measured\"\n\
+                    "[[point]]\nid = \"{}\"\nrtu = \"{rtu}\"\nkind = \"measured\"\n\
                      table = \"holding\"\naddress = {a}\nformat = \"u16\"\n",
                     point_id(&rtu, a),
                 );

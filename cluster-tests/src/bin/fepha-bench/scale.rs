@@ -140,6 +140,9 @@ pub fn run(args: &Args) {
         }
     }
     eprintln!("fepha-bench: VmRSS per node (KiB) {rss:?}");
+    for (k, &p) in pids.iter().enumerate() {
+        eprintln!("fepha-bench: {}: {}", c.name(k), memory_map(p));
+    }
     println!(
         "node_rss_mib_100000_points: {:.1} MiB",
         rss.iter().copied().max().unwrap_or(0) as f64 / 1024.0
@@ -258,6 +261,57 @@ fn device_profile() -> String {
     format!(
         "unit_ids = [{}]\nseed = 1\n[holding_registers]\ncount = {POINTS}\n",
         units.join(", ")
+    )
+}
+
+/// Where a process's resident memory is, from /proc/PID/smaps: the brk heap, anonymous
+/// mappings (glibc's thread arenas and large allocations), files, and the largest anonymous
+/// ones; in MiB.
+pub fn memory_map(pid: u32) -> String {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return "no smaps".into();
+    };
+    let (mut heap, mut anon, mut file, mut other) = (0u64, 0u64, 0u64, 0u64);
+    let mut anons: Vec<(u64, u64)> = Vec::new();
+    let mut name = String::new();
+    let mut size = 0u64;
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(first) = fields.next() else { continue };
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: "start-end perms offset dev inode [name]".
+            name = fields.nth(4).unwrap_or("").to_owned();
+            let mut range = first.split('-');
+            let start = range.next().and_then(|a| u64::from_str_radix(a, 16).ok());
+            let end = range.next().and_then(|a| u64::from_str_radix(a, 16).ok());
+            size = end.zip(start).map_or(0, |(e, s)| (e - s) >> 10);
+        } else if first == "Rss:" {
+            let kib: u64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            match name.as_str() {
+                "[heap]" => heap += kib,
+                "" => {
+                    anon += kib;
+                    anons.push((kib, size));
+                }
+                n if n.starts_with('/') => file += kib,
+                _ => other += kib,
+            }
+        }
+    }
+    anons.sort_unstable_by(|a, b| b.cmp(a));
+    let largest: Vec<String> = anons
+        .iter()
+        .take(6)
+        .map(|(rss, size)| format!("{}/{}", rss >> 10, size >> 10))
+        .collect();
+    format!(
+        "heap {} MiB, anonymous {} MiB in {} mappings (largest rss/size {}), files {} MiB, other {} MiB",
+        heap >> 10,
+        anon >> 10,
+        anons.len(),
+        largest.join(" "),
+        file >> 10,
+        other >> 10
     )
 }
 
