@@ -59,7 +59,13 @@ pub fn point_id(rtu: &str, a: u16) -> String {
 
 /// Words for the descriptions, so that they read like a real point list and differ.
 const BAYS: [&str; 8] = [
-    "Feeder", "Incomer", "Bus coupler", "Transformer", "Capacitor", "Line", "Generator",
+    "Feeder",
+    "Incomer",
+    "Bus coupler",
+    "Transformer",
+    "Capacitor",
+    "Line",
+    "Generator",
     "Station supply",
 ];
 const QUANTITIES: [&str; 10] = [

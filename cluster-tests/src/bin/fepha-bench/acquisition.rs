@@ -496,6 +496,13 @@ impl Bench<'_> {
             "fepha-bench: applied/last log index: {}",
             applied.join(", ")
         );
+        for (i, &p) in pids.iter().enumerate() {
+            eprintln!(
+                "fepha-bench: {}: {}",
+                c.name(i),
+                crate::scale::memory_map(p)
+            );
+        }
         let slowest = rates.iter().copied().fold(f64::INFINITY, f64::min);
         println!("point_updates_per_s: {slowest:.0} updates/s");
         println!(

@@ -75,7 +75,10 @@ pub fn run(args: &Args) {
             return;
         }
     };
-    println!("site_apply_ms_100000_points: {} ms", t.elapsed().as_millis());
+    println!(
+        "site_apply_ms_100000_points: {} ms",
+        t.elapsed().as_millis()
+    );
     let version = applied.version;
     fepha_cluster_tests::wait_until(
         LONG_WAIT,
@@ -107,19 +110,16 @@ pub fn run(args: &Args) {
             let since = now_ms().saturating_sub(2000);
             let per_device: Vec<usize> = sims
                 .iter()
-                .map(|s| {
-                    s.requests()
-                        .iter()
-                        .filter(|r| r.time_ms >= since)
-                        .count()
-                })
+                .map(|s| s.requests().iter().filter(|r| r.time_ms >= since).count())
                 .collect();
             let want = 2 * 2 * usize::from(UNITS) * 9 / 10;
             per_device
                 .iter()
                 .all(|&n| n >= want)
                 .then_some(())
-                .ok_or(format!("requests per device in 2 s {per_device:?}, want {want}"))
+                .ok_or(format!(
+                    "requests per device in 2 s {per_device:?}, want {want}"
+                ))
         },
         || c.report(),
     );
