@@ -39,7 +39,10 @@ fn the_template_loads_and_keeps_its_data_where_the_unit_may_write() {
         "{unit}"
     );
     // The memory figures of the benchmark's scale group are a node's with this.
-    assert!(unit.contains("\nEnvironment=MALLOC_ARENA_MAX=2\n"), "{unit}");
+    assert!(
+        unit.contains("\nEnvironment=MALLOC_ARENA_MAX=2\n"),
+        "{unit}"
+    );
 }
 
 #[test]

@@ -172,7 +172,7 @@ mod tests {
     fn the_site_is_ordinary_toml_with_every_point() {
         let spec = SiteSpec {
             name: "t".into(),
-            devices: vec!["127.0.0.1:5020".parse().unwrap()],
+            devices: vec!["127.0.0.1:5020".parse().expect("an address")],
             units: 3,
             points: 4,
             poll_interval_ms: 100,
@@ -184,13 +184,11 @@ mod tests {
             }),
         };
         let text = site(&spec);
-        let doc: toml::Table = text.parse().unwrap();
-        assert_eq!(doc["rtu"].as_array().unwrap().len(), 3);
-        assert_eq!(doc["point"].as_array().unwrap().len(), 12);
-        assert_eq!(
-            doc["forwarder"][0]["map"].as_array().unwrap().len(),
-            spec.point_count()
-        );
+        let doc: toml::Table = text.parse().expect("valid TOML");
+        let len = |v: &toml::Value| v.as_array().map_or(0, Vec::len);
+        assert_eq!(len(&doc["rtu"]), 3);
+        assert_eq!(len(&doc["point"]), 12);
+        assert_eq!(len(&doc["forwarder"][0]["map"]), spec.point_count());
         assert!(!text.contains('{'), "no inline tables");
     }
 }
