@@ -19,6 +19,7 @@ pub mod prometheus;
 mod proxy;
 mod pydevice;
 pub mod sim104;
+pub mod sitegen;
 mod stats;
 mod status;
 pub mod toggling;

@@ -309,18 +309,18 @@ fn a_client_without_a_certificate_gets_no_further_than_enrolment_and_oversize_is
 
     // A configuration over the limit: the CLI says so before sending it, and a client that
     // sends one anyway gets the node's own refusal, or tonic's at the message limit.
-    let big = format!("{}\n# {}\n", site_config("big", 1), "x".repeat(2 << 20));
+    let big = format!("{}\n# {}\n", site_config("big", 1), "x".repeat(33 << 20));
     let e = c
         .apply(follower, &big, "5s")
-        .expect_err("a 2 MiB configuration");
+        .expect_err("a 33 MiB configuration");
     assert!(
-        e.contains("bytes; the limit is 1048576 bytes") && e.contains("was not applied"),
+        e.contains("bytes; the limit is 33554432 bytes") && e.contains("was not applied"),
         "{e}"
     );
     c.block_on(async {
         let channel = raw_channel(&trusted, &admin).await.expect("a channel");
         let mut raw = AdminClient::new(channel);
-        let over_site = format!("{}\n# {}\n", site_config("over", 1), "x".repeat(1 << 20));
+        let over_site = format!("{}\n# {}\n", site_config("over", 1), "x".repeat(32 << 20));
         let s = raw
             .config_apply(ConfigApplyRequest {
                 text: over_site,
@@ -330,15 +330,15 @@ fn a_client_without_a_certificate_gets_no_further_than_enrolment_and_oversize_is
             .await
             .expect_err("a configuration over the site limit");
         assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
-        assert!(s.message().contains("the limit is 1048576 bytes"), "{s:?}");
+        assert!(s.message().contains("the limit is 33554432 bytes"), "{s:?}");
         let s = raw
             .config_apply(ConfigApplyRequest {
-                text: "#".repeat(3 << 20),
+                text: "#".repeat(40 << 20),
                 forwarded: false,
                 dry_run: false,
             })
             .await
-            .expect_err("a 3 MiB request");
+            .expect_err("a 40 MiB request");
         assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
         assert!(s.message().contains("too large"), "{s:?}");
     });

@@ -34,9 +34,10 @@ use crate::tls::{Identity, PeerInfo};
 /// The largest request a client with a certificate may send: a site configuration at its
 /// limit, and room for the rest of the message.
 pub const MAX_REQUEST_BYTES: usize = crate::site::MAX_CONFIG_BYTES + (64 << 10);
-/// The largest reply: a status or a point list of a large site (a snapshot file travels in
-/// pieces of 1 MiB).
+/// The largest reply: a status, a point list of a large site, or `config show` of a site at
+/// its limit (a snapshot file travels in pieces of 1 MiB).
 pub const MAX_REPLY_BYTES: usize = 64 << 20;
+const _: () = assert!(MAX_REPLY_BYTES >= MAX_REQUEST_BYTES + (1 << 20));
 /// The largest request without a certificate: an enrolment is a few names and fingerprints.
 const MAX_ENROLMENT_REQUEST_BYTES: usize = 4 << 10;
 /// The largest reply without a certificate: the members' names, addresses and fingerprints.

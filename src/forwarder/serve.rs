@@ -41,8 +41,9 @@ pub(crate) struct Served {
 }
 
 struct Running {
-    spec: Forwarder,
-    image: Image,
+    /// What the listener serves, shared with it: the map of a large site is megabytes, and
+    /// was kept twice.
+    served: Arc<Served>,
     stop: ShutdownTrigger,
     listener: tokio::task::JoinHandle<()>,
 }
@@ -78,8 +79,8 @@ pub(crate) async fn run(host: Arc<Host>, shutdown: Shutdown) {
                 let name = spec.name.get_ref().clone();
                 let image = Image::new(site, spec);
                 if let Some(r) = running.get(&name)
-                    && r.spec == *spec
-                    && r.image == image
+                    && r.served.spec == *spec
+                    && r.served.image == image
                 {
                     continue;
                 }
@@ -97,7 +98,7 @@ pub(crate) async fn run(host: Arc<Host>, shutdown: Shutdown) {
                     host: host.clone(),
                     name: name.clone(),
                     spec: spec.clone(),
-                    image: image.clone(),
+                    image,
                     params,
                     selects: Mutex::default(),
                     groups: Mutex::default(),
@@ -105,12 +106,11 @@ pub(crate) async fn run(host: Arc<Host>, shutdown: Shutdown) {
                     released: Notify::new(),
                     tasks: TaskTracker::new(),
                 });
-                let listener = tokio::spawn(listen(served, shutdown.clone(), own));
+                let listener = tokio::spawn(listen(served.clone(), shutdown.clone(), own));
                 running.insert(
                     name,
                     Running {
-                        spec: spec.clone(),
-                        image,
+                        served,
                         stop: trigger,
                         listener,
                     },

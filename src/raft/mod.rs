@@ -39,10 +39,11 @@ pub type Membership = openraft::StoredMembership<NodeId, FephaNode>;
 
 /// The largest Raft or peer message, either way. An AppendEntries is cut to
 /// [`network::SEND_BUDGET`] unless its first entry alone is larger; the largest entries are a
-/// site configuration (at most 1 MiB of text, twice that as JSON) and a point batch (at most
-/// `batch_max_changes` = 10 000 changes and one poll round's more). A snapshot travels in
-/// pieces of [`SNAPSHOT_CHUNK`]; a peer call carries one request.
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// site configuration (at most [`crate::site::MAX_CONFIG_BYTES`] of text, at worst twice that
+/// as JSON) and a point batch (at most `batch_max_changes` = 10 000 changes and one poll
+/// round's more, a few MiB). A snapshot travels in pieces of [`SNAPSHOT_CHUNK`]; a peer call
+/// carries one request.
+pub const MAX_MESSAGE_BYTES: usize = 2 * crate::site::MAX_CONFIG_BYTES + (16 << 20);
 /// A follower cut off for a while is brought back with a snapshot in pieces of this size.
 pub const SNAPSHOT_CHUNK: u64 = 1 << 20;
 

@@ -51,6 +51,50 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Peer {
     target: NodeId,
     client: Result<RaftClient<Channel>, String>,
+    /// A large AppendEntries still on its way (see [`LARGE_REQUEST`]).
+    in_flight: Option<InFlight>,
+}
+
+/// An AppendEntries request of [`LARGE_REQUEST`] bytes or more is sent from a task of its
+/// own, which outlives openraft's call. openraft 0.9 cuts every AppendEntries off after one
+/// heartbeat interval (50 ms by default) whatever the transport's own timeout says, and a
+/// site configuration of many megabytes (a 100 000-point site is about 25 MiB as JSON) takes
+/// longer than that to send, decode and write to the follower's log: it was cut off and sent
+/// again from the start on every heartbeat, and never arrived. Now openraft's retry of the same
+/// request (same vote, same previous entry, same last entry) waits on the task already
+/// sending it, until it is answered; heartbeats, meanwhile, go on the same connection as
+/// streams of their own, so the follower keeps hearing from its leader. Raft takes a late or
+/// duplicated AppendEntries in its stride, so the answer of the task is as good as any.
+const LARGE_REQUEST: usize = 256 << 10;
+
+struct InFlight {
+    key: RequestKey,
+    task: tokio::task::JoinHandle<Result<tonic::Response<RaftPayload>, tonic::Status>>,
+}
+
+/// What makes an AppendEntries the same request as another: its leader's vote, the entry it
+/// follows and the last entry it carries.
+type RequestKey = (
+    openraft::Vote<NodeId>,
+    Option<openraft::LogId<NodeId>>,
+    openraft::LogId<NodeId>,
+);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // The replication stream is gone (the node lost the leadership, or the member was
+        // removed): a request still on its way is of no use to anyone.
+        if let Some(f) = self.in_flight.take() {
+            f.task.abort();
+        }
+    }
+}
+
+/// How long the transport gives a request of `bytes`: openraft's own time for it, and 100 ms
+/// per MiB on top (10 MiB/s: a slow field LAN, a follower's JSON decoding and log write), so
+/// that a large request sent by a task of its own is given up only when it really is stuck.
+fn transport_timeout(hard_ttl: Duration, bytes: usize) -> Duration {
+    hard_ttl + Duration::from_millis(100 * (bytes >> 20) as u64)
 }
 
 impl Peer {
@@ -66,13 +110,32 @@ impl Peer {
                     .max_encoding_message_size(MAX_MESSAGE_BYTES)
             })
             .map_err(|e| format!("bad raft address {addr:?} for node {target}: {e}"));
-        Peer { target, client }
+        Peer {
+            target,
+            client,
+            in_flight: None,
+        }
     }
 
     fn client<E: std::error::Error>(&self) -> Result<RaftClient<Channel>, RpcError<E>> {
         self.client
             .clone()
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&StrError(e))))
+    }
+
+    /// The answer of the large request on its way. Should openraft's timeout drop this
+    /// future, the task goes on and is still there for the retry.
+    async fn wait_in_flight(
+        &mut self,
+    ) -> Result<Result<tonic::Response<RaftPayload>, tonic::Status>, RpcError> {
+        let Some(f) = self.in_flight.as_mut() else {
+            return Err(RPCError::Network(NetworkError::new(&StrError(
+                "no request in flight".into(),
+            ))));
+        };
+        let joined = (&mut f.task).await;
+        self.in_flight = None;
+        joined.map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
 
     /// Turns a gRPC reply carrying openraft's `Result` back into what openraft expects.
@@ -101,8 +164,12 @@ impl Peer {
 }
 
 fn request<T>(msg: T, option: &RPCOption) -> tonic::Request<T> {
+    request_within(msg, option.hard_ttl())
+}
+
+fn request_within<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
-    req.set_timeout(option.hard_ttl());
+    req.set_timeout(timeout);
     req
 }
 
@@ -193,11 +260,38 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
         let cut = fit(&mut rpc);
-        let json = encode(&rpc)?;
-        let reply = self
-            .client()?
-            .append_entries(request(RaftPayload { json }, &option))
-            .await;
+        let key = rpc
+            .entries
+            .last()
+            .map(|last| (rpc.vote, rpc.prev_log_id, last.log_id));
+        let reply = match key {
+            Some(key) if self.in_flight.as_ref().is_some_and(|f| f.key == key) => {
+                self.wait_in_flight().await?
+            }
+            Some(key) if json_len(&rpc) >= LARGE_REQUEST => {
+                if let Some(old) = self.in_flight.take() {
+                    // Another request has replaced it (openraft moved on): its answer would
+                    // be of no use.
+                    old.task.abort();
+                }
+                let json = encode(&rpc)?;
+                let timeout = transport_timeout(option.hard_ttl(), json.len());
+                let mut client = self.client()?;
+                let task = tokio::spawn(async move {
+                    client
+                        .append_entries(request_within(RaftPayload { json }, timeout))
+                        .await
+                });
+                self.in_flight = Some(InFlight { key, task });
+                self.wait_in_flight().await?
+            }
+            _ => {
+                let json = encode(&rpc)?;
+                self.client()?
+                    .append_entries(request(RaftPayload { json }, &option))
+                    .await
+            }
+        };
         match (self.decode(reply, "append_entries")?, cut) {
             (AppendEntriesResponse::Success, Some(last)) => {
                 Ok(AppendEntriesResponse::PartialSuccess(Some(last)))
@@ -279,6 +373,16 @@ mod tests {
     }
 
     #[test]
+    fn a_large_request_is_given_time_by_its_size() {
+        let ttl = Duration::from_millis(50);
+        assert_eq!(transport_timeout(ttl, 1000), ttl);
+        assert_eq!(
+            transport_timeout(ttl, 25 << 20),
+            ttl + Duration::from_millis(2500)
+        );
+    }
+
+    #[test]
     fn the_largest_configuration_fits_a_raft_message() {
         // The worst a valid site can be: its limit in characters JSON writes as two.
         let text = format!("#{}", "\"".repeat(crate::site::MAX_CONFIG_BYTES - 1));
@@ -291,6 +395,6 @@ mod tests {
         }]);
         let json = encode::<_, openraft::error::Infallible>(&rpc).expect("fits");
         assert!(json.len() > 2 * crate::site::MAX_CONFIG_BYTES);
-        assert!(json.len() < MAX_MESSAGE_BYTES / 16);
+        assert!(json.len() + (1 << 20) < MAX_MESSAGE_BYTES);
     }
 }

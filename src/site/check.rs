@@ -7,7 +7,15 @@ use std::fmt;
 use super::{Protocol, Site, validate::Issue};
 
 /// The site configuration is one document; anything bigger than this is a mistake.
-pub(crate) const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+///
+/// 32 MiB: a site of 500 RTUs × 200 points, every point with a description of 30-40
+/// characters and mapped by a 104 forwarder, written in ordinary tables (the benchmark's
+/// generated site), is 19.4 MiB; the limit leaves over half as much again (about 160 000 such
+/// points). Everything downstream follows from it: the admin API's request limit
+/// (`admin::MAX_REQUEST_BYTES`), the Raft and peer message limit (`raft::MAX_MESSAGE_BYTES`,
+/// twice this as the worst JSON of the log entry), and the AppendEntries timeout, which grows
+/// with the request's size (`raft/network.rs`).
+pub(crate) const MAX_CONFIG_BYTES: usize = 32 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum Rejected {

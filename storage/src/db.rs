@@ -18,9 +18,19 @@ pub(crate) struct Db {
     files: SledFiles,
 }
 
+/// sled's page cache (see [`Db::open`]).
+const CACHE_BYTES: u64 = 16 << 20;
+
 impl Db {
     pub(crate) fn open(dir: &Path) -> Result<Self, OpenError> {
-        let sled = sled::Config::new().path(dir).open()?;
+        // sled keeps up to `cache_capacity` of pages in memory, 1 GiB by default: under a
+        // point load it filled with log entries and snapshots that are written once and
+        // seldom read again, and was most of a node's resident memory. Replication reads the
+        // newest entries, which are still cached at this size.
+        let sled = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()?;
         Ok(Self {
             log: sled.open_tree("log")?,
             meta: sled.open_tree("meta")?,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use fepha::admin::client::Credentials;
 use fepha::proto::admin::{PointListRequest, RtuLease, RtuListRequest, RtuMoveRequest};
 use fepha_cluster_tests::field::{SimDevice, device_addr, index_named, metric};
+use fepha_cluster_tests::sitegen::{self, SiteSpec};
 use fepha_cluster_tests::{Cluster, admin_client, percentile};
 use nix::sys::signal::Signal;
 use rand::Rng;
@@ -156,31 +157,18 @@ fn ramp_profile() -> String {
     p
 }
 
-/// One RTU per unit id of every device, [`POINTS`] u16 measured points each.
+/// One RTU per unit id of every device, [`POINTS`] u16 measured points each, with
+/// descriptions (the generated site of [`sitegen`]).
 fn many_rtus_site(devices: &[SocketAddr]) -> String {
-    let mut s = String::from("[site]\nname = \"bench: 50 RTUs x 200 points\"\n");
-    for (d, addr) in devices.iter().enumerate() {
-        for u in 1..=UNITS {
-            let _ = write!(
-                s,
-                "\n[[rtu]]\nid = \"r{d}u{u}\"\nprotocol = \"modbus\"\nunit_id = {u}\n\
-                 poll_interval_ms = {POLL_MS}\ntimeout_ms = 1000\nstandby = \"probe\"\n\
-                 [[rtu.channel]]\nname = \"lan\"\nendpoints = [\"{addr}\"]\n"
-            );
-        }
-    }
-    for d in 0..devices.len() {
-        for u in 1..=UNITS {
-            for a in 0..POINTS {
-                let _ = write!(
-                    s,
-                    "[[point]]\nid = \"r{d}u{u}.{a}\"\nrtu = \"r{d}u{u}\"\nkind = \"measured\"\n\
-                     table = \"holding\"\naddress = {a}\nformat = \"u16\"\n"
-                );
-            }
-        }
-    }
-    s
+    sitegen::site(&SiteSpec {
+        name: "bench: 50 RTUs x 200 points".into(),
+        devices: devices.to_vec(),
+        units: UNITS,
+        points: POINTS,
+        poll_interval_ms: POLL_MS,
+        descriptions: crate::descriptions(),
+        forwarder: None,
+    })
 }
 
 struct Takeover {
@@ -563,6 +551,13 @@ impl Bench<'_> {
             "fepha-bench: applied/last log index: {}",
             applied.join(", ")
         );
+        for (i, &p) in pids.iter().enumerate() {
+            eprintln!(
+                "fepha-bench: {}: {}",
+                c.name(i),
+                crate::scale::memory_map(p)
+            );
+        }
         let slowest = rates.iter().copied().fold(f64::INFINITY, f64::min);
         println!("point_updates_per_s: {slowest:.0} updates/s");
         println!(
@@ -686,7 +681,7 @@ fn now_ms() -> u64 {
 }
 
 /// VmRSS of `pid` in KiB; 0 if it cannot be read.
-fn vm_rss_kib(pid: u32) -> u64 {
+pub fn vm_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

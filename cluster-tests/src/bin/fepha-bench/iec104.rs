@@ -21,6 +21,7 @@ use fepha::iec104::{
     Apdu, Asdu, Cause, Element, IFrame, QOI_STATION, SeqNo, TypeId, UFunction, decode_apdu,
 };
 use fepha_cluster_tests::field::{SimDevice, device_addr, metric, owner_not_leader};
+use fepha_cluster_tests::sitegen::{self, ForwarderSpec, SiteSpec};
 use fepha_cluster_tests::{Cluster, percentile};
 use nix::sys::signal::Signal;
 use rand::Rng;
@@ -34,8 +35,8 @@ use crate::Args;
 
 const ALL: [usize; 3] = [0, 1, 2];
 /// The forwarder's port (on every node's own loopback IP) and common address.
-const PORT: u16 = 2404;
-const CA: u16 = 47;
+pub const PORT: u16 = 2404;
+pub const CA: u16 = 47;
 /// The master's S frame after this many unacknowledged I frames (the station's w is 8)...
 const ACK_AFTER: u16 = 4;
 /// ...or once this much time has passed with any unacknowledged.
@@ -128,6 +129,22 @@ pub fn run(args: &Args) {
     drop(sim);
 
     b.big_site();
+}
+
+/// `n` general interrogations through a master on the leader of a cluster whose site maps
+/// its points (the scale group's): per GI, the milliseconds from C_IC_NA_1 to ACTTERM and
+/// the information objects received.
+pub fn interrogations(c: &Cluster, n: usize) -> Vec<(f64, usize)> {
+    let (tx, rx) = channel();
+    let mut b = Bench {
+        c,
+        tx,
+        hub: Hub::new(rx),
+        masters: BTreeMap::new(),
+        next_id: 0,
+    };
+    let leader = c.wait_for_leader(&ALL);
+    (0..n).map(|_| b.interrogate(leader)).collect()
 }
 
 // ---- the master ----
@@ -1012,36 +1029,20 @@ fn ramp_profile() -> String {
 }
 
 /// One RTU per unit id of every device, [`POINTS`] u16 measured points each, every point
-/// mapped, to IOAs 1..=10 000 in order. Points and maps are inline tables with short ids
-/// (about 0.8 MiB): written as the acquisition group writes its points, with the maps, the
-/// document is over the node's 1 MiB limit.
+/// mapped, to IOAs 1..=10 000 in order (the generated site of [`sitegen`], with
+/// descriptions).
 fn big_site(devices: &[SocketAddr], window: Option<(u16, u16)>) -> String {
-    let mut points = String::from("point = [\n");
-    let mut maps = String::from("map = [\n");
-    let mut rtus = String::new();
-    let mut n = 0u32;
-    for (d, addr) in devices.iter().enumerate() {
-        for u in 1..=UNITS {
-            let rtu = format!("r{d}u{u}");
-            let _ = write!(
-                rtus,
-                "\n[[rtu]]\nid = \"{rtu}\"\nprotocol = \"modbus\"\nunit_id = {u}\n\
-                 poll_interval_ms = {BIG_POLL_MS}\ntimeout_ms = 1000\nstandby = \"probe\"\n\
-                 [[rtu.channel]]\nname = \"lan\"\nendpoints = [\"{addr}\"]\n"
-            );
-            for a in 0..POINTS {
-                n += 1;
-                let _ = writeln!(
-                    points,
-                    "{{id=\"p{n}\",rtu=\"{rtu}\",kind=\"measured\",table=\"holding\",address={a}}},"
-                );
-                let _ = writeln!(maps, "{{point=\"p{n}\",ioa={n}}},");
-            }
-        }
-    }
-    let window = window.map_or(String::new(), |(k, w)| format!("k = {k}\nw = {w}\n"));
-    format!(
-        "{points}]\n\n[site]\nname = \"bench: 104 forwarder, 10 000 points\"\n{rtus}\n\
-         [[forwarder]]\nname = \"cc\"\nport = {PORT}\ncommon_address = {CA}\n{window}{maps}]\n"
-    )
+    sitegen::site(&SiteSpec {
+        name: "bench: 104 forwarder, 10 000 points".into(),
+        devices: devices.to_vec(),
+        units: UNITS,
+        points: POINTS,
+        poll_interval_ms: BIG_POLL_MS,
+        descriptions: crate::descriptions(),
+        forwarder: Some(ForwarderSpec {
+            port: PORT,
+            common_address: CA,
+            window,
+        }),
+    })
 }

@@ -6,7 +6,7 @@
 //! cargo run --release -p fepha-cluster-tests --bin fepha-bench -- --rounds 50 --seconds 10
 //! ```
 //!
-//! `--only raft|acquisition|iec104|iec104c` runs one group (default: all, each on a fresh
+//! `--only raft|acquisition|iec104|iec104c|scale` runs one group (default: all, each on a fresh
 //! cluster); `--rounds N` (default 20) is the number of failover rounds of the raft and iec104
 //! groups and of take-over rounds of the acquisition and iec104c groups; `--seconds S` (default
 //! 5) how long each throughput figure is measured; `--raft 'profile = "fast"'` gives the nodes
@@ -51,7 +51,8 @@
 //!   acknowledgement of the write until the last node shows the value. Samples start at a
 //!   random phase of the poll interval.
 //! - `site_apply_ms_10000_points`: `config apply` (through the leader, CLI) of 50 RTUs × 200
-//!   measured points, about 1 MiB of TOML, until it is committed.
+//!   measured points with descriptions (the generated site of
+//!   [`fepha_cluster_tests::sitegen`]), about 1.6 MiB of TOML, until it is committed.
 //! - `point_updates_per_s`: with that configuration (u16 holding registers, no deadband) on
 //!   5 devices × 10 unit ids, every register ramping by 1 every 20 ms so that every 100 ms
 //!   poll changes every point (100 000 changes/s offered): once every RTU has been polled in
@@ -126,7 +127,30 @@
 //!   devices' largest unacknowledged queue, their link restarts, and the nodes' session
 //!   renewals by outcome, elections and repeated reports during the burst.
 //!
-//! `FEPHA_BIN` overrides the binary (default `<target>/release/fepha`).
+//! The scale group ([`scale`]): a generated site ([`fepha_cluster_tests::sitegen`]) of 500
+//! RTUs × 200 u16 measured points, every point with a description of 30-40 characters and
+//! mapped by a 104 forwarder (about 21 MiB of TOML in ordinary tables), on 10 `fepha sim
+//! modbus` devices × 50 unit ids whose registers do not change, polled every second:
+//! - `site_apply_ms_100000_points`: `config apply` through the leader (CLI) until it returns
+//!   committed; stderr gives when every node had applied it.
+//! - `node_rss_mib_100000_points`: the largest VmRSS of the three nodes, sampled every second
+//!   for `--seconds` (at least 5) once every device sees all its RTUs polled.
+//! - `gi_ms_100000_points`: median of 3 general interrogations of the whole image through a
+//!   master on the leader (as the iec104 group's), from C_IC_NA_1 to ACTTERM.
+//! - `restart_to_serving_ms_100000_points`: SIGKILL of a node that is not the leader and its
+//!   restart: from the start until it answers `status` and has applied the leader's applied
+//!   index at the kill (and the site).
+//! - `snapshot_bytes_100000_points`: the leader's `fepha_raft_snapshot_size_bytes` once it has
+//!   taken a snapshot after the apply and purged its log (the group's nodes snapshot every
+//!   500 entries, keeping 50).
+//! - `snapshot_install_ms_100000_points`: a fresh fourth node joins; from its `join` until it
+//!   has installed the snapshot and applied the site.
+//!
+//! `FEPHA_BIN` overrides the binary (default `<target>/release/fepha`). The nodes inherit the
+//! benchmark's environment: run it with `MALLOC_ARENA_MAX=2`, as packaging/fepha.service runs
+//! a node, for the memory figures of a packaged node (it warns otherwise).
+//! `FEPHA_BENCH_NO_DESCRIPTIONS=1` writes the 10 000-point sites without point descriptions
+//! (about 1 MiB instead of 1.6), for a binary whose site limit was still 1 MiB.
 //!
 //! A benchmark killed by a signal the harness cannot catch leaves its `fepha run` children
 //! behind; this one kills its children on SIGINT, SIGTERM and SIGHUP, and warns when it finds
@@ -136,6 +160,7 @@ mod acquisition;
 mod iec104;
 mod iec104c;
 mod raft;
+mod scale;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -159,10 +184,19 @@ pub enum Group {
     Acquisition,
     Iec104,
     Iec104c,
+    Scale,
 }
 
 fn main() {
     let args = parse_args();
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // The nodes inherit the benchmark's environment; the packaged unit sets this.
+        eprintln!(
+            "fepha-bench: MALLOC_ARENA_MAX is not set: the nodes run with glibc's default \
+             arenas, not as packaging/fepha.service runs them (MALLOC_ARENA_MAX=2), and hold \
+             more memory"
+        );
+    }
     kill_children_on_signal();
     warn_about_strays();
     if args.only.is_none_or(|g| g == Group::Raft) {
@@ -176,6 +210,9 @@ fn main() {
     }
     if args.only.is_none_or(|g| g == Group::Iec104c) {
         iec104c::run(&args);
+    }
+    if args.only.is_none_or(|g| g == Group::Scale) {
+        scale::run(&args);
     }
 }
 
@@ -209,6 +246,7 @@ fn parse_args() -> Args {
                     "acquisition" => Some(Group::Acquisition),
                     "iec104" => Some(Group::Iec104),
                     "iec104c" => Some(Group::Iec104c),
+                    "scale" => Some(Group::Scale),
                     "all" => None,
                     other => usage(&format!("unknown group {other:?}")),
                 }
@@ -231,9 +269,15 @@ fn parse_args() -> Args {
 
 fn usage(msg: &str) -> ! {
     eprintln!(
-        "fepha-bench: {msg}\nusage: fepha-bench [--only raft|acquisition|iec104|iec104c] [--rounds N] [--seconds S] [--raft 'KEY = VALUE; ...'] [--idle-seconds S]"
+        "fepha-bench: {msg}\nusage: fepha-bench [--only raft|acquisition|iec104|iec104c|scale] [--rounds N] [--seconds S] [--raft 'KEY = VALUE; ...'] [--idle-seconds S]"
     );
     std::process::exit(2);
+}
+
+/// Whether the 10 000-point sites have descriptions: yes, unless `FEPHA_BENCH_NO_DESCRIPTIONS`
+/// is set (to measure a binary whose site limit was still 1 MiB).
+pub fn descriptions() -> bool {
+    std::env::var_os("FEPHA_BENCH_NO_DESCRIPTIONS").is_none()
 }
 
 /// The directories of the clusters running now, removed on a signal.
