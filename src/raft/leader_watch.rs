@@ -83,10 +83,10 @@ pub async fn campaign_when_the_leader_dies(
         metrics::counter!("fepha_raft_leader_watch_ends_total", "outcome" => outcome).increment(1);
         if !matches!(gone, Ok(true)) {
             // The call ended with the leader alive (a dropped connection, a restart that was
-            // quick): watch again, after a pause so that a peer that keeps dropping it is not
-            // called in a loop.
+            // quick, a leader of an older version that has no `Watch`): watch again, after a
+            // pause so that such a peer is not called in a loop.
             tokio::select! {
-                () = tokio::time::sleep(heartbeat) => {}
+                () = tokio::time::sleep(10 * heartbeat) => {}
                 _ = &mut stop => return,
             }
             continue;
