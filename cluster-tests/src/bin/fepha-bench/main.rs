@@ -37,8 +37,9 @@
 //!   `probe`). Per round, SIGKILL the RTU's owner; the time from the kill (wall clock) to the
 //!   first request from another node in the device's log (its `time_ms`, same clock). Even
 //!   rounds first `rtu move` the RTU off the Raft leader, odd rounds onto it, so half the
-//!   kills are the leader's: those include an election and the new leader's wait of one
-//!   session TTL. The killed node is restarted and caught up before the next round.
+//!   kills are the leader's: those include an election (the new leader counts the dead
+//!   owner's TTL from when it applied its last renewal). The killed node is restarted and
+//!   caught up before the next round.
 //! - `rtu_takeover_ms_p50_owner_not_leader`, `rtu_takeover_ms_p50_owner_leader`: the same,
 //!   over the rounds whose killed owner was not (was) the leader at the kill.
 //! - `owner_poll_pause_ms_across_leader_failover_max`: the same RTU, its owner not the leader;
