@@ -231,17 +231,27 @@ pub fn owner(c: &Cluster, i: usize) -> Result<RtuView, String> {
     Ok(view)
 }
 
-/// Makes sure RTU `d`'s owner is not the Raft leader (moving it if needed, once another
-/// node reaches the device): returns the owner and, if it moved, the first owner's name.
+/// Moves RTU d away from the leader, so that a kill of its owner measures the lease alone.
+/// Returns the owner, and the node it was moved from if it was moved.
 pub fn owner_not_leader(c: &Cluster) -> (usize, Option<String>) {
+    owner_placed(c, false)
+}
+
+/// Moves RTU d onto the Raft leader, so that a kill of its owner kills the leader too.
+/// Returns the owner (the leader), and the node it was moved from if it was moved.
+pub fn owner_leader(c: &Cluster) -> (usize, Option<String>) {
+    owner_placed(c, true)
+}
+
+fn owner_placed(c: &Cluster, on_leader: bool) -> (usize, Option<String>) {
     let leader = c.wait_for_leader(&[0, 1, 2]);
     let view = c.wait_until("RTU d has an owner", || owner(c, 0));
     let now = index_named(c, &view.owner);
-    if now != leader {
+    if on_leader == (now == leader) {
         return (now, None);
     }
-    let to = (leader + 1) % 3;
-    c.wait_until("the other node reaches the device", || {
+    let to = if on_leader { leader } else { (leader + 1) % 3 };
+    c.wait_until(&format!("{} reaches the device", c.name(to)), || {
         let v = owner(c, 0)?;
         v.reachable_from
             .iter()
@@ -252,27 +262,6 @@ pub fn owner_not_leader(c: &Cluster) -> (usize, Option<String>) {
     let out = c.cli(0, &["rtu", "move", "d", "--to", c.name(to)]);
     assert!(out.success(), "rtu move: {}", out.stderr);
     (to, Some(view.owner))
-}
-
-/// Moves RTU d onto the Raft leader, so that a kill of its owner kills the leader too.
-/// Returns the owner (the leader), and the node it was moved from if it was moved.
-pub fn owner_leader(c: &Cluster) -> (usize, Option<String>) {
-    let leader = c.wait_for_leader(&[0, 1, 2]);
-    let view = c.wait_until("RTU d has an owner", || owner(c, 0));
-    if index_named(c, &view.owner) == leader {
-        return (leader, None);
-    }
-    c.wait_until("the leader reaches the device", || {
-        let v = owner(c, 0)?;
-        v.reachable_from
-            .iter()
-            .any(|n| n == c.name(leader))
-            .then_some(())
-            .ok_or(format!("{v:?}"))
-    });
-    let out = c.cli(0, &["rtu", "move", "d", "--to", c.name(leader)]);
-    assert!(out.success(), "rtu move: {}", out.stderr);
-    (leader, Some(view.owner))
 }
 
 /// A site with one Modbus RTU `d` at `endpoint`: a point of every monitored kind (a single,

@@ -227,25 +227,32 @@ impl Bench<'_> {
         })
     }
 
+    /// RTU d's owner, first moved (`rtu move`) onto `leader` if `on_leader`, or off it if not.
+    fn owner_placed(&self, leader: usize, on_leader: bool) -> usize {
+        let c = self.c;
+        let lease = c.wait_until("RTU d has an owner", || self.owned(leader));
+        let owner = index_named(c, &lease.owner);
+        if on_leader == (owner == leader) {
+            return owner;
+        }
+        let to = if on_leader { leader } else { (leader + 1) % 3 };
+        c.wait_until(&format!("RTU d moves to {}", c.name(to)), || {
+            self.rtu_move(leader, c.name(to))?;
+            let now = self.owned(leader)?;
+            (now.owner == c.name(to))
+                .then_some(())
+                .ok_or(format!("owned by {}", now.owner))
+        });
+        to
+    }
+
     /// One SIGKILL of RTU d's owner, first moved onto the leader (`on_leader`) or off it;
     /// the time from the kill to another node's first request in the device's log. Then
     /// restarts the node and waits until it has caught up.
     fn takeover_round(&self, sim: &SimDevice, on_leader: bool) -> Takeover {
         let c = self.c;
         let leader = c.wait_for_leader(&ALL);
-        let lease = c.wait_until("RTU d has an owner", || self.owned(leader));
-        let mut owner = index_named(c, &lease.owner);
-        if on_leader != (owner == leader) {
-            let to = if on_leader { leader } else { (leader + 1) % 3 };
-            c.wait_until(&format!("RTU d moves to {}", c.name(to)), || {
-                self.rtu_move(leader, c.name(to))?;
-                let now = self.owned(leader)?;
-                (now.owner == c.name(to))
-                    .then_some(())
-                    .ok_or(format!("owned by {}", now.owner))
-            });
-            owner = to;
-        }
+        let owner = self.owner_placed(leader, on_leader);
         let owner_ip = c.ip(owner);
         c.wait_until(
             "only the owner polls, every node reaches the device",
@@ -298,19 +305,7 @@ impl Bench<'_> {
     fn poll_pause_round(&self, sim: &SimDevice) -> u64 {
         let c = self.c;
         let leader = c.wait_for_leader(&ALL);
-        let lease = c.wait_until("RTU d has an owner", || self.owned(leader));
-        let mut owner = index_named(c, &lease.owner);
-        if owner == leader {
-            let to = (leader + 1) % 3;
-            c.wait_until(&format!("RTU d moves to {}", c.name(to)), || {
-                self.rtu_move(leader, c.name(to))?;
-                let now = self.owned(leader)?;
-                (now.owner == c.name(to))
-                    .then_some(())
-                    .ok_or(format!("owned by {}", now.owner))
-            });
-            owner = to;
-        }
+        let owner = self.owner_placed(leader, false);
         let owner_ip = c.ip(owner);
         std::thread::sleep(Duration::from_secs(2));
         let killed_ms = now_ms();
