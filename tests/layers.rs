@@ -42,6 +42,7 @@ fn layer(module: &str) -> Option<f64> {
         ("raft::network", 4.0),
         ("raft::service", 4.0),
         ("raft::quorum_watch", 4.0),
+        ("raft::leader_watch", 4.0),
         ("raft::gauges", 4.0),
         ("sim", 4.0),
         // The fuzz targets' bodies (docs/fuzzing.md): over the core and the field decoders.
