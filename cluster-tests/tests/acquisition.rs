@@ -174,11 +174,20 @@ fn killed_owner(leading: bool) {
             runs.push(n);
         }
     }
-    let expected: Vec<String> = match first_owner {
-        Some(first) => vec![first, victim_name.clone(), survivor.clone()],
-        None => vec![victim_name.clone(), survivor.clone()],
-    };
-    assert_eq!(runs, expected, "the device was polled by two nodes in turn");
+    // The first owner may have lost the RTU to the move before its first poll.
+    let expected = [victim_name.clone(), survivor.clone()];
+    assert!(
+        (2..=3).contains(&runs.len()),
+        "the device was polled by two nodes in turn: {runs:?}"
+    );
+    if runs.len() == 3 {
+        assert_eq!(runs.first(), first_owner.as_ref(), "runs {runs:?}");
+    }
+    assert_eq!(
+        runs[runs.len().saturating_sub(2)..],
+        expected[..],
+        "the device was polled by two nodes in turn: {runs:?}"
+    );
 }
 
 #[test]
