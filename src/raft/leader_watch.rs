@@ -53,8 +53,10 @@ pub async fn campaign_when_the_leader_dies(
             continue;
         };
         let term = m.current_term;
+        // Asked on every change of the metrics (each apply under load): borrowed, not copied.
         let still = |c: &Cluster| {
-            let m = c.metrics();
+            let m = c.raft().metrics();
+            let m = m.borrow();
             m.current_leader == Some(leader) && m.current_term == term
         };
         let watch = cluster.watch_peer(&addr);
