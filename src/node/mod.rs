@@ -169,8 +169,15 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
         connections,
         watchers.signal(),
     ));
-    // The exporter has no stop of its own; it is aborted with its part.
-    watchers.spawn(exporter);
+    // The exporter has no stop of its own: it is dropped when its part stops, rather than
+    // holding the part for its whole patience.
+    let stop_exporting = watchers.signal();
+    watchers.spawn(async move {
+        tokio::select! {
+            () = exporter => {}
+            () = stop_exporting.wait() => {}
+        }
+    });
     let mut servers = Part::new("gRPC servers");
     servers.spawn(serve_raft(
         RaftService::new(raft.clone(), trust.clone(), leader_heard),
@@ -275,7 +282,7 @@ async fn serve_raft(
     let service = RaftServer::new(raft)
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-    let peer = PeerServer::new(PeerService::new(cluster, trust))
+    let peer = PeerServer::new(PeerService::new(cluster, trust, shutdown.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     // The handshake has refused every client without a certificate.

@@ -12,6 +12,7 @@ use crate::cluster::{Cluster, ClusterError, Renewal};
 use crate::ids::NodeId;
 use crate::proto::peer::peer_server::Peer;
 use crate::proto::peer::{LeaderReply, LeaderRequest, PeerPayload, WatchReply, WatchRequest};
+use crate::shutdown::Shutdown;
 use crate::state::Request as LogRequest;
 use crate::state::commands::CommandOp;
 use crate::state::forwarding::ForwardingOp;
@@ -20,11 +21,21 @@ use crate::tls::TrustStore;
 pub(crate) struct PeerService {
     cluster: Cluster,
     trust: Arc<dyn TrustStore>,
+    /// Ends the open `Watch` calls: the server's graceful stop waits for every open call.
+    stopping: Shutdown,
 }
 
 impl PeerService {
-    pub(crate) fn new(cluster: Cluster, trust: Arc<dyn TrustStore>) -> PeerService {
-        PeerService { cluster, trust }
+    pub(crate) fn new(
+        cluster: Cluster,
+        trust: Arc<dyn TrustStore>,
+        stopping: Shutdown,
+    ) -> PeerService {
+        PeerService {
+            cluster,
+            trust,
+            stopping,
+        }
     }
 
     /// The member id of the calling node (None for a trusted node not in the membership).
@@ -148,15 +159,22 @@ impl Peer for PeerService {
         counted("leader", result)
     }
 
-    type WatchStream = futures::stream::Pending<Result<WatchReply, Status>>;
+    type WatchStream = futures::stream::BoxStream<'static, Result<WatchReply, Status>>;
 
+    /// Never answers while the node runs; a stopping node ends the call with `unavailable`,
+    /// so that its follower does not mistake the stop for a crash until the port refuses.
     async fn watch(
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let result = self
-            .caller(&request)
-            .map(|_| Response::new(futures::stream::pending()));
+        let stopping = self.stopping.clone();
+        let result = self.caller(&request).map(|_| {
+            let ended = futures::stream::once(async move {
+                stopping.wait().await;
+                Err(Status::unavailable("the node is stopping"))
+            });
+            Response::new(Box::pin(ended) as Self::WatchStream)
+        });
         counted("watch", result)
     }
 }
