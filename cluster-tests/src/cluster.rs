@@ -257,11 +257,25 @@ impl Cluster {
         }
     }
 
-    /// SIGTERM, and the node must exit cleanly (code 0) within [`WAIT`].
+    /// SIGTERM, and the node must exit cleanly (code 0) within [`WAIT`], with every task
+    /// stopped by its own hand: a part that had to be aborted held the stop for its whole
+    /// patience, which a service manager waiting on the stop would see.
     pub fn terminate(&self, i: usize) {
         self.nodes[i].signal(Signal::SIGTERM);
         match self.nodes[i].wait_exit(WAIT) {
-            Some(status) if status.success() => {}
+            Some(status) if status.success() => {
+                let log = std::fs::read_to_string(&self.nodes[i].log_path).unwrap_or_default();
+                let last_run = log.rsplit("==== harness: starting").next().unwrap_or("");
+                if let Some(line) = last_run
+                    .lines()
+                    .find(|l| l.contains("did not stop in time"))
+                {
+                    self.fail(&format!(
+                        "{} stopped only by aborting: {line}",
+                        self.name(i)
+                    ));
+                }
+            }
             Some(status) => self.fail(&format!(
                 "{} did not exit cleanly on SIGTERM: {status}",
                 self.name(i)
