@@ -12,6 +12,7 @@ use fepha_cluster_tests::field::{device_addr, owner_not_leader, rtus};
 use fepha_cluster_tests::master::{Asdu, Init, LinkState, Master};
 use fepha_cluster_tests::sim104::Sim104;
 use fepha_cluster_tests::toggling::{CA, POINTS, PORT, device_changes, profile, site};
+use fepha_cluster_tests::wait_until;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -74,22 +75,30 @@ fn killing_the_owner_during_a_burst_loses_no_change_and_the_device_never_has_two
             .map(|(n, (ioa, t))| (n, ioa, t))
             .collect()
     };
-    let waited = c.wait_until("every change of the burst at the master", || {
-        let made = device_changes(&sim).len() as u64;
-        if made < total {
-            return Err(format!("the device has made {made} of {total} changes"));
-        }
-        let lost = missing(&m);
-        if lost.is_empty() {
-            Ok(made)
-        } else {
-            Err(format!(
-                "{} changes not at the master, first {:?}",
-                lost.len(),
-                lost.first()
-            ))
-        }
-    });
+    // A failure here needs all three sides: the nodes, what the device sent and had
+    // acknowledged on which connection, and what the master got.
+    let report = || format!("{}\n{}\n{}", c.report(), sim.report(), m.report());
+    let waited = wait_until(
+        WAIT,
+        "every change of the burst at the master",
+        || {
+            let made = device_changes(&sim).len() as u64;
+            if made < total {
+                return Err(format!("the device has made {made} of {total} changes"));
+            }
+            let lost = missing(&m);
+            if lost.is_empty() {
+                Ok(made)
+            } else {
+                Err(format!(
+                    "{} changes not at the master, first {:?}",
+                    lost.len(),
+                    lost.first()
+                ))
+            }
+        },
+        report,
+    );
     assert_eq!(waited, total);
     // And each once: what the device sent again to the new owner (committed by the old one,
     // not yet acknowledged) is known from the log and not an event twice. The leader's
