@@ -103,17 +103,25 @@ fn killing_the_owner_during_a_burst_loses_no_change_and_the_device_never_has_two
     // And each once: what the device sent again to the new owner (committed by the old one,
     // not yet acknowledged) is known from the log and not an event twice. The leader's
     // forwarder did not move, so nothing is resent upstream either.
-    let spontaneous = m
-        .received()
+    let received = m.received();
+    let spontaneous: Vec<_> = received
         .iter()
         .filter(|r| r.cot == Asdu::SPONTANEOUS)
-        .count();
-    assert_eq!(
-        spontaneous as u64,
-        total,
-        "duplicates at the master\n{}",
-        m.report()
-    );
+        .collect();
+    if spontaneous.len() as u64 != total {
+        let mut times: std::collections::BTreeMap<(u32, Option<i64>), Vec<u64>> =
+            Default::default();
+        for r in &spontaneous {
+            times.entry((r.ioa, r.time_ms)).or_default().push(r.seq);
+        }
+        let twice: Vec<_> = times.iter().filter(|(_, seqs)| seqs.len() > 1).collect();
+        panic!(
+            "{} spontaneous updates at the master for {total} changes; twice ((ioa, time): \
+             master log numbers): {twice:?}\n{}",
+            spontaneous.len(),
+            report()
+        );
+    }
     let resent: u64 = sim
         .events("started")
         .iter()
