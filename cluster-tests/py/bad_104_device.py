@@ -30,6 +30,9 @@ Requests on stdin, one JSON object per line, answered in order with their "id":
     {"op":"set","ioa":1,"value":true}                    -> {"ok":true}   (no transmission)
     {"op":"spont","ioa":1,"value":true,"time_ms":N}      -> {"ok":true,"sent":2}
         a spontaneous M_SP_TB_1 on every started connection (time_ms: the time tag, default now)
+    {"op":"queue","ioa":1,"value":true,"time_ms":N}      -> {"ok":true}
+        sets the point now (the next interrogation answer has it) and queues its spontaneous
+        M_SP_TB_1, sent right after that answer: a device whose answers go before its queue
     {"op":"close_all"}                                   -> {"ok":true,"closed":1}
 
 Events on stdout, each with "ev" and a running "seq":
@@ -272,6 +275,12 @@ class Conn:
 
     def after_gi(self) -> None:
         dev = self.device
+        with dev.lock:
+            queued, dev.queued = dev.queued, []
+        for ioa, value, at in queued:
+            body = asdu(30, 3, dev.ca, [ioa3(ioa) + bytes([1 if value else 0]) + cp56(at)])
+            if self.send_i(body):
+                event("sent", conn=self.index, what="queued", ioa=ioa, value=value)
         mode = dev.mode
         if mode == "bad_ns":
             body = asdu(1, 3, dev.ca, [ioa3(dev.lowest()) + b"\x01"])
@@ -300,6 +309,7 @@ class Device:
         self.test_idle_s = test_idle_s
         self.lock = threading.Lock()
         self.points: dict[int, bool] = {}
+        self.queued: list[tuple[int, bool, int]] = []
         self.conns: list[Conn] = []
 
     def lowest(self) -> int:
@@ -350,13 +360,20 @@ class Device:
             at = int(request.get("time_ms") or time.time() * 1000)
             body = asdu(30, 3, self.ca, [ioa3(ioa) + bytes([1 if value else 0]) + cp56(at)])
             return {"sent": sum(1 for c in conns if c.send_i(body))}
+        if op == "queue":
+            ioa, value = int(request["ioa"]), bool(request["value"])
+            at = int(request.get("time_ms") or time.time() * 1000)
+            with self.lock:
+                self.points[ioa] = value
+                self.queued.append((ioa, value, at))
+            return {}
         if op == "close_all":
             with self.lock:
                 conns = [c for c in self.conns if not c.closed]
             for c in conns:
                 c.close("closed by the test")
             return {"closed": len(conns)}
-        raise ValueError(f"unknown op {op!r}; one of mode, set, spont, close_all")
+        raise ValueError(f"unknown op {op!r}; one of mode, set, spont, queue, close_all")
 
 
 def main() -> None:

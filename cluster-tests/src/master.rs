@@ -879,6 +879,15 @@ impl RawDevice {
             .map(drop)
     }
 
+    /// Sets a single point and queues its spontaneous M_SP_TB_1 (time tag `time_ms`), which
+    /// goes out right after the next interrogation answer, as from a device whose answers
+    /// overtake its queue.
+    pub fn queue(&self, ioa: u32, value: bool, time_ms: i64) -> Result<()> {
+        self.proc
+            .request(&json!({"op": "queue", "ioa": ioa, "value": value, "time_ms": time_ms}))
+            .map(drop)
+    }
+
     /// A spontaneous M_SP_TB_1 on every started connection; how many it went out on.
     pub fn spont(&self, ioa: u32, value: bool, time_ms: Option<i64>) -> Result<u64> {
         let answer = self

@@ -697,6 +697,72 @@ fn changes_with_the_same_time_tag_are_all_taken() {
     no_panics(&c);
 }
 
+/// A device answers an interrogation before the reports still in its queue: a change it has
+/// queued shows in the answer first, then comes with its time tag. Upstream it is one event,
+/// with the device's time tag. A change that only an interrogation shows is still an event,
+/// stamped when the answer came, once the wait for its report is over.
+#[test]
+fn a_change_an_interrogation_shows_before_its_report_is_one_event() {
+    let mut c = Cluster::new();
+    let leader = c.bootstrap(&["voter", "voter", "voter"]);
+    let dev = RawDevice::start(device_addr(&c, 0, DEV_PORT), CA, "good", None)
+        .expect("start the raw device");
+    check_dev(&c, &dev, dev.set(1, false));
+    let parts = vec![
+        rtu("bay", dev.addr(), CA, "").replace("gi_period_s = 0", "gi_period_s = 1"),
+        point("bay.s", "bay", "single", "M_SP_NA_1", 1, ""),
+        forwarder(&[("bay.s", 1001)]),
+    ];
+    c.apply_ok(0, &site(&parts));
+    wait_points(&c, &[0, 1, 2], &[("bay.s", 0.0)]);
+    let m = Master::start(
+        &[(forwarder_addr(&c, leader), Init::None)],
+        UP_CA,
+        &[(1001, "M_SP_TB_1")],
+    )
+    .expect("start the c104 master");
+    check(&c, &m, m.wait_state(0, LinkState::Open, LIMIT));
+    let mark = m.mark();
+    let tagged = now_ms() - 500;
+    check_dev(&c, &dev, dev.queue(1, true, tagged));
+    wait_points(&c, &[0, 1, 2], &[("bay.s", 1.0)]);
+    // Then a change the device reports only through its interrogations.
+    let before = now_ms();
+    check_dev(&c, &dev, dev.set(1, false));
+    wait_points(&c, &[0, 1, 2], &[("bay.s", 0.0)]);
+    // Events go upstream in log order: once the second is there, so is anything before it.
+    let got = c.wait_until("the master got the interrogation's own event", || {
+        let got: Vec<(PointValue, Option<i64>)> = m
+            .received()
+            .into_iter()
+            .filter(|r| r.seq > mark && r.ioa == 1001 && r.cot == Asdu::SPONTANEOUS)
+            .map(|r| (r.value, r.time_ms))
+            .collect();
+        match got.last() {
+            Some((PointValue::Bool(false), _)) => Ok(got),
+            _ => Err(format!("{got:?}\n{}", m.report())),
+        }
+    });
+    assert_eq!(
+        got.first(),
+        Some(&(PointValue::Bool(true), Some(tagged))),
+        "the queued change, with the device's time tag\n{}",
+        m.report()
+    );
+    assert_eq!(
+        got.len(),
+        2,
+        "one event per change: {got:?}\n{}",
+        m.report()
+    );
+    let stamped = got.get(1).and_then(|(_, t)| *t).unwrap_or(0);
+    assert!(
+        (before..=now_ms()).contains(&stamped),
+        "the interrogation's event is stamped when the answer came: {stamped} not in [{before}, now]"
+    );
+    no_panics(&c);
+}
+
 /// With ack_after_commit the owner acknowledges an I frame only once its change is in the
 /// log: while the other nodes are frozen (no quorum; the owner's lease, 6 s here, still
 /// runs) a spontaneous change is not acknowledged, even after t2 (1 s); once they are back

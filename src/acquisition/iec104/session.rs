@@ -128,6 +128,7 @@ impl Task {
                 next_clock,
                 Some(next_probe),
                 inflight.as_ref().map(|c| c.deadline),
+                self.interrogated.next_due(),
                 self.field
                     .own
                     .update(|c| c.deadline())
@@ -265,6 +266,7 @@ impl Task {
                     return Err(fail(started, "protocol", e));
                 }
             }
+            self.send_interrogated(epoch, false).await;
             let tick = Instant::now();
             if started {
                 if next_gi.is_some_and(|t| t <= tick) {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::interrogated::Interrogated;
 use super::points::{PointMap, Reading};
 use crate::acquisition::Field;
 use crate::acquisition::batch::Batcher;
@@ -61,6 +62,8 @@ pub(crate) struct Task {
     last: HashMap<String, (Value, Quality, u64)>,
     seen: HashSet<Seen>,
     seen_order: VecDeque<Seen>,
+    /// Indication changes an interrogation showed, whose events wait for the device's own.
+    pub(super) interrogated: Interrogated,
     owned: Option<u64>,
     /// Where the owner's next round starts: the endpoint that last worked.
     start_at: usize,
@@ -110,6 +113,7 @@ impl Task {
             last: HashMap::new(),
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
+            interrogated: Interrogated::default(),
             owned: None,
             start_at: 0,
             tx_log: None,
@@ -185,6 +189,7 @@ impl Task {
         self.last.clear();
         self.seen.clear();
         self.seen_order.clear();
+        self.interrogated.clear();
         if epoch.is_none() {
             return;
         }
@@ -246,6 +251,8 @@ impl Task {
                     return Duration::ZERO;
                 }
                 Err(super::session::Failure { started, kind, why }) => {
+                    // No report of them comes on this link any more.
+                    self.send_interrogated(epoch, true).await;
                     if self.up.get(&at) != Some(&false) || started {
                         tracing::warn!(rtu = %self.id(), endpoint = %self.endpoint(at), "104 link failed: {why}");
                     }
@@ -349,8 +356,16 @@ impl Task {
                 Some((_, q, _)) if q != r.quality => Some(kind != PointKind::Counter),
                 _ => decode::change(point, last.as_ref().map(|(v, _, _)| v), &r.value),
             };
-            let Some(event) = event else { continue };
+            let Some(mut event) = event else { continue };
             let time_ms = r.device_time_ms.unwrap_or(now);
+            if indication && r.spontaneous {
+                self.interrogated.reported(&r.point);
+            } else if indication && event && last.is_some_and(|(_, q, _)| q == r.quality) {
+                // Its spontaneous report may still be on the way (see `interrogated`).
+                self.interrogated
+                    .hold(&r.point, Instant::now(), r.value, r.quality, time_ms);
+                event = false;
+            }
             self.last
                 .insert(r.point.clone(), (r.value, r.quality, time_ms));
             if let Some(key) = key
@@ -367,6 +382,17 @@ impl Task {
             });
         }
         changes
+    }
+
+    /// The held interrogation events that are due (all of them with `all`).
+    pub(super) async fn send_interrogated(&mut self, epoch: u64, all: bool) {
+        let last = &self.last;
+        let due = self
+            .interrogated
+            .due(Instant::now(), all, |p| last.get(p).map(|(v, _, _)| *v));
+        if !due.is_empty() {
+            self.batcher.send(self.batch(epoch, due)).await;
+        }
     }
 
     /// No link to the device: every point keeps its value, marked invalid and not topical;
