@@ -59,8 +59,10 @@ pub enum BackupError {
     Body(#[from] fepha_storage::Corrupt),
     #[error("the saved state has no log index (an uninitialised node has nothing to save)")]
     Empty,
-    #[error("encoding the snapshot: {0}")]
+    #[error("encoding the snapshot header: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    EncodeBody(#[from] fepha_storage::EncodeError),
 }
 
 /// The whole file for `applied`, saved by node `saved_from`.

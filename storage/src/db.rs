@@ -2,10 +2,11 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::durable::SledFiles;
 use crate::error::OpenError;
+use crate::snapshot_files::SnapshotFiles;
 
 pub(crate) struct Db {
     sled: sled::Db,
@@ -13,8 +14,12 @@ pub(crate) struct Db {
     pub(crate) log: sled::Tree,
     /// The vote, the committed log id and the last purged log id.
     pub(crate) meta: sled::Tree,
-    /// The current snapshot, meta and data.
+    /// The current snapshot's meta and the number of its data file.
     pub(crate) snapshot: sled::Tree,
+    pub(crate) snapshot_files: SnapshotFiles,
+    /// Held by whoever stores or reads the current snapshot, so that a save never removes
+    /// the file another save has just made current, nor one a reader is opening.
+    snapshot_lock: Mutex<()>,
     files: SledFiles,
 }
 
@@ -35,9 +40,18 @@ impl Db {
             log: sled.open_tree("log")?,
             meta: sled.open_tree("meta")?,
             snapshot: sled.open_tree("snapshot")?,
+            snapshot_files: SnapshotFiles::open(dir)?,
+            snapshot_lock: Mutex::new(()),
             files: SledFiles::open(dir)?,
             sled,
         })
+    }
+
+    // Poisoning only means a save panicked; the tree and the files are still consistent.
+    pub(crate) fn lock_snapshot(&self) -> MutexGuard<'_, ()> {
+        self.snapshot_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A number never handed out before in this database, across restarts.

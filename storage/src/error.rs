@@ -45,6 +45,8 @@ pub(crate) enum ReadError {
     Sled(#[from] sled::Error),
     #[error(transparent)]
     Corrupt(#[from] Corrupt),
+    #[error("reading the snapshot file: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 impl From<ReadError> for OpenError {
@@ -52,6 +54,7 @@ impl From<ReadError> for OpenError {
         match e {
             ReadError::Sled(e) => Self::Sled(e),
             ReadError::Corrupt(e) => Self::Corrupt(e),
+            ReadError::Io(e) => Self::Io(e),
         }
     }
 }
@@ -62,11 +65,23 @@ pub(crate) enum WriteError {
     #[error("encoding: {0}")]
     Encode(#[from] serde_json::Error),
     #[error(transparent)]
+    EncodeState(#[from] crate::EncodeError),
+    #[error(transparent)]
     Sled(#[from] sled::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Corrupt(#[from] Corrupt),
+}
+
+impl From<ReadError> for WriteError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Sled(e) => Self::Sled(e),
+            ReadError::Corrupt(e) => Self::Corrupt(e),
+            ReadError::Io(e) => Self::Io(e),
+        }
+    }
 }
 
 impl From<sled::transaction::TransactionError<Corrupt>> for WriteError {

@@ -11,6 +11,8 @@ mod error;
 mod log_store;
 mod offline;
 mod snapshot;
+mod snapshot_codec;
+mod snapshot_files;
 mod state_machine;
 mod view;
 
@@ -25,6 +27,7 @@ use openraft::{Entry, LogId, RaftTypeConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 pub use snapshot::SnapshotBuilder;
+pub use snapshot_codec::EncodeError;
 pub use state_machine::StateMachineStore;
 pub use view::{Applied, StateView};
 

@@ -17,7 +17,7 @@ use crate::codec::encode;
 use crate::db::Db;
 use crate::error::{Corrupt, OpenError, ReadError, WriteError};
 use crate::log_store::{COMMITTED, LAST_PURGED, LogStore, VOTE};
-use crate::snapshot::{self, DATA, META, snapshot_id};
+use crate::snapshot::{self, DATA, FILE, META, snapshot_id};
 use crate::view::Applied;
 
 /// Why offline work on a store failed.
@@ -38,6 +38,7 @@ impl From<ReadError> for OfflineError {
         match e {
             ReadError::Sled(e) => Self::Sled(e),
             ReadError::Corrupt(e) => Self::Corrupt(e),
+            ReadError::Io(e) => Self::Write(format!("reading the snapshot file: {e}")),
         }
     }
 }
@@ -147,13 +148,23 @@ where
         };
         let encoded = |e: serde_json::Error| OfflineError::Write(format!("encoding: {e}"));
         let meta = encode(&meta).map_err(encoded)?;
-        let data = applied.to_bytes().map_err(encoded)?;
+        let data = applied
+            .to_bytes()
+            .map_err(|e| OfflineError::Write(e.to_string()))?;
         let vote = encode(vote).map_err(encoded)?;
         let last = encode(&last).map_err(encoded)?;
+        let _installing = self.db.lock_snapshot();
+        let number = self.db.unique_id()?;
+        let file = encode(&number).map_err(encoded)?;
+        self.db
+            .snapshot_files
+            .write(number, &data)
+            .map_err(|e| OfflineError::Write(format!("the snapshot file: {e}")))?;
         (&self.db.snapshot, &self.db.meta)
             .transaction(|(snap, meta_tree)| {
                 snap.insert(META, meta.as_slice())?;
-                snap.insert(DATA, data.as_slice())?;
+                snap.insert(FILE, file.as_slice())?;
+                snap.remove(DATA)?;
                 meta_tree.insert(VOTE, vote.as_slice())?;
                 meta_tree.insert(COMMITTED, last.as_slice())?;
                 meta_tree.insert(LAST_PURGED, last.as_slice())?;
@@ -163,6 +174,8 @@ where
         self.db
             .persist_blocking()
             .map_err(|e| OfflineError::Write(e.to_string()))?;
+        self.db.snapshot_files.keep_only(Some(number));
+        drop(_installing);
         // Only now: a crash before this point left the old log under the new purge mark,
         // which the next open removes.
         let mut batch = sled::Batch::default();

@@ -1,4 +1,5 @@
-//! Snapshots: building one from the applied state, and keeping the current one in sled.
+//! Snapshots: building one from the applied state, and keeping the current one (its meta in
+//! sled, its data in a file).
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -6,7 +7,7 @@ use std::sync::Arc;
 use openraft::storage::{RaftSnapshotBuilder, Snapshot, SnapshotMeta};
 use openraft::{ErrorSubject, ErrorVerb, LogId, RaftTypeConfig};
 use sled::IVec;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::ConflictableTransactionError;
 
 use crate::AppState;
 use crate::codec::{decode, encode};
@@ -15,9 +16,14 @@ use crate::error::{Corrupt, OrStorageError, ReadError, StoResult, WriteError};
 use crate::view::{Applied, StateView};
 
 pub(crate) const META: &str = "meta";
+/// The number of the data file ([`crate::snapshot_files`]).
+pub(crate) const FILE: &str = "file";
+/// Where a store from before snapshot files kept the data; read, and removed at the next save.
 pub(crate) const DATA: &str = "data";
 
 type Meta<C> = SnapshotMeta<<C as RaftTypeConfig>::NodeId, <C as RaftTypeConfig>::Node>;
+/// A stored snapshot: its meta and its encoded state.
+type Stored<C> = (Meta<C>, Vec<u8>);
 
 /// Builds snapshots of a [`crate::StateMachineStore`]'s state.
 pub struct SnapshotBuilder<C: RaftTypeConfig, S> {
@@ -59,7 +65,7 @@ where
     // Copy, and serialise only after the lock is released: applying waits for the copy
     // but not for the serialisation.
     let applied = view.lock_read().clone();
-    let data = encode(&applied)?;
+    let data = applied.to_bytes()?;
     let meta = SnapshotMeta {
         snapshot_id: snapshot_id(applied.last_applied.as_ref(), db.unique_id()?),
         last_log_id: applied.last_applied,
@@ -84,44 +90,65 @@ pub(crate) fn save<C: RaftTypeConfig>(
     meta: &Meta<C>,
     data: &[u8],
 ) -> Result<(), WriteError> {
+    let _saving = db.lock_snapshot();
+    let number = db.unique_id()?;
+    // The file first: the tree names it only once it is whole on disk.
+    db.snapshot_files.write(number, data)?;
     let meta_bytes = IVec::from(encode(meta)?);
-    let data = IVec::from(data);
-    db.snapshot.transaction(|tx| {
+    let file_bytes = IVec::from(encode(&number)?);
+    let stored = db.snapshot.transaction(|tx| {
         if let Some(current) = tx.get(META)? {
             let current: Meta<C> =
                 decode("snapshot/meta", &current).map_err(ConflictableTransactionError::Abort)?;
             // A build runs beside installs; a slow one must not replace a newer installed
             // snapshot, since the log before that one may be purged already.
             if current.last_log_id > meta.last_log_id {
-                return Ok(());
+                return Ok(false);
             }
         }
         tx.insert(META, meta_bytes.clone())?;
-        tx.insert(DATA, data.clone())?;
-        Ok(())
+        tx.insert(FILE, file_bytes.clone())?;
+        // A store from before snapshot files kept the data here.
+        tx.remove(DATA)?;
+        Ok(true)
     })?;
-    db.persist_blocking()?;
-    metrics::gauge!("fepha_raft_snapshot_size_bytes").set(data.len() as f64);
+    if stored {
+        db.persist_blocking()?;
+        metrics::gauge!("fepha_raft_snapshot_size_bytes").set(data.len() as f64);
+    }
+    db.snapshot_files.keep_only(current_file(db)?);
     Ok(())
 }
 
+/// The number of the current snapshot's data file, if it has one.
+pub(crate) fn current_file(db: &Db) -> Result<Option<u64>, ReadError> {
+    match db.snapshot.get(FILE)? {
+        Some(bytes) => Ok(Some(decode("snapshot/file", &bytes)?)),
+        None => Ok(None),
+    }
+}
+
 /// The current snapshot's meta and data, read together.
-pub(crate) fn load<C: RaftTypeConfig>(db: &Db) -> Result<Option<(Meta<C>, IVec)>, ReadError> {
-    let loaded = db.snapshot.transaction(|tx| {
-        let Some(meta) = tx.get(META)? else {
-            return Ok(None);
-        };
-        let meta: Meta<C> =
-            decode("snapshot/meta", &meta).map_err(ConflictableTransactionError::Abort)?;
-        let data = tx.get(DATA)?.ok_or_else(|| {
-            ConflictableTransactionError::Abort(Corrupt::new("snapshot/data", "missing"))
-        })?;
-        Ok(Some((meta, data)))
-    });
-    loaded.map_err(|e| match e {
-        TransactionError::Abort(e) => ReadError::Corrupt(e),
-        TransactionError::Storage(e) => ReadError::Sled(e),
-    })
+pub(crate) fn load<C: RaftTypeConfig>(db: &Db) -> Result<Option<Stored<C>>, ReadError> {
+    let _reading = db.lock_snapshot();
+    let Some(meta) = db.snapshot.get(META)? else {
+        return Ok(None);
+    };
+    let meta: Meta<C> = decode("snapshot/meta", &meta)?;
+    let data = match current_file(db)? {
+        Some(number) => match db.snapshot_files.read(number) {
+            Ok(data) => data,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Corrupt::new(format!("snapshot/file {number}"), "missing").into());
+            }
+            Err(e) => return Err(e.into()),
+        },
+        None => match db.snapshot.get(DATA)? {
+            Some(data) => data.to_vec(),
+            None => return Err(Corrupt::new("snapshot/data", "missing").into()),
+        },
+    };
+    Ok(Some((meta, data)))
 }
 
 /// Decodes snapshot data, checking that it is the state the meta describes. `key` names
@@ -135,7 +162,7 @@ where
     C: RaftTypeConfig,
     S: AppState<C>,
 {
-    let applied: Applied<C, S> = decode(key, data)?;
+    let applied = Applied::<C, S>::from_bytes(key, data)?;
     if applied.last_applied != meta.last_log_id || applied.membership != meta.last_membership {
         return Err(Corrupt::new(
             key,

@@ -45,6 +45,8 @@ where
             Some((meta, data)) => snapshot::decode_state(DATA_KEY, &meta, &data)?,
             None => Applied::default(),
         };
+        // A crash between writing a snapshot file and naming it leaves the file behind.
+        db.snapshot_files.keep_only(snapshot::current_file(&db)?);
         Ok(Self {
             db,
             view: StateView::new(applied),
@@ -136,7 +138,7 @@ where
             snapshot::load::<C>(&self.db).or_sto(ErrorSubject::Snapshot(None), ErrorVerb::Read)?;
         Ok(current.map(|(meta, data)| Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data.to_vec())),
+            snapshot: Box::new(Cursor::new(data)),
         }))
     }
 }

@@ -19,14 +19,14 @@ pub struct Applied<C: RaftTypeConfig, S> {
 }
 
 impl<C: RaftTypeConfig, S: Serialize + DeserializeOwned> Applied<C, S> {
-    /// The snapshot encoding.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
-        crate::codec::encode(self)
+    /// The snapshot encoding ([`crate::snapshot_codec`]).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, crate::EncodeError> {
+        crate::snapshot_codec::encode(self)
     }
 
     /// Decodes what [`Applied::to_bytes`] made; `what` names the source for the error.
     pub fn from_bytes(what: &str, bytes: &[u8]) -> Result<Self, Corrupt> {
-        crate::codec::decode(what, bytes)
+        crate::snapshot_codec::decode(what, bytes)
     }
 }
 

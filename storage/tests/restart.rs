@@ -130,6 +130,55 @@ async fn installed_snapshot_survives_reopen() -> TestResult {
     Ok(())
 }
 
+/// The snapshot's data is a file of its own; every save leaves only the current one.
+#[tokio::test]
+async fn one_snapshot_file_is_kept_and_a_store_that_kept_its_snapshot_in_sled_still_opens()
+-> TestResult {
+    let dir = tempfile::tempdir()?;
+    let files = |dir: &std::path::Path| -> std::io::Result<usize> {
+        Ok(std::fs::read_dir(dir.join("state"))?.count())
+    };
+    let (meta, data) = {
+        let (_log, mut sm) = open(dir.path())?;
+        sm.apply([membership(1, 1, &[1]), put(1, 2, "a", 1)])
+            .await?;
+        sm.get_snapshot_builder().await.build_snapshot().await?;
+        sm.apply([put(1, 3, "b", 2)]).await?;
+        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await?;
+        assert_eq!(files(dir.path())?, 1);
+        (snapshot.meta, snapshot.snapshot.into_inner())
+    };
+
+    // The layout of a store written before snapshot files: the data in the snapshot tree.
+    let dir = restart(dir.path())?;
+    {
+        let db = sled::open(dir.path())?;
+        let tree = db.open_tree("snapshot")?;
+        tree.remove("file")?;
+        tree.insert("data", data)?;
+        db.flush()?;
+        std::fs::remove_dir_all(dir.path().join("state"))?;
+    }
+    let dir = restart(dir.path())?;
+    let (_log, mut sm) = open(dir.path())?;
+    assert_eq!(
+        sm.view().read(|s| s.map.clone()),
+        map(&[("a", 1), ("b", 2)])
+    );
+    let current = sm.get_current_snapshot().await?.ok_or("no snapshot")?;
+    assert_eq!(current.meta, meta);
+
+    // The next save moves it to a file and clears the old value.
+    sm.apply([put(1, 4, "c", 3)]).await?;
+    sm.get_snapshot_builder().await.build_snapshot().await?;
+    assert_eq!(files(dir.path())?, 1);
+    drop(sm);
+    drop(_log);
+    let db = sled::open(dir.path())?;
+    assert!(db.open_tree("snapshot")?.get("data")?.is_none());
+    Ok(())
+}
+
 #[tokio::test]
 async fn garbage_snapshot_is_refused() -> TestResult {
     let leader_dir = tempfile::tempdir()?;
