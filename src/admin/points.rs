@@ -24,7 +24,7 @@ pub(super) fn point_list(cx: &Context, req: PointListRequest) -> PointListReply 
         (
             s.points.points.clone(),
             s.points.link_ids.clone(),
-            s.points.events.back().map_or(0, |e| e.seq),
+            s.points.next_seq.saturating_sub(1),
             s.ownership.names.clone(),
         )
     });
