@@ -38,11 +38,6 @@ fn the_template_loads_and_keeps_its_data_where_the_unit_may_write() {
         unit.contains("\nExecStart=/usr/bin/fepha run -c /etc/fepha/node.toml\n"),
         "{unit}"
     );
-    // The memory figures of the benchmark's scale group are a node's with this.
-    assert!(
-        unit.contains("\nEnvironment=MALLOC_ARENA_MAX=2\n"),
-        "{unit}"
-    );
 }
 
 #[test]

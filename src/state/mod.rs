@@ -349,7 +349,7 @@ mod tests {
         );
         let change = |i: u64| points::Change {
             point: "feeder-a.breaker".into(),
-            value: points::Value::Single(i % 2 == 0),
+            value: points::Value::Single(i.is_multiple_of(2)),
             quality: points::Quality::default(),
             time_ms: 1000 + i,
             event: true,
@@ -369,7 +369,11 @@ mod tests {
         };
         let kept = |s: &SiteState| s.points.events.iter().map(|e| e.seq).collect::<Vec<_>>();
         s.apply(2, &ack("main-centre", 6));
-        assert_eq!(kept(&s).len(), 10, "a group that never started holds them all");
+        assert_eq!(
+            kept(&s).len(),
+            10,
+            "a group that never started holds them all"
+        );
         s.apply(3, &ack("everyone-else", 4));
         assert_eq!(kept(&s), (5..=10).collect::<Vec<_>>());
         s.apply(4, &ack("everyone-else", 10));

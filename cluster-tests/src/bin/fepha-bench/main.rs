@@ -147,9 +147,7 @@
 //! - `snapshot_install_ms_100000_points`: a fresh fourth node joins; from its `join` until it
 //!   has installed the snapshot and applied the site.
 //!
-//! `FEPHA_BIN` overrides the binary (default `<target>/release/fepha`). The nodes inherit the
-//! benchmark's environment: run it with `MALLOC_ARENA_MAX=2`, as packaging/fepha.service runs
-//! a node, for the memory figures of a packaged node (it warns otherwise).
+//! `FEPHA_BIN` overrides the binary (default `<target>/release/fepha`).
 //! `FEPHA_BENCH_NO_DESCRIPTIONS=1` writes the 10 000-point sites without point descriptions
 //! (about 1 MiB instead of 1.6), for a binary whose site limit was still 1 MiB.
 //!
@@ -190,14 +188,6 @@ pub enum Group {
 
 fn main() {
     let args = parse_args();
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // The nodes inherit the benchmark's environment; the packaged unit sets this.
-        eprintln!(
-            "fepha-bench: MALLOC_ARENA_MAX is not set: the nodes run with glibc's default \
-             arenas, not as packaging/fepha.service runs them (MALLOC_ARENA_MAX=2), and hold \
-             more memory"
-        );
-    }
     kill_children_on_signal();
     warn_about_strays();
     if args.only.is_none_or(|g| g == Group::Raft) {
