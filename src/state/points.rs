@@ -226,13 +226,6 @@ impl Points {
             .retain(|id, _| keep(id) || links.contains(id.as_str()));
     }
 
-    /// Forgets the events at or below `seq`, which every redundancy group has.
-    pub fn forget_events_through(&mut self, seq: u64) {
-        while self.events.front().is_some_and(|e| e.seq <= seq) {
-            self.events.pop_front();
-        }
-    }
-
     /// Events after `seq`, at most `limit`.
     pub fn events_after(&self, seq: u64, limit: usize) -> impl Iterator<Item = &Event> {
         let first = self.events.front().map_or(0, |e| e.seq);
