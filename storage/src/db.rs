@@ -40,7 +40,7 @@ impl Db {
             log: sled.open_tree("log")?,
             meta: sled.open_tree("meta")?,
             snapshot: sled.open_tree("snapshot")?,
-            snapshot_files: SnapshotFiles::open(dir)?,
+            snapshot_files: SnapshotFiles::open(dir).map_err(OpenError::SnapshotFile)?,
             snapshot_lock: Mutex::new(()),
             files: SledFiles::open(dir)?,
             sled,

@@ -15,6 +15,8 @@ pub enum OpenError {
     Sled(#[from] sled::Error),
     #[error("syncing sled's files: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the snapshot file: {0}")]
+    SnapshotFile(std::io::Error),
     #[error(transparent)]
     Corrupt(#[from] Corrupt),
 }
@@ -54,7 +56,7 @@ impl From<ReadError> for OpenError {
         match e {
             ReadError::Sled(e) => Self::Sled(e),
             ReadError::Corrupt(e) => Self::Corrupt(e),
-            ReadError::Io(e) => Self::Io(e),
+            ReadError::Io(e) => Self::SnapshotFile(e),
         }
     }
 }

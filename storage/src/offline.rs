@@ -29,6 +29,8 @@ pub enum OfflineError {
     Sled(#[from] sled::Error),
     #[error(transparent)]
     Corrupt(#[from] Corrupt),
+    #[error("reading the snapshot file: {0}")]
+    Io(#[from] std::io::Error),
     #[error("writing the store: {0}")]
     Write(String),
 }
@@ -38,7 +40,7 @@ impl From<ReadError> for OfflineError {
         match e {
             ReadError::Sled(e) => Self::Sled(e),
             ReadError::Corrupt(e) => Self::Corrupt(e),
-            ReadError::Io(e) => Self::Write(format!("reading the snapshot file: {e}")),
+            ReadError::Io(e) => Self::Io(e),
         }
     }
 }
@@ -153,7 +155,7 @@ where
             .map_err(|e| OfflineError::Write(e.to_string()))?;
         let vote = encode(vote).map_err(encoded)?;
         let last = encode(&last).map_err(encoded)?;
-        let _installing = self.db.lock_snapshot();
+        let installing = self.db.lock_snapshot();
         let number = self.db.unique_id()?;
         let file = encode(&number).map_err(encoded)?;
         self.db
@@ -175,7 +177,7 @@ where
             .persist_blocking()
             .map_err(|e| OfflineError::Write(e.to_string()))?;
         self.db.snapshot_files.keep_only(Some(number));
-        drop(_installing);
+        drop(installing);
         // Only now: a crash before this point left the old log under the new purge mark,
         // which the next open removes.
         let mut batch = sled::Batch::default();
