@@ -516,6 +516,17 @@ async fn within_lease<T>(
     request: impl Future<Output = Result<T, LinkError>>,
 ) -> Result<T, LinkError> {
     tokio::pin!(request);
+    // The lease is asked again before every poll of the request, not only before its first:
+    // a request can be pending before its bytes are written (a full socket, tokio's
+    // cooperative budget), and a node paused there (SIGSTOP, a stalled VM) must not write
+    // them once it wakes past its deadline, whichever branch below is polled first.
+    let request = std::future::poll_fn(|cx| {
+        if lease(field, rtu) != Some(epoch) {
+            return std::task::Poll::Ready(Err(LinkError::Timeout("lease")));
+        }
+        request.as_mut().poll(cx)
+    });
+    tokio::pin!(request);
     let mut applied = field.cluster.raft().metrics();
     loop {
         if lease(field, rtu) != Some(epoch) {
