@@ -315,6 +315,13 @@ fn evidence(w: &World, rec: &Record) -> Result<()> {
         .map(|r| json!({"seq": r.seq, "conn": r.conn, "ioa": r.ioa, "value": format!("{:?}", r.value), "cot": r.cot, "time_ms": r.time_ms, "at_ms": r.at_ms}))
         .collect();
     write(w, "master-rx.jsonl", &rx)?;
+    // A master that stopped receiving says why only here.
+    let master = format!(
+        "{}\n--- stderr ---\n{}",
+        w.master.report(),
+        w.master.stderr_tail(200)
+    );
+    std::fs::write(w.c.dir().join("master.txt"), master)?;
     Ok(())
 }
 
