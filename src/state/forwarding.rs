@@ -2,7 +2,7 @@
 //! master has acknowledged, so that whichever node serves the group next resends from there;
 //! and in mode `all`, where every node serves, which connection holds each group.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +49,10 @@ pub struct Forwarding {
     /// Mode `all`: the connection each group moves to once its holder lets go.
     #[serde(default)]
     pub next: BTreeMap<String, Holder>,
+    /// The group keys the configuration has. Empty in a state from before it was kept, until
+    /// the next configuration is applied.
+    #[serde(default)]
+    pub configured: BTreeSet<String>,
 }
 
 impl Forwarding {
@@ -91,17 +95,54 @@ impl Forwarding {
         }
     }
 
-    /// Drops the groups of forwarders (or groups) the configuration no longer has.
-    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        self.acked.retain(|k, _| keep(k));
-        self.holders.retain(|k, _| keep(k));
-        self.next.retain(|k, _| keep(k));
+    /// Takes the configuration's group keys, and drops the groups of forwarders (or
+    /// groups) it no longer has.
+    pub fn configure(&mut self, groups: BTreeSet<String>) {
+        self.acked.retain(|k, _| groups.contains(k));
+        self.holders.retain(|k, _| groups.contains(k));
+        self.next.retain(|k, _| groups.contains(k));
+        self.configured = groups;
+    }
+
+    /// The newest event that every configured group has acknowledged: no master needs it,
+    /// nor any before it, again. None while a configured group has no position yet: such a
+    /// group starts at the newest event when its master first starts, but its position
+    /// reaches the log only later, and the events between must still be there then.
+    pub fn acknowledged_by_all(&self) -> Option<u64> {
+        if self.configured.is_empty() {
+            return None;
+        }
+        self.configured
+            .iter()
+            .map(|k| self.acked.get(k).copied())
+            .try_fold(u64::MAX, |min, at| Some(min.min(at?)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_are_needed_until_every_configured_group_has_acknowledged_them() {
+        let mut f = Forwarding::default();
+        let (a, b) = (group_key("cc", "a"), group_key("cc", "b"));
+        let ack = |key: &str, seq| ForwardingOp::Acked {
+            node: 1,
+            acks: vec![(key.to_string(), seq)],
+        };
+        f.apply(&ack(&a, 7), |_| true);
+        assert_eq!(f.acknowledged_by_all(), None, "no configuration known");
+        f.configure([a.clone(), b.clone()].into());
+        assert_eq!(f.acknowledged_by_all(), None, "group b never started");
+        f.apply(&ack(&b, 5), |_| true);
+        assert_eq!(f.acknowledged_by_all(), Some(5));
+        f.apply(&ack(&b, 9), |_| true);
+        assert_eq!(f.acknowledged_by_all(), Some(7));
+        f.configure([b.clone()].into());
+        assert_eq!(f.acknowledged_by_all(), Some(9));
+        assert!(!f.acked.contains_key(&a));
+    }
 
     #[test]
     fn positions_only_move_forward() {
@@ -123,7 +164,7 @@ mod tests {
         );
         assert_eq!(f.acked.get(&key), Some(&10));
         assert_eq!(f.acked.get("cc/other"), Some(&3));
-        f.retain(|k| k.starts_with("cc/main"));
+        f.configure([key.clone()].into());
         assert_eq!(f.acked.len(), 1);
     }
 

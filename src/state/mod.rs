@@ -8,6 +8,7 @@ pub mod forwarding;
 pub mod links;
 pub mod ownership;
 pub mod points;
+pub mod recent;
 pub mod recovery;
 pub mod trust;
 
@@ -112,6 +113,14 @@ impl SiteState {
     pub fn config_version(&self) -> u64 {
         self.config.as_ref().map_or(0, |c| c.version)
     }
+
+    /// Events are kept only as far back as some redundancy group may still be sent them:
+    /// this bounds the state (and its snapshots) by the site's backlog, not its history.
+    fn forget_acknowledged_events(&mut self) {
+        if let Some(seq) = self.forwarding.acknowledged_by_all() {
+            self.points.forget_events_through(seq);
+        }
+    }
 }
 
 pub fn sha256_hex(text: &str) -> String {
@@ -152,6 +161,15 @@ impl SiteState {
                         .map(|p| p.id.get_ref().as_str())
                         .collect();
                     self.points.retain(|id| ids.contains(id));
+                    self.points.recent.configure(
+                        site.rtus
+                            .iter()
+                            .filter_map(|r| {
+                                let k = *r.iec104.as_ref()?.k.get_ref();
+                                Some((r.id.get_ref().clone(), k))
+                            })
+                            .collect(),
+                    );
                     let groups: std::collections::BTreeSet<String> = site
                         .forwarders
                         .iter()
@@ -161,7 +179,8 @@ impl SiteState {
                                 .map(|g| forwarding::group_key(f.name.get_ref(), &g))
                         })
                         .collect();
-                    self.forwarding.retain(|k| groups.contains(k));
+                    self.forwarding.configure(groups);
+                    self.forget_acknowledged_events();
                 }
                 self.config = Some(ConfigDoc {
                     version,
@@ -242,6 +261,7 @@ impl SiteState {
             Request::Forwarding(op) => {
                 let sessions = &self.ownership.sessions;
                 self.forwarding.apply(op, |n| sessions.contains_key(&n));
+                self.forget_acknowledged_events();
                 Response::None
             }
         }
@@ -324,5 +344,100 @@ mod tests {
         let doc = s.config.expect("config applied");
         assert_eq!(doc.text, format!("v{}", CONFIG_HISTORY_LEN + 5));
         assert_eq!(doc.sha256, sha256_hex(&doc.text));
+    }
+
+    #[test]
+    fn events_every_configured_group_acknowledged_are_forgotten() {
+        let mut s = SiteState::default();
+        let text = include_str!("../../examples/site.toml").to_string();
+        s.apply(
+            1,
+            &Request::ApplyConfig {
+                text,
+                applied_at_ms: 1,
+            },
+        );
+        let change = |i: u64| points::Change {
+            point: "feeder-a.breaker".into(),
+            value: points::Value::Single(i.is_multiple_of(2)),
+            quality: points::Quality::default(),
+            time_ms: 1000 + i,
+            event: true,
+        };
+        s.points.apply(&points::Batch {
+            rtu: "feeder-a".into(),
+            epoch: 1,
+            node: 1,
+            changes: (1..=10).map(change).collect(),
+            write: None,
+        });
+        let ack = |group: &str, seq| {
+            Request::Forwarding(forwarding::ForwardingOp::Acked {
+                node: 1,
+                acks: vec![(forwarding::group_key("control-centre", group), seq)],
+            })
+        };
+        let kept = |s: &SiteState| s.points.events.iter().map(|e| e.seq).collect::<Vec<_>>();
+        s.apply(2, &ack("main-centre", 6));
+        assert_eq!(
+            kept(&s).len(),
+            10,
+            "a group that never started holds them all"
+        );
+        s.apply(3, &ack("everyone-else", 4));
+        assert_eq!(kept(&s), (5..=10).collect::<Vec<_>>());
+        s.apply(4, &ack("everyone-else", 10));
+        assert_eq!(kept(&s), (7..=10).collect::<Vec<_>>());
+        assert_eq!(s.points.next_seq, 11, "numbering goes on");
+    }
+
+    #[test]
+    fn a_104_rtus_newest_reports_outlive_the_masters_acknowledgements() {
+        let mut s = SiteState::default();
+        let text = include_str!("../../examples/site.toml").to_string();
+        s.apply(
+            1,
+            &Request::ApplyConfig {
+                text,
+                applied_at_ms: 1,
+            },
+        );
+        let batch = |rtu: &str, point: &str| points::Batch {
+            rtu: rtu.into(),
+            epoch: 1,
+            node: 1,
+            changes: vec![points::Change {
+                point: point.into(),
+                value: points::Value::Double(2),
+                quality: points::Quality::default(),
+                time_ms: 5000,
+                event: true,
+            }],
+            write: None,
+        };
+        s.points.apply(&batch("bay-5", "bay-5.breaker"));
+        s.points.apply(&batch("feeder-a", "feeder-a.breaker"));
+        for (i, group) in ["main-centre", "everyone-else"].into_iter().enumerate() {
+            s.apply(
+                2 + i as u64,
+                &Request::Forwarding(forwarding::ForwardingOp::Acked {
+                    node: 1,
+                    acks: vec![(forwarding::group_key("control-centre", group), 2)],
+                }),
+            );
+        }
+        assert!(s.points.events.is_empty(), "every master has them");
+        let kept: Vec<&str> = s
+            .points
+            .recent
+            .of("bay-5")
+            .map(|r| r.point.as_str())
+            .collect();
+        assert_eq!(kept, ["bay-5.breaker"]);
+        assert_eq!(
+            s.points.recent.of("feeder-a").count(),
+            0,
+            "Modbus: none kept"
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use super::recent::Recent;
 use crate::ids::NodeId;
 
 /// Events kept for masters that reconnect; the oldest go first.
@@ -168,6 +169,9 @@ pub struct Points {
     /// Per node, the last write of point batches applied.
     #[serde(default)]
     pub writes: BTreeMap<NodeId, WriteId>,
+    /// The newest reports of each 104 RTU, which outlive the events masters have.
+    #[serde(default)]
+    pub recent: Recent,
 }
 
 impl Points {
@@ -214,6 +218,7 @@ impl Points {
                 added += 1;
             }
         }
+        self.recent.note(&batch.rtu, &batch.changes);
         self.trim(batch.changes.iter().map(|c| c.time_ms).max().unwrap_or(0));
         added
     }
@@ -224,6 +229,13 @@ impl Points {
         let links = &self.link_ids;
         self.points
             .retain(|id, _| keep(id) || links.contains(id.as_str()));
+    }
+
+    /// Forgets the events at or below `seq`, which every redundancy group has.
+    pub fn forget_events_through(&mut self, seq: u64) {
+        while self.events.front().is_some_and(|e| e.seq <= seq) {
+            self.events.pop_front();
+        }
     }
 
     /// Events after `seq`, at most `limit`.

@@ -196,6 +196,7 @@ impl Task {
         // Start from what the cluster has, so that a take-over reports only real changes and
         // a report the device sends again is known.
         let ids: HashSet<&str> = self.monitored.keys().map(String::as_str).collect();
+        let rtu = self.id();
         let (last, seen) = self.field.cluster.read(|s| {
             let last: HashMap<String, (Value, Quality, u64)> = ids
                 .iter()
@@ -204,19 +205,22 @@ impl Task {
                     Some((id.to_string(), (p.value, p.quality, p.time_ms)))
                 })
                 .collect();
-            let seen: Vec<Seen> = s
-                .points
-                .events
-                .iter()
-                .rev()
+            // The event queue's reports (all there is in a state from before the reports
+            // were kept apart), then the RTU's newest, which `remember` keeps last.
+            let mut seen: Vec<Seen> = (s.points.events.iter().rev())
                 .filter(|e| ids.contains(e.point.as_str()))
                 .take(SEEN_KEPT)
                 .map(|e| (e.point.clone(), e.time_ms, value_key(&e.value)))
                 .collect();
+            seen.reverse();
+            seen.extend(
+                (s.points.recent.of(rtu))
+                    .map(|r| (r.point.clone(), r.time_ms, value_key(&r.value))),
+            );
             (last, seen)
         });
         self.last = last;
-        for key in seen.into_iter().rev() {
+        for key in seen {
             self.remember(key);
         }
     }
