@@ -31,12 +31,17 @@ cannot leave it behind.
 # No `from __future__ import annotations`: c104 compares callback annotations with its own
 # classes and refuses them as strings.
 import argparse
+import faulthandler
 import json
 import sys
 import threading
 import time
 
 import c104
+
+# c104 is native code: should it crash, every thread's Python stack goes to stderr, which
+# the test shows.
+faulthandler.enable(all_threads=True)
 
 # How long a link that should be active may stay OPEN_MUTED before this script sends STARTDT:
 # about one c104 connection in ten never sends it by itself.
@@ -208,6 +213,8 @@ class Link:
         # Whether the test wants data transfer started; kept across reconnects.
         self.want_active = init != "MUTED"
         self.muted_since: float | None = None
+        # The connection (by its `connected_at`) the watchdog last sent STARTDT on.
+        self.unmuted_session: object = None
         # Serialises the requests that wait for a confirmation, so they can be told apart.
         self.lock = threading.Lock()
         # The I frames of this link (decoded), for confirm().
@@ -526,17 +533,23 @@ class Master:
 
     def watchdog(self) -> None:
         """Sends STARTDT on a link the test wants active that stays OPEN_MUTED for a second:
-        c104 sometimes never sends it, also after it reconnected by itself."""
+        c104 sometimes never sends it, also after it reconnected by itself.
+
+        Once per connection: a fepha node keeps a STARTDT waiting until it serves, so one is
+        enough; and c104 crashes (SIGSEGV) when `unmute()` meets the connection being closed
+        by the peer, which a node that is killed does at any time, so fewer calls are fewer
+        chances of that."""
         while True:
             now = time.monotonic()
             for link in self.links:
                 state = link.con.state.name
+                session = link.con.connected_at
                 if state != "OPEN_MUTED" or not link.want_active:
                     link.muted_since = None
                 elif link.muted_since is None:
                     link.muted_since = now
-                elif now - link.muted_since >= UNMUTE_AFTER_S:
-                    link.muted_since = now
+                elif now - link.muted_since >= UNMUTE_AFTER_S and link.unmuted_session != session:
+                    link.unmuted_session = session
                     event("unmute", conn=link.index, sent=link.con.unmute())
             time.sleep(WATCHDOG_PERIOD_S)
 

@@ -27,12 +27,17 @@ Once it listens it prints {"ready":true,"listen":"HOST:PORT"}. It exits when std
 # No `from __future__ import annotations`: c104 compares callback annotations with its own
 # classes and refuses them as strings.
 import argparse
+import faulthandler
 import datetime
 import json
 import sys
 import threading
 
 import c104
+
+# c104 is native code: should it crash, every thread's Python stack goes to stderr, which
+# the test shows.
+faulthandler.enable(all_threads=True)
 
 out_lock = threading.Lock()
 next_seq = 0
