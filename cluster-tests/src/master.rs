@@ -499,6 +499,11 @@ impl Master {
         self.proc.stderr_tail(lines)
     }
 
+    /// How the master process ended, if it did (c104 is native code and can crash).
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.proc.exit_status()
+    }
+
     /// A readable summary of the last records, for failure messages.
     pub fn report(&self) -> String {
         let log = self.proc.log();
@@ -1150,6 +1155,12 @@ impl<L: Default + Send + 'static> PyProc<L> {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// How the process ended, if it did.
+    fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        child.try_wait().ok().flatten()
     }
 
     fn stderr_tail(&self, lines: usize) -> String {

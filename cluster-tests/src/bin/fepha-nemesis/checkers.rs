@@ -483,9 +483,20 @@ pub fn panics(w: &World, unclean_exits: u64) -> Vec<Figure> {
             f.evidence.push(format!("{}: {line}", w.c.name(i)));
         }
     }
+    // The harness's own peer: what it did not receive after it died says nothing of fepha,
+    // so the run is void, and says so.
+    let mut master = Figure::new("harness_master_exits", 0.0, "exits", true);
+    if let Some(status) = w.master.exit_status() {
+        master.value = 1.0;
+        master.evidence.push(format!(
+            "the c104 master exited ({status}); changes after that are not fepha's loss; \
+             its stderr is in master.txt"
+        ));
+    }
     vec![
         f,
         Figure::new("unclean_exits", unclean_exits as f64, "exits", true),
+        master,
     ]
 }
 
