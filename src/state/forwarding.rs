@@ -49,10 +49,10 @@ pub struct Forwarding {
     /// Mode `all`: the connection each group moves to once its holder lets go.
     #[serde(default)]
     pub next: BTreeMap<String, Holder>,
-    /// The group keys the configuration has. Empty in a state from before it was kept, until
-    /// the next configuration is applied.
+    /// The group keys the configuration has; None in a state from before they were kept,
+    /// until the next configuration is applied.
     #[serde(default)]
-    pub configured: BTreeSet<String>,
+    pub configured: Option<BTreeSet<String>>,
 }
 
 impl Forwarding {
@@ -101,18 +101,17 @@ impl Forwarding {
         self.acked.retain(|k, _| groups.contains(k));
         self.holders.retain(|k, _| groups.contains(k));
         self.next.retain(|k, _| groups.contains(k));
-        self.configured = groups;
+        self.configured = Some(groups);
     }
 
     /// The newest event that every configured group has acknowledged: no master needs it,
     /// nor any before it, again. None while a configured group has no position yet: such a
     /// group starts at the newest event when its master first starts, but its position
-    /// reaches the log only later, and the events between must still be there then.
+    /// reaches the log only later, and the events between must still be there then. With
+    /// no group at all every event is: a group added later starts at the newest.
     pub fn acknowledged_by_all(&self) -> Option<u64> {
-        if self.configured.is_empty() {
-            return None;
-        }
         self.configured
+            .as_ref()?
             .iter()
             .map(|k| self.acked.get(k).copied())
             .try_fold(u64::MAX, |min, at| Some(min.min(at?)))
@@ -142,6 +141,12 @@ mod tests {
         f.configure([b.clone()].into());
         assert_eq!(f.acknowledged_by_all(), Some(9));
         assert!(!f.acked.contains_key(&a));
+        f.configure(BTreeSet::new());
+        assert_eq!(
+            f.acknowledged_by_all(),
+            Some(u64::MAX),
+            "no master needs any"
+        );
     }
 
     #[test]

@@ -238,7 +238,7 @@ impl SiteState {
                             .collect(),
                     );
                 }
-                Response::Points(
+                let applied = Response::Points(
                     batches
                         .iter()
                         .map(|batch| {
@@ -255,7 +255,10 @@ impl SiteState {
                             })
                         })
                         .collect(),
-                )
+                );
+                // With no master configured, nothing waits for the events just appended.
+                self.forget_acknowledged_events();
+                applied
             }
             Request::Command(op) => Response::Command(self.apply_command(op)),
             Request::Forwarding(op) => {
