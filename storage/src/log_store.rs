@@ -106,7 +106,11 @@ where
     C: RaftTypeConfig,
 {
     let index = log_index(key)?;
-    Ok(decode(format!("log/{index}"), value)?)
+    // Entries written before they were compact are JSON, which the compact decoder reads.
+    Ok(crate::snapshot_codec::decode(
+        &format!("log/{index}"),
+        value,
+    )?)
 }
 
 /// `range` as `start..end` with `end == None` for unbounded, or `None` when it is empty.
@@ -201,8 +205,10 @@ where
     {
         let mut batch = sled::Batch::default();
         for entry in entries {
-            let value =
-                encode(&entry).or_sto(ErrorSubject::Log(entry.log_id.clone()), ErrorVerb::Write)?;
+            // Compact: sled holds recent entries in memory as they were inserted, and under a
+            // point load JSON entries were most of a node's heap.
+            let value = crate::snapshot_codec::encode(&entry)
+                .or_sto(ErrorSubject::Log(entry.log_id.clone()), ErrorVerb::Write)?;
             batch.insert(&log_key(entry.log_id.index)[..], value);
         }
         self.db
