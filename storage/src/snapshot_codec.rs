@@ -1,5 +1,6 @@
-//! How a whole applied state is encoded: the data of a snapshot, sent to followers and kept
-//! on disk, and the body of a snapshot file an operator saves.
+//! The compact encoding: of a whole applied state (the data of a snapshot, sent to followers
+//! and kept on disk, and the body of a snapshot file an operator saves), and of each log
+//! entry in sled.
 //!
 //! MessagePack with field names (rmp-serde's struct maps), in an LZ4 frame with a content
 //! checksum, after a magic. Field names keep it self-describing like JSON: a node still
