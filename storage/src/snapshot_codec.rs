@@ -11,7 +11,7 @@
 //!
 //! A state that starts with `{` is the JSON that earlier versions wrote, and is still read.
 
-use std::io::Read;
+use std::io::{BufReader, BufWriter, Read};
 
 use lz4_flex::frame::{FrameDecoder, FrameEncoder, FrameInfo};
 use serde::Serialize;
@@ -29,21 +29,33 @@ pub enum EncodeError {
     Serialize(#[from] rmp_serde::encode::Error),
     #[error("compressing the state: {0}")]
     Compress(#[from] lz4_flex::frame::Error),
+    #[error("compressing the state: {0}")]
+    Buffer(std::io::Error),
 }
+
+/// The buffer between MessagePack and the LZ4 frame, each way: one LZ4 block.
+const BUFFER: usize = 64 << 10;
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, EncodeError> {
     let mut info = FrameInfo::new();
     info.content_checksum = true;
-    let mut frame = FrameEncoder::with_frame_info(info, MAGIC.to_vec());
-    let mut serializer = rmp_serde::Serializer::new(&mut frame).with_struct_map();
+    let frame = FrameEncoder::with_frame_info(info, MAGIC.to_vec());
+    // MessagePack writes a few bytes at a time, which the frame encoder takes slowly: a log
+    // entry's encoding was most of its cost without the buffer.
+    let mut buffered = BufWriter::with_capacity(BUFFER, frame);
+    let mut serializer = rmp_serde::Serializer::new(&mut buffered).with_struct_map();
     value.serialize(&mut serializer)?;
+    let frame = buffered
+        .into_inner()
+        .map_err(|e| EncodeError::Buffer(e.into_error()))?;
     Ok(frame.finish()?)
 }
 
 /// Decodes either encoding; `what` names the source for the error.
 pub(crate) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, Corrupt> {
     if let Some(frame) = bytes.strip_prefix(MAGIC) {
-        let mut decoder = FrameDecoder::new(frame);
+        // As in `encode`: MessagePack reads a few bytes at a time.
+        let mut decoder = BufReader::with_capacity(BUFFER, FrameDecoder::new(frame));
         let value = rmp_serde::from_read(&mut decoder).map_err(|e| Corrupt::new(what, e))?;
         // The checksum is checked at the frame's end, which the decoder reaches only when
         // asked for more: a damaged tail must not pass as a state.
