@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::durable::SledFiles;
 use crate::error::OpenError;
+use crate::log_size::LogSize;
 use crate::snapshot_files::SnapshotFiles;
 
 pub(crate) struct Db {
@@ -21,6 +22,8 @@ pub(crate) struct Db {
     /// the file another save has just made current, nor one a reader is opening.
     snapshot_lock: Mutex<()>,
     files: SledFiles,
+    /// Filled by the log store as it opens and writes, and by snapshot saves.
+    pub(crate) size: Arc<LogSize>,
 }
 
 /// sled's page cache (see [`Db::open`]).
@@ -43,6 +46,7 @@ impl Db {
             snapshot_files: SnapshotFiles::open(dir).map_err(OpenError::SnapshotFile)?,
             snapshot_lock: Mutex::new(()),
             files: SledFiles::open(dir)?,
+            size: Arc::default(),
             sled,
         })
     }

@@ -8,7 +8,9 @@ mod codec;
 mod db;
 mod durable;
 mod error;
+mod log_size;
 mod log_store;
+mod log_tail;
 mod offline;
 mod snapshot;
 mod snapshot_codec;
@@ -21,6 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use error::{Corrupt, OpenError};
+pub use log_size::LogSize;
 pub use log_store::LogStore;
 pub use offline::{Contents, Offline, OfflineError};
 use openraft::{Entry, LogId, RaftTypeConfig};
@@ -47,6 +50,7 @@ pub trait AppState<C: RaftTypeConfig>:
 pub fn open<C, S>(dir: &Path) -> Result<(LogStore<C>, StateMachineStore<C, S>), OpenError>
 where
     C: RaftTypeConfig<Entry = Entry<C>, SnapshotData = Cursor<Vec<u8>>>,
+    Entry<C>: Clone,
     C::R: Default,
     S: AppState<C>,
 {

@@ -3,7 +3,7 @@
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftTypeConfig, Vote};
@@ -13,21 +13,25 @@ use serde::de::DeserializeOwned;
 use crate::codec::{decode, encode, log_index, log_key};
 use crate::db::Db;
 use crate::error::{OpenError, OrStorageError, ReadError, StoResult, WriteError};
+use crate::log_size::LogSize;
+use crate::log_tail::Tail;
 
 pub(crate) const VOTE: &str = "vote";
 pub(crate) const COMMITTED: &str = "committed";
 pub(crate) const LAST_PURGED: &str = "last_purged";
 
-/// The raft log store. Clones share one database.
-pub struct LogStore<C> {
+/// The raft log store. Clones share one database and one [`Tail`].
+pub struct LogStore<C: RaftTypeConfig> {
     db: Arc<Db>,
+    tail: Arc<Mutex<Tail<C>>>,
     _config: PhantomData<fn() -> C>,
 }
 
-impl<C> Clone for LogStore<C> {
+impl<C: RaftTypeConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
         Self {
             db: Arc::clone(&self.db),
+            tail: Arc::clone(&self.tail),
             _config: PhantomData,
         }
     }
@@ -36,10 +40,12 @@ impl<C> Clone for LogStore<C> {
 impl<C> LogStore<C>
 where
     C: RaftTypeConfig<Entry = Entry<C>>,
+    Entry<C>: Clone,
 {
     pub(crate) fn new(db: Arc<Db>) -> Result<Self, OpenError> {
         let store = Self {
             db,
+            tail: Arc::new(Mutex::new(Tail::new())),
             _config: PhantomData,
         };
         // Decoding now what raft reads first turns damage into an open error that names the
@@ -51,6 +57,10 @@ where
             store.remove(..=purged.index)?;
         }
         store.last_entry()?;
+        for item in store.db.log.iter() {
+            let (key, value) = item?;
+            store.db.size.insert(log_index(&key)?, value.len() as u64);
+        }
         Ok(store)
     }
 
@@ -73,7 +83,22 @@ where
         }
     }
 
+    /// The log's stored size, shared with whoever bounds it.
+    pub fn size(&self) -> Arc<LogSize> {
+        Arc::clone(&self.db.size)
+    }
+
+    // A panic while the tail was held leaves it as consistent as any step of it does.
+    fn tail(&self) -> MutexGuard<'_, Tail<C>> {
+        self.tail.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub(crate) fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry<C>>, ReadError> {
+        if let Some((start, Some(end))) = index_range(&range)
+            && let Some(entries) = self.tail().get(start, end)
+        {
+            return Ok(entries);
+        }
         self.iter(range)
             .map(|item| {
                 let (key, value) = item?;
@@ -134,6 +159,7 @@ fn index_range(range: &impl RangeBounds<u64>) -> Option<(u64, Option<u64>)> {
 impl<C> RaftLogReader<C> for LogStore<C>
 where
     C: RaftTypeConfig<Entry = Entry<C>>,
+    Entry<C>: Clone,
 {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -147,6 +173,7 @@ where
 impl<C> RaftLogStorage<C> for LogStore<C>
 where
     C: RaftTypeConfig<Entry = Entry<C>>,
+    Entry<C>: Clone,
 {
     type LogReader = Self;
 
@@ -204,17 +231,30 @@ where
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
+        let mut appended = Vec::new();
         for entry in entries {
             // Compact: sled holds recent entries in memory as they were inserted, and under a
             // point load JSON entries were most of a node's heap.
             let value = crate::snapshot_codec::encode(&entry)
                 .or_sto(ErrorSubject::Log(entry.log_id.clone()), ErrorVerb::Write)?;
+            let stored = value.len();
             batch.insert(&log_key(entry.log_id.index)[..], value);
+            appended.push((entry, stored));
         }
-        self.db
-            .log
-            .apply_batch(batch)
-            .or_sto(ErrorSubject::Logs, ErrorVerb::Write)?;
+        let written = self.db.log.apply_batch(batch);
+        {
+            let mut tail = self.tail();
+            if written.is_ok() {
+                for (entry, stored) in appended {
+                    self.db.size.insert(entry.log_id.index, stored as u64);
+                    tail.push(entry, stored);
+                }
+            } else {
+                // Whatever sled holds now, the tail must not claim more.
+                tail.clear();
+            }
+        }
+        written.or_sto(ErrorSubject::Logs, ErrorVerb::Write)?;
         // Raft counts the entries as stored, and may vote or acknowledge on them, only
         // when the callback fires: so only once they are fsynced.
         callback.log_io_completed(self.db.persist().await);
@@ -222,6 +262,8 @@ where
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> StoResult<(), C> {
+        self.tail().truncate(log_id.index);
+        self.db.size.truncate(log_id.index);
         self.remove(log_id.index..)
             .or_sto(ErrorSubject::Logs, ErrorVerb::Delete)?;
         self.db
@@ -235,6 +277,8 @@ where
         // gone without saying so; `new` deletes what a crash left behind.
         self.set_meta(LAST_PURGED, &log_id)
             .or_sto(ErrorSubject::Logs, ErrorVerb::Delete)?;
+        self.tail().purge(log_id.index);
+        self.db.size.purge(log_id.index);
         self.remove(..=log_id.index)
             .or_sto(ErrorSubject::Logs, ErrorVerb::Delete)?;
         self.db

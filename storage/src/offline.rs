@@ -63,7 +63,7 @@ pub struct Contents<C: RaftTypeConfig, S> {
 }
 
 /// A store opened while its node is stopped.
-pub struct Offline<C, S> {
+pub struct Offline<C: RaftTypeConfig, S> {
     db: Arc<Db>,
     log: LogStore<C>,
     _state: PhantomData<fn() -> S>,
@@ -72,6 +72,7 @@ pub struct Offline<C, S> {
 impl<C, S> Offline<C, S>
 where
     C: RaftTypeConfig<Entry = Entry<C>>,
+    Entry<C>: Clone,
     S: AppState<C>,
 {
     /// Opens (or creates) the store in `dir`; fails while a node has it open.

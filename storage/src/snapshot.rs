@@ -115,6 +115,7 @@ pub(crate) fn save<C: RaftTypeConfig>(
     if stored {
         db.persist_blocking()?;
         metrics::gauge!("fepha_raft_snapshot_size_bytes").set(data.len() as f64);
+        db.size.set_snapshot_bytes(data.len() as u64);
     }
     db.snapshot_files.keep_only(current_file(db)?);
     Ok(())
