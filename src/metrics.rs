@@ -129,6 +129,16 @@ pub const FAMILIES: &[(&str, Kind, &str)] = &[
         "Size of the last snapshot this node built or installed",
     ),
     (
+        "fepha_raft_log_stored_bytes",
+        Gauge,
+        "Bytes this node's log entries take as stored (about what they cost in memory)",
+    ),
+    (
+        "fepha_raft_snapshots_for_log_bytes_total",
+        Counter,
+        "Snapshots asked for because the log since the last one grew past its size bound",
+    ),
+    (
         "fepha_raft_is_leader",
         Gauge,
         "1 while this node is the Raft leader",
@@ -615,6 +625,8 @@ fn describe() {
     }
     metrics::gauge!("fepha_iec104_connections_open").set(0.0);
     metrics::gauge!("fepha_raft_snapshot_size_bytes").set(0.0);
+    metrics::gauge!("fepha_raft_log_stored_bytes").set(0.0);
+    metrics::counter!("fepha_raft_snapshots_for_log_bytes_total").increment(0);
 }
 
 #[cfg(test)]

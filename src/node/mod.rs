@@ -66,6 +66,7 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     let data_dir = &config.data_dir;
     let (id, identity) = prepare(&config)?;
     let (log_store, sm_store) = fepha_storage::open(&raft_dir(data_dir))?;
+    let log_size = log_store.size();
     let state = sm_store.view();
     let trust = Arc::new(NodeTrust::new(
         identity.fingerprint.clone(),
@@ -151,6 +152,11 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     leases.spawn(crate::lease::leader::run(cluster.clone(), leases.signal()));
     let mut watchers = Part::new("watchers");
     watchers.spawn(crate::raft::watch_raft(raft.clone(), watchers.signal()));
+    watchers.spawn(crate::raft::bound_the_log(
+        raft.clone(),
+        log_size,
+        watchers.signal(),
+    ));
     watchers.spawn(crate::raft::step_down_without_quorum(
         cluster.clone(),
         config.raft.clone(),

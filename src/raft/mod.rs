@@ -5,6 +5,7 @@
 pub mod backup;
 mod gauges;
 mod leader_watch;
+mod log_bound;
 mod network;
 pub mod offline;
 mod quorum_watch;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 pub use gauges::watch_raft;
 pub use leader_watch::campaign_when_the_leader_dies;
+pub use log_bound::bound_the_log;
 pub use network::Network;
 pub use quorum_watch::step_down_without_quorum;
 pub use service::{LeaderHeard, RaftService};
