@@ -349,8 +349,9 @@ mod tests {
         assert_eq!(doc.sha256, sha256_hex(&doc.text));
     }
 
-    #[test]
-    fn events_every_configured_group_acknowledged_are_forgotten() {
+    /// The state with `examples/site.toml` applied at index 1: a 104 forwarder
+    /// `control-centre` with groups `main-centre` and `everyone-else`.
+    fn example_site() -> SiteState {
         let mut s = SiteState::default();
         let text = include_str!("../../examples/site.toml").to_string();
         s.apply(
@@ -360,6 +361,20 @@ mod tests {
                 applied_at_ms: 1,
             },
         );
+        s
+    }
+
+    /// Node 1's acknowledgement of `control-centre`'s group `group` up to event `seq`.
+    fn ack(group: &str, seq: u64) -> Request {
+        Request::Forwarding(forwarding::ForwardingOp::Acked {
+            node: 1,
+            acks: vec![(forwarding::group_key("control-centre", group), seq)],
+        })
+    }
+
+    #[test]
+    fn events_every_configured_group_acknowledged_are_forgotten() {
+        let mut s = example_site();
         let change = |i: u64| points::Change {
             point: "feeder-a.breaker".into(),
             value: points::Value::Single(i.is_multiple_of(2)),
@@ -374,12 +389,6 @@ mod tests {
             changes: (1..=10).map(change).collect(),
             write: None,
         });
-        let ack = |group: &str, seq| {
-            Request::Forwarding(forwarding::ForwardingOp::Acked {
-                node: 1,
-                acks: vec![(forwarding::group_key("control-centre", group), seq)],
-            })
-        };
         let kept = |s: &SiteState| s.points.events.iter().map(|e| e.seq).collect::<Vec<_>>();
         s.apply(2, &ack("main-centre", 6));
         assert_eq!(
@@ -396,15 +405,7 @@ mod tests {
 
     #[test]
     fn a_104_rtus_newest_reports_outlive_the_masters_acknowledgements() {
-        let mut s = SiteState::default();
-        let text = include_str!("../../examples/site.toml").to_string();
-        s.apply(
-            1,
-            &Request::ApplyConfig {
-                text,
-                applied_at_ms: 1,
-            },
-        );
+        let mut s = example_site();
         let batch = |rtu: &str, point: &str| points::Batch {
             rtu: rtu.into(),
             epoch: 1,
@@ -421,13 +422,7 @@ mod tests {
         s.points.apply(&batch("bay-5", "bay-5.breaker"));
         s.points.apply(&batch("feeder-a", "feeder-a.breaker"));
         for (i, group) in ["main-centre", "everyone-else"].into_iter().enumerate() {
-            s.apply(
-                2 + i as u64,
-                &Request::Forwarding(forwarding::ForwardingOp::Acked {
-                    node: 1,
-                    acks: vec![(forwarding::group_key("control-centre", group), 2)],
-                }),
-            );
+            s.apply(2 + i as u64, &ack(group, 2));
         }
         assert!(s.points.events.is_empty(), "every master has them");
         let kept: Vec<&str> = s
