@@ -3,7 +3,6 @@
 //! figures in `main.rs`).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -11,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fepha::admin::client::Credentials;
-use fepha::proto::admin::{PointListRequest, RtuLease, RtuListRequest, RtuMoveRequest};
-use fepha_cluster_tests::field::{SimDevice, device_addr, index_named, metric};
+use fepha::proto::admin::PointListRequest;
+use fepha_cluster_tests::field::{SimDevice, device_addr, metric};
 use fepha_cluster_tests::sitegen::{self, SiteSpec};
 use fepha_cluster_tests::{Cluster, admin_client, percentile};
 use nix::sys::signal::Signal;
@@ -21,6 +20,7 @@ use tokio_modbus::client::{Writer, tcp};
 use tokio_modbus::slave::Slave;
 
 use crate::Args;
+use crate::leases::Leases;
 
 const ALL: [usize; 3] = [0, 1, 2];
 /// The poll interval of every RTU here.
@@ -33,9 +33,6 @@ const REGISTER: u16 = 10;
 const DEVICES: u8 = 5;
 const UNITS: u8 = 10;
 const POINTS: u16 = 200;
-/// How often every register of the throughput devices steps: faster than the poll, so that
-/// every poll finds every point changed.
-const RAMP_MS: u64 = 20;
 /// How long the 50 × 200 configuration may take to be owned and polled everywhere.
 const LONG_WAIT: Duration = Duration::from_secs(120);
 /// How long a node that applies no point changes is given to catch up before the measurement.
@@ -47,6 +44,7 @@ pub fn run(args: &Args) {
     let c = crate::three_voters("acquisition", &args.raft);
     let b = Bench {
         creds: c.credentials(),
+        leases: Leases::new(&c),
         c: &c,
     };
     let sim = SimDevice::start(&c, device_addr(&c, 0, 5020), ONE_RTU_PROFILE);
@@ -101,7 +99,7 @@ pub fn run(args: &Args) {
         );
     }
 
-    b.throughput_and_memory(sim, args.seconds);
+    b.throughput_and_memory(sim, args.seconds, crate::load_poll_ms(args.offer));
 }
 
 /// A device for one RTU: a few holding registers that change only when written.
@@ -140,32 +138,15 @@ format = "u16"
     )
 }
 
-/// [`UNITS`] unit ids, each with [`POINTS`] holding registers that all ramp every [`RAMP_MS`].
-fn ramp_profile() -> String {
-    let units: Vec<String> = (1..=UNITS).map(|u| u.to_string()).collect();
-    let mut p = format!(
-        "unit_ids = [{}]\nseed = 1\n[holding_registers]\ncount = {POINTS}\n",
-        units.join(", ")
-    );
-    for a in 0..POINTS {
-        let _ = write!(
-            p,
-            "[[schedule]]\nkind = \"ramp\"\ntable = \"holding_registers\"\naddress = {a}\n\
-             every_ms = {RAMP_MS}\nmin = 0\nmax = 65535\nstep = 1\n"
-        );
-    }
-    p
-}
-
 /// One RTU per unit id of every device, [`POINTS`] u16 measured points each, with
 /// descriptions (the generated site of [`sitegen`]).
-fn many_rtus_site(devices: &[SocketAddr]) -> String {
+fn many_rtus_site(devices: &[SocketAddr], poll_ms: u64) -> String {
     sitegen::site(&SiteSpec {
         name: "bench: 50 RTUs x 200 points".into(),
         devices: devices.to_vec(),
         units: UNITS,
         points: POINTS,
-        poll_interval_ms: POLL_MS,
+        poll_interval_ms: poll_ms,
         descriptions: crate::descriptions(),
         forwarder: None,
     })
@@ -179,85 +160,22 @@ struct Takeover {
 struct Bench<'a> {
     c: &'a Cluster,
     creds: Credentials,
+    leases: Leases<'a>,
 }
 
 impl Bench<'_> {
-    /// The leases, as node `i` (forwarding to the leader) lists them.
-    fn rtu_list(&self, i: usize) -> Result<Vec<RtuLease>, String> {
-        let addr = self.c.admin_addr(i);
-        self.c.block_on(async {
-            let mut client = admin_client(&self.creds, &addr).await?;
-            let call = client.rtu_list(RtuListRequest { forwarded: false });
-            match tokio::time::timeout(Duration::from_secs(3), call).await {
-                Ok(Ok(reply)) => Ok(reply.into_inner().rtus),
-                Ok(Err(s)) => Err(format!("rtu list: {s}")),
-                Err(_) => Err("rtu list took over 3 s".into()),
-            }
-        })
-    }
-
-    /// RTU `d`'s lease, once it has an owner.
-    fn owned(&self, i: usize) -> Result<RtuLease, String> {
-        let lease = self
-            .rtu_list(i)?
-            .into_iter()
-            .find(|l| l.rtu == "d")
-            .ok_or("no RTU d")?;
-        if lease.owner.is_empty() {
-            return Err(format!("RTU d has no owner: {lease:?}"));
-        }
-        Ok(lease)
-    }
-
-    fn rtu_move(&self, i: usize, to: &str) -> Result<(), String> {
-        let addr = self.c.admin_addr(i);
-        self.c.block_on(async {
-            let mut client = admin_client(&self.creds, &addr).await?;
-            let call = client.rtu_move(RtuMoveRequest {
-                rtu: "d".into(),
-                to: to.into(),
-                force: false,
-                forwarded: false,
-            });
-            match tokio::time::timeout(Duration::from_secs(5), call).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(s)) => Err(format!("rtu move: {s}")),
-                Err(_) => Err("rtu move took over 5 s".into()),
-            }
-        })
-    }
-
-    /// RTU d's owner, first moved (`rtu move`) onto `leader` if `on_leader`, or off it if not.
-    fn owner_placed(&self, leader: usize, on_leader: bool) -> usize {
-        let c = self.c;
-        let lease = c.wait_until("RTU d has an owner", || self.owned(leader));
-        let owner = index_named(c, &lease.owner);
-        if on_leader == (owner == leader) {
-            return owner;
-        }
-        let to = if on_leader { leader } else { (leader + 1) % 3 };
-        c.wait_until(&format!("RTU d moves to {}", c.name(to)), || {
-            self.rtu_move(leader, c.name(to))?;
-            let now = self.owned(leader)?;
-            (now.owner == c.name(to))
-                .then_some(())
-                .ok_or(format!("owned by {}", now.owner))
-        });
-        to
-    }
-
     /// One SIGKILL of RTU d's owner, first moved onto the leader (`on_leader`) or off it;
     /// the time from the kill to another node's first request in the device's log. Then
     /// restarts the node and waits until it has caught up.
     fn takeover_round(&self, sim: &SimDevice, on_leader: bool) -> Takeover {
         let c = self.c;
         let leader = c.wait_for_leader(&ALL);
-        let owner = self.owner_placed(leader, on_leader);
+        let owner = self.leases.placed("d", leader, on_leader);
         let owner_ip = c.ip(owner);
         c.wait_until(
             "only the owner polls, every node reaches the device",
             || {
-                let lease = self.owned(leader)?;
+                let lease = self.leases.owned(leader, "d")?;
                 if lease.owner != c.name(owner) || lease.reachable_from.len() < 3 {
                     return Err(format!("{lease:?}"));
                 }
@@ -305,7 +223,7 @@ impl Bench<'_> {
     fn poll_pause_round(&self, sim: &SimDevice) -> u64 {
         let c = self.c;
         let leader = c.wait_for_leader(&ALL);
-        let owner = self.owner_placed(leader, false);
+        let owner = self.leases.placed("d", leader, false);
         let owner_ip = c.ip(owner);
         std::thread::sleep(Duration::from_secs(2));
         let killed_ms = now_ms();
@@ -334,7 +252,7 @@ impl Bench<'_> {
     /// into [`REGISTER`] until every node's `PointList` shows it.
     fn device_to_cluster(&self, device: SocketAddr) -> Vec<u64> {
         let c = self.c;
-        c.wait_until("RTU d has an owner", || self.owned(0));
+        c.wait_until("RTU d has an owner", || self.leases.owned(0, "d"));
         let addrs: Vec<String> = ALL.iter().map(|&i| c.admin_addr(i)).collect();
         c.block_on(async {
             let stream = tokio::net::TcpStream::connect(device)
@@ -386,14 +304,15 @@ impl Bench<'_> {
     /// settle, and measures how fast every node applies point changes and how much memory the
     /// nodes take. Nothing here asks the nodes for RTUs or points: with 10 000 points, every
     /// `rtu list` and `point list` costs the node seconds of CPU (see `main.rs`).
-    fn throughput_and_memory(&self, old: SimDevice, seconds: u64) {
+    fn throughput_and_memory(&self, old: SimDevice, seconds: u64, poll_ms: u64) {
         let c = self.c;
         let profile = c.dir().join("bench-ramp.toml");
-        std::fs::write(&profile, ramp_profile()).expect("write the ramp profile");
+        std::fs::write(&profile, crate::ramp_profile(UNITS, POINTS, poll_ms))
+            .expect("write the ramp profile");
         let mut sims: Vec<RampDevice> = (1..=DEVICES)
             .map(|k| RampDevice::start(c, device_addr(c, k, 5020), &profile))
             .collect();
-        let text = many_rtus_site(&sims.iter().map(|s| s.addr).collect::<Vec<_>>());
+        let text = many_rtus_site(&sims.iter().map(|s| s.addr).collect::<Vec<_>>(), poll_ms);
         let leader = c.wait_for_leader(&ALL);
         let term = c.status(leader).map_or(0, |s| s.term);
         let t = Instant::now();
@@ -521,11 +440,10 @@ impl Bench<'_> {
             );
         }
         eprintln!(
-            "fepha-bench: owners wrote {:.0} point changes/s in {:.0} log entries/s ({} offered); \
-             the devices took {:.0}% CPU",
+            "fepha-bench: owners wrote {:.0} point changes/s in {:.0} log entries/s; the devices \
+             took {:.0}% CPU",
             (written_after.0 - written_before.0) / window,
             (written_after.1 - written_before.1) / window,
-            rtus * usize::from(POINTS) * (1000 / POLL_MS as usize),
             (sim_cpu_after - sim_cpu_before) as f64 / CLK_TCK / window * 100.0
         );
         // Every leader was alive: each of these elections was a false one.
@@ -554,6 +472,10 @@ impl Bench<'_> {
             );
         }
         let slowest = rates.iter().copied().fold(f64::INFINITY, f64::min);
+        println!(
+            "point_updates_offered_per_s: {:.0} updates/s (poll {poll_ms} ms)",
+            crate::load_offered(poll_ms)
+        );
         println!("point_updates_per_s: {slowest:.0} updates/s");
         println!(
             "node_rss_mib_10000_points: {:.1} MiB",

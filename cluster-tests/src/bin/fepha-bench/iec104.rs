@@ -9,7 +9,6 @@
 //! instant each APDU was read off the socket.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,9 +58,6 @@ const FAST_POLL_MS: u64 = 10;
 const DEVICES: u8 = 5;
 const UNITS: u8 = 10;
 const POINTS: u16 = 200;
-const BIG_POLL_MS: u64 = 100;
-/// Every register of the throughput devices steps this often, faster than the poll.
-const BIG_RAMP_MS: u64 = 20;
 const GIS: usize = 5;
 /// The wider windows of the throughput diagnosis.
 const WIDE_K: u16 = 96;
@@ -83,6 +79,7 @@ pub fn run(args: &Args) {
         hub: Hub::new(rx),
         masters: BTreeMap::new(),
         next_id: 0,
+        poll_ms: crate::load_poll_ms(args.offer),
     };
 
     let sim = SimDevice::start(&c, device_addr(&c, 0, 5020), &one_rtu_profile());
@@ -142,6 +139,8 @@ pub fn interrogations(c: &Cluster, n: usize) -> Vec<(f64, usize)> {
         hub: Hub::new(rx),
         masters: BTreeMap::new(),
         next_id: 0,
+        // Unused: this site is the scale group's own.
+        poll_ms: 1000,
     };
     let leader = c.wait_for_leader(&ALL);
     (0..n).map(|_| b.interrogate(leader)).collect()
@@ -442,6 +441,8 @@ struct Bench<'a> {
     /// Master id → master.
     masters: BTreeMap<u64, Master>,
     next_id: u64,
+    /// The poll interval of the 10 000-point site (`--offer`).
+    poll_ms: u64,
 }
 
 struct Failover {
@@ -636,7 +637,7 @@ impl Bench<'_> {
     fn big_site(&mut self) {
         let c = self.c;
         let addrs: Vec<SocketAddr> = (1..=DEVICES).map(|k| device_addr(c, k, 5020)).collect();
-        let text = big_site(&addrs, None);
+        let text = big_site(&addrs, self.poll_ms, None);
         let leader = c.wait_for_leader(&ALL);
         let t = Instant::now();
         if let Err(e) = c.apply(leader, &text, "240s") {
@@ -750,7 +751,7 @@ impl Bench<'_> {
     /// same with the forwarder's k and w raised to [`WIDE_K`] and [`WIDE_W`].
     fn throughput(&mut self, addrs: &[SocketAddr]) {
         let c = self.c;
-        let profile = ramp_profile();
+        let profile = crate::ramp_profile(UNITS, POINTS, self.poll_ms);
         let sims: Vec<SimDevice> = addrs
             .iter()
             .map(|a| SimDevice::start(c, *a, &profile))
@@ -762,7 +763,11 @@ impl Bench<'_> {
         println!("iec104_events_dropped_total: {:.0} events", w.dropped_total);
 
         let leader = c.wait_for_leader(&ALL);
-        if let Err(e) = c.apply(leader, &big_site(addrs, Some((WIDE_K, WIDE_W))), "240s") {
+        if let Err(e) = c.apply(
+            leader,
+            &big_site(addrs, self.poll_ms, Some((WIDE_K, WIDE_W))),
+            "240s",
+        ) {
             eprintln!("fepha-bench: the k = {WIDE_K} configuration was not applied: {e}");
         } else {
             self.disconnect_all();
@@ -875,14 +880,11 @@ impl Bench<'_> {
         let percent = |a: u64, b: u64| (b - a) as f64 / CLK_TCK / window * 100.0;
         eprintln!(
             "fepha-bench: ASDUs per second {per_second:?}; {:.0} objects/s; owners wrote {:.0} \
-             changes/s ({} offered); leader {} sent {:.0} events/s and dropped {:.0} in the \
+             changes/s ({:.0} offered); leader {} sent {:.0} events/s and dropped {:.0} in the \
              window; CPU: leader {:.0}%, bench (master) {:.0}%",
             objects as f64 / window,
             (changes_after - changes_before) / window,
-            usize::from(DEVICES)
-                * usize::from(UNITS)
-                * usize::from(POINTS)
-                * (1000 / BIG_POLL_MS as usize),
+            crate::load_offered(self.poll_ms),
             c.name(leader),
             (sent_after - sent_before) / window,
             dropped_after - dropped_before,
@@ -1010,34 +1012,16 @@ common_address = {CA}
     )
 }
 
-/// [`UNITS`] unit ids, each with [`POINTS`] holding registers that all ramp every
-/// [`BIG_RAMP_MS`].
-fn ramp_profile() -> String {
-    let units: Vec<String> = (1..=UNITS).map(|u| u.to_string()).collect();
-    let mut p = format!(
-        "unit_ids = [{}]\nseed = 1\n[holding_registers]\ncount = {POINTS}\n",
-        units.join(", ")
-    );
-    for a in 0..POINTS {
-        let _ = write!(
-            p,
-            "[[schedule]]\nkind = \"ramp\"\ntable = \"holding_registers\"\naddress = {a}\n\
-             every_ms = {BIG_RAMP_MS}\nmin = 0\nmax = 65535\nstep = 1\n"
-        );
-    }
-    p
-}
-
 /// One RTU per unit id of every device, [`POINTS`] u16 measured points each, every point
 /// mapped, to IOAs 1..=10 000 in order (the generated site of [`sitegen`], with
 /// descriptions).
-fn big_site(devices: &[SocketAddr], window: Option<(u16, u16)>) -> String {
+fn big_site(devices: &[SocketAddr], poll_ms: u64, window: Option<(u16, u16)>) -> String {
     sitegen::site(&SiteSpec {
         name: "bench: 104 forwarder, 10 000 points".into(),
         devices: devices.to_vec(),
         units: UNITS,
         points: POINTS,
-        poll_interval_ms: BIG_POLL_MS,
+        poll_interval_ms: poll_ms,
         descriptions: crate::descriptions(),
         forwarder: Some(ForwarderSpec {
             port: PORT,

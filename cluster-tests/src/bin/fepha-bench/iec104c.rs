@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use fepha::admin::client::Credentials;
 use fepha::iec104::{Apdu, Asdu, Cause, SeqNo, UFunction, decode_apdu};
-use fepha::proto::admin::{PointInfo, PointListRequest, RtuLease, RtuListRequest, RtuMoveRequest};
-use fepha_cluster_tests::field::{device_addr, index_named, metric, owner_not_leader};
+use fepha::proto::admin::{PointInfo, PointListRequest};
+use fepha_cluster_tests::field::{device_addr, metric, owner_not_leader};
 use fepha_cluster_tests::sim104::{LogLine, Sim104};
 use fepha_cluster_tests::{Cluster, admin_client, labelled_metric, percentile};
 use nix::sys::signal::Signal;
@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::Args;
+use crate::leases::Leases;
 
 const ALL: [usize; 3] = [0, 1, 2];
 /// The devices' common address; the forwarder's port and common address.
@@ -70,6 +71,7 @@ pub fn run(args: &Args) {
     let c = crate::three_voters("iec104c", &args.raft);
     let b = Bench {
         creds: c.credentials(),
+        leases: Leases::new(&c),
         c: &c,
     };
     let sim = Sim104::start_for(&c, device_addr(&c, 0, DEV_PORT), &one_rtu_profile());
@@ -217,58 +219,10 @@ struct Takeover {
 struct Bench<'a> {
     c: &'a Cluster,
     creds: Credentials,
+    leases: Leases<'a>,
 }
 
 impl Bench<'_> {
-    /// The leases, as node `i` (forwarding to the leader) lists them.
-    fn rtu_list(&self, i: usize) -> Result<Vec<RtuLease>, String> {
-        let addr = self.c.admin_addr(i);
-        self.c.block_on(async {
-            let mut client = admin_client(&self.creds, &addr).await?;
-            let call = client.rtu_list(RtuListRequest { forwarded: false });
-            match tokio::time::timeout(Duration::from_secs(3), call).await {
-                Ok(Ok(reply)) => Ok(reply.into_inner().rtus),
-                Ok(Err(s)) => Err(format!("rtu list: {s}")),
-                Err(_) => Err("rtu list took over 3 s".into()),
-            }
-        })
-    }
-
-    /// RTU d's lease, once it has an owner.
-    fn owned(&self, i: usize) -> Result<RtuLease, String> {
-        let lease = self
-            .rtu_list(i)?
-            .into_iter()
-            .find(|l| l.rtu == "d")
-            .ok_or("no RTU d")?;
-        if lease.owner.is_empty() {
-            return Err(format!("RTU d has no owner: {lease:?}"));
-        }
-        Ok(lease)
-    }
-
-    fn rtu_move(&self, i: usize, to: &str) -> Result<(), String> {
-        self.move_rtu(i, "d", to)
-    }
-
-    fn move_rtu(&self, i: usize, rtu: &str, to: &str) -> Result<(), String> {
-        let addr = self.c.admin_addr(i);
-        self.c.block_on(async {
-            let mut client = admin_client(&self.creds, &addr).await?;
-            let call = client.rtu_move(RtuMoveRequest {
-                rtu: rtu.into(),
-                to: to.into(),
-                force: false,
-                forwarded: false,
-            });
-            match tokio::time::timeout(Duration::from_secs(5), call).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(s)) => Err(format!("rtu move: {s}")),
-                Err(_) => Err("rtu move took over 5 s".into()),
-            }
-        })
-    }
-
     /// Point d.s as node `i` has applied it.
     fn d_point(&self, i: usize) -> Result<PointInfo, String> {
         let addr = self.c.admin_addr(i);
@@ -293,23 +247,11 @@ impl Bench<'_> {
     fn takeover_round(&self, sim: &Sim104, on_leader: bool) -> Takeover {
         let c = self.c;
         let leader = c.wait_for_leader(&ALL);
-        let lease = c.wait_until("RTU d has an owner", || self.owned(leader));
-        let mut owner = index_named(c, &lease.owner);
-        if on_leader != (owner == leader) {
-            let to = if on_leader { leader } else { (leader + 1) % 3 };
-            c.wait_until(&format!("RTU d moves to {}", c.name(to)), || {
-                self.rtu_move(leader, c.name(to))?;
-                let now = self.owned(leader)?;
-                (now.owner == c.name(to))
-                    .then_some(())
-                    .ok_or(format!("owned by {}", now.owner))
-            });
-            owner = to;
-        }
+        let owner = self.leases.placed("d", leader, on_leader);
         let epoch = c.wait_until(
             "the owner's changes are applied, every node reaches the device",
             || {
-                let lease = self.owned(leader)?;
+                let lease = self.leases.owned(leader, "d")?;
                 if lease.owner != c.name(owner) || lease.reachable_from.len() < 3 {
                     return Err(format!("{lease:?}"));
                 }
@@ -717,7 +659,7 @@ impl Bench<'_> {
     fn lease_owners(&self) -> BTreeMap<String, usize> {
         let mut by = BTreeMap::new();
         let leader = self.c.wait_for_leader(&ALL);
-        for l in self.rtu_list(leader).unwrap_or_default() {
+        for l in self.leases.list(leader).unwrap_or_default() {
             *by.entry(l.owner).or_default() += 1;
         }
         by
@@ -736,7 +678,7 @@ impl Bench<'_> {
             || {
                 let leader = c.wait_for_leader(&ALL);
                 let mut moving = 0;
-                for l in self.rtu_list(leader)? {
+                for l in self.leases.list(leader)? {
                     let Some(k) = l
                         .rtu
                         .strip_prefix('t')
@@ -748,7 +690,7 @@ impl Bench<'_> {
                     if l.owner != to {
                         moving += 1;
                         if l.reachable_from.iter().any(|n| n == to) {
-                            let _ = self.move_rtu(leader, &l.rtu, to);
+                            let _ = self.leases.move_rtu(leader, &l.rtu, to);
                         }
                     }
                 }

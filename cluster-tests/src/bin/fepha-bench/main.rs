@@ -11,7 +11,10 @@
 //! groups and of take-over rounds of the acquisition and iec104c groups; `--seconds S` (default
 //! 5) how long each throughput figure is measured; `--raft 'profile = "fast"'` gives the nodes
 //! those `[raft]` lines (`;` separates several); `--idle-seconds S` (default 60) how long the
-//! raft group watches an idle cluster for false elections. With the defaults a run takes two to four
+//! raft group watches an idle cluster for false elections; `--offer N` (default 100 000) the
+//! point changes per second the 10 000-point loads of the acquisition and iec104 groups offer,
+//! set by their poll interval (10 000 × 1000 / N ms, 1 s down to 10 ms). With the defaults a
+//! run takes two to four
 //! minutes on two cores, and about three more for the iec104c group. Prints one `name: value
 //! unit` line per figure; progress and per-node details go to stderr.
 //!
@@ -24,7 +27,10 @@
 //! - `leader_failover_ms_p50`, `leader_failover_ms_p99`: per round, SIGKILL the leader while
 //!   writers hit the other two nodes continuously; the time from the kill to the first commit
 //!   of a write sent after it. The killed node is restarted and caught up before the next
-//!   round.
+//!   round. Writers give up on a write after 50 ms and send another.
+//! - `leader_failover_silent_ms_p50`, `..._p99`: the same rounds with SIGSTOP instead (then
+//!   SIGCONT): a leader that falls silent, as a box that lost power or its link, whose
+//!   connections stay open, so that only openraft's timers see it.
 //! - `tls_handshake_status_ms_p50`, `tls_handshake_status_ms_p99`: 200 times, a fresh
 //!   connection to the leader's admin API (TCP, mutual TLS handshake, HTTP/2) and one `status`
 //!   call (`local_only`) on it. Every connection is a full handshake: fepha has no TLS session
@@ -55,8 +61,9 @@
 //!   measured points with descriptions (the generated site of
 //!   [`fepha_cluster_tests::sitegen`]), about 1.6 MiB of TOML, until it is committed.
 //! - `point_updates_per_s`: with that configuration (u16 holding registers, no deadband) on
-//!   5 devices × 10 unit ids, every register ramping by 1 every 20 ms so that every 100 ms
-//!   poll changes every point (100 000 changes/s offered): once every RTU has been polled in
+//!   5 devices × 10 unit ids, every register ramping by 1 every 20 ms (at least twice per
+//!   poll) so that every 100 ms poll changes every point (100 000 changes/s offered; see
+//!   `--offer`, printed as `point_updates_offered_per_s`): once every RTU has been polled in
 //!   the last second (by the devices' logs), every node applies changes (or 20 s have
 //!   passed: a node that never catches up is measured as it is) and 3 s more, the growth of
 //!   `fepha_points_applied_total` on each node's /metrics over `--seconds`; the slowest
@@ -158,9 +165,11 @@
 mod acquisition;
 mod iec104;
 mod iec104c;
+mod leases;
 mod raft;
 mod scale;
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -175,6 +184,8 @@ pub struct Args {
     pub raft: String,
     /// How long the raft group watches an idle cluster for false elections.
     pub idle_seconds: u64,
+    /// Point changes per second the 10 000-point loads offer (`--offer`).
+    pub offer: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -214,6 +225,7 @@ fn parse_args() -> Args {
         only: None,
         raft: String::new(),
         idle_seconds: 60,
+        offer: 100_000,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -231,6 +243,7 @@ fn parse_args() -> Args {
             // `;` for a new line, so that several settings fit in one argument.
             "--raft" => parsed.raft = value().replace(';', "\n"),
             "--idle-seconds" => parsed.idle_seconds = number(value()),
+            "--offer" => parsed.offer = number(value()),
             "--only" => {
                 parsed.only = match value().as_str() {
                     "raft" => Some(Group::Raft),
@@ -249,6 +262,11 @@ fn parse_args() -> Args {
     if parsed.rounds == 0 || parsed.seconds == 0 {
         usage("--rounds and --seconds must be at least 1");
     }
+    if !(MIN_OFFER..=MAX_OFFER).contains(&parsed.offer) {
+        usage(&format!(
+            "--offer must be {MIN_OFFER} to {MAX_OFFER} changes/s (a poll of 1 s to 10 ms)"
+        ));
+    }
     if parsed.rounds < 20 {
         eprintln!(
             "fepha-bench: {} rounds: the p99 figures are the largest sample",
@@ -260,7 +278,7 @@ fn parse_args() -> Args {
 
 fn usage(msg: &str) -> ! {
     eprintln!(
-        "fepha-bench: {msg}\nusage: fepha-bench [--only raft|acquisition|iec104|iec104c|scale] [--rounds N] [--seconds S] [--raft 'KEY = VALUE; ...'] [--idle-seconds S]"
+        "fepha-bench: {msg}\nusage: fepha-bench [--only raft|acquisition|iec104|iec104c|scale] [--rounds N] [--seconds S] [--raft 'KEY = VALUE; ...'] [--idle-seconds S] [--offer CHANGES_PER_S]"
     );
     std::process::exit(2);
 }
@@ -269,6 +287,43 @@ fn usage(msg: &str) -> ! {
 /// is set (to measure a binary whose site limit was still 1 MiB).
 pub fn descriptions() -> bool {
     std::env::var_os("FEPHA_BENCH_NO_DESCRIPTIONS").is_none()
+}
+
+/// The points of the 10 000-point loads of the acquisition and iec104 groups, each of which
+/// changes on every poll.
+pub const LOAD_POINTS: u64 = 10_000;
+/// `--offer`'s bounds: the poll intervals the site check accepts, 1 s down to 10 ms.
+const MIN_OFFER: u64 = LOAD_POINTS;
+const MAX_OFFER: u64 = LOAD_POINTS * 100;
+
+/// The poll interval at which the 10 000-point load offers `offer` changes/s.
+pub fn load_poll_ms(offer: u64) -> u64 {
+    (LOAD_POINTS * 1000 / offer).clamp(10, 1000)
+}
+
+/// The changes/s the 10 000-point load offers when polled every `poll_ms`.
+pub fn load_offered(poll_ms: u64) -> f64 {
+    (LOAD_POINTS * 1000) as f64 / poll_ms as f64
+}
+
+/// A `fepha sim modbus` profile: `units` unit ids, each with `points` holding registers that
+/// all step every half poll interval or every 20 ms, whichever is sooner, so that every poll finds every
+/// register changed.
+pub fn ramp_profile(units: u8, points: u16, poll_ms: u64) -> String {
+    let every_ms = (poll_ms / 2).clamp(1, 20);
+    let ids: Vec<String> = (1..=units).map(|u| u.to_string()).collect();
+    let mut p = format!(
+        "unit_ids = [{}]\nseed = 1\n[holding_registers]\ncount = {points}\n",
+        ids.join(", ")
+    );
+    for a in 0..points {
+        let _ = write!(
+            p,
+            "[[schedule]]\nkind = \"ramp\"\ntable = \"holding_registers\"\naddress = {a}\n\
+             every_ms = {every_ms}\nmin = 0\nmax = 65535\nstep = 1\n"
+        );
+    }
+    p
 }
 
 /// The directories of the clusters running now, removed on a signal.

@@ -43,15 +43,18 @@ pub fn run(args: &Args) {
         println!("commits_per_s_w{writers}: {per_s:.0} commits/s");
     }
 
-    let failovers: Vec<u64> = (0..args.rounds).map(|_| failover_round(&c)).collect();
-    println!(
-        "leader_failover_ms_p50: {} ms",
-        percentile(&failovers, 50.0)
-    );
-    println!(
-        "leader_failover_ms_p99: {} ms",
-        percentile(&failovers, 99.0)
-    );
+    for (death, suffix) in [(Death::Crash, ""), (Death::Silence, "_silent")] {
+        let failovers: Vec<u64> = (0..args.rounds)
+            .map(|_| failover_round(&c, death))
+            .collect();
+        eprintln!("fepha-bench: leader failovers{suffix} (ms): {failovers:?}");
+        for p in [50.0, 99.0] {
+            println!(
+                "leader_failover{suffix}_ms_p{p}: {} ms",
+                percentile(&failovers, p)
+            );
+        }
+    }
 
     let leader = c.wait_for_leader(&[0, 1, 2]);
     let handshakes = handshake_and_status(&c, leader);
@@ -146,9 +149,25 @@ fn commit_latency(
     (all, per_s)
 }
 
-/// One SIGKILL of the leader; gives the milliseconds until a write sent after the kill
-/// commits, then restarts the node and waits until it has caught up.
-fn failover_round(c: &Cluster) -> u64 {
+/// How long a failover writer waits for one write before it sends the next. A survivor
+/// passes a write on to the leader it knows, and a silent leader never answers: the writers
+/// must give up on those soon, or the figure is this timeout and not the cluster's failover.
+/// A commit normally takes a few ms (`commit_latency_us_*`).
+const WRITE_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// How the leader dies in a failover round.
+#[derive(Clone, Copy)]
+enum Death {
+    /// SIGKILL: its kernel resets its connections at once, as a crashed process's.
+    Crash,
+    /// SIGSTOP: its connections stay open and it says nothing, as a box that lost power or
+    /// its link; the others see it only by silence.
+    Silence,
+}
+
+/// One death of the leader; gives the milliseconds until a write sent after it commits,
+/// then restarts (or continues) the node and waits until it has caught up.
+fn failover_round(c: &Cluster, death: Death) -> u64 {
     let all = [0, 1, 2];
     let leader = c.wait_for_leader(&all);
     let survivors: Vec<usize> = all.into_iter().filter(|&i| i != leader).collect();
@@ -181,7 +200,7 @@ fn failover_round(c: &Cluster) -> u64 {
                         forwarded: false,
                         dry_run: false,
                     });
-                    match tokio::time::timeout(Duration::from_secs(1), call).await {
+                    match tokio::time::timeout(WRITE_TIMEOUT, call).await {
                         Ok(Ok(_)) => {
                             warm.fetch_add(1, Ordering::SeqCst);
                             let kill = *killed_at.lock().expect("lock");
@@ -207,10 +226,12 @@ fn failover_round(c: &Cluster) -> u64 {
             _ => Ok(()),
         },
     );
-    c.node(leader).signal(Signal::SIGKILL);
     let t0 = Instant::now();
+    match death {
+        Death::Crash => c.node(leader).signal(Signal::SIGKILL),
+        Death::Silence => c.node(leader).signal(Signal::SIGSTOP),
+    }
     *killed_at.lock().expect("lock") = Some(t0);
-    c.kill(leader);
     let committed = c.wait_until("a write commits after the kill", || {
         first_commit
             .lock()
@@ -221,7 +242,13 @@ fn failover_round(c: &Cluster) -> u64 {
     for w in writers {
         c.block_on(w).expect("writer task");
     }
-    c.start(&[leader]);
+    match death {
+        Death::Crash => {
+            c.kill(leader);
+            c.start(&[leader]);
+        }
+        Death::Silence => c.node(leader).signal(Signal::SIGCONT),
+    }
     c.wait_converged(&all);
     committed.duration_since(t0).as_millis() as u64
 }
