@@ -45,17 +45,18 @@ where
 
     /// `entry` was appended to the log, `stored` bytes in sled.
     pub(crate) fn push(&mut self, entry: Entry<C>, stored: usize) {
-        let index = entry.log_id.index;
+        // An entry too large to keep breaks the run of consecutive entries.
+        if stored > MAX_STORED_BYTES {
+            self.clear();
+            return;
+        }
         // Raft appends consecutively; anything else (a gap) starts the tail afresh.
+        let index = entry.log_id.index;
         if self
             .last_index()
             .is_some_and(|last| last.checked_add(1) != Some(index))
-            || stored > MAX_STORED_BYTES
         {
             self.clear();
-        }
-        if stored > MAX_STORED_BYTES {
-            return;
         }
         self.entries.push_back((entry, stored));
         self.stored_bytes += stored;
