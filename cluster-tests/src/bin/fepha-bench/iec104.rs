@@ -79,7 +79,6 @@ pub fn run(args: &Args) {
         hub: Hub::new(rx),
         masters: BTreeMap::new(),
         next_id: 0,
-        poll_ms: crate::load_poll_ms(args.offer),
     };
 
     let sim = SimDevice::start(&c, device_addr(&c, 0, 5020), &one_rtu_profile());
@@ -125,7 +124,7 @@ pub fn run(args: &Args) {
     }
     drop(sim);
 
-    b.big_site();
+    b.big_site(crate::load_poll_ms(args.offer));
 }
 
 /// `n` general interrogations through a master on the leader of a cluster whose site maps
@@ -139,8 +138,6 @@ pub fn interrogations(c: &Cluster, n: usize) -> Vec<(f64, usize)> {
         hub: Hub::new(rx),
         masters: BTreeMap::new(),
         next_id: 0,
-        // Unused: this site is the scale group's own.
-        poll_ms: 1000,
     };
     let leader = c.wait_for_leader(&ALL);
     (0..n).map(|_| b.interrogate(leader)).collect()
@@ -441,8 +438,6 @@ struct Bench<'a> {
     /// Master id → master.
     masters: BTreeMap<u64, Master>,
     next_id: u64,
-    /// The poll interval of the 10 000-point site (`--offer`).
-    poll_ms: u64,
 }
 
 struct Failover {
@@ -634,10 +629,10 @@ impl Bench<'_> {
     /// The 10 000-point site: a general interrogation with no device running (every point
     /// unread, sent invalid), then spontaneous throughput with every point changing on every
     /// poll.
-    fn big_site(&mut self) {
+    fn big_site(&mut self, poll_ms: u64) {
         let c = self.c;
         let addrs: Vec<SocketAddr> = (1..=DEVICES).map(|k| device_addr(c, k, 5020)).collect();
-        let text = big_site(&addrs, self.poll_ms, None);
+        let text = big_site(&addrs, poll_ms, None);
         let leader = c.wait_for_leader(&ALL);
         let t = Instant::now();
         if let Err(e) = c.apply(leader, &text, "240s") {
@@ -676,7 +671,7 @@ impl Bench<'_> {
             percentile(&gis, 50.0) as f64 / 1000.0
         );
 
-        self.throughput(&addrs);
+        self.throughput(&addrs, poll_ms);
     }
 
     /// The master on node `leader` once its STARTDT is confirmed, reconnecting it while the
@@ -749,15 +744,15 @@ impl Bench<'_> {
     /// Starts the ramping devices and measures the spontaneous ASDUs the master receives per
     /// second over [`WINDOW`] after [`WARM_UP`]; then, for the diagnosis only (stderr), the
     /// same with the forwarder's k and w raised to [`WIDE_K`] and [`WIDE_W`].
-    fn throughput(&mut self, addrs: &[SocketAddr]) {
+    fn throughput(&mut self, addrs: &[SocketAddr], poll_ms: u64) {
         let c = self.c;
-        let profile = crate::ramp_profile(UNITS, POINTS, self.poll_ms);
+        let profile = crate::ramp_profile(UNITS, POINTS, poll_ms);
         let sims: Vec<SimDevice> = addrs
             .iter()
             .map(|a| SimDevice::start(c, *a, &profile))
             .collect();
         let t = Instant::now();
-        let w = self.window(t);
+        let w = self.window(t, poll_ms);
         println!("asdu_per_s: {:.0} ASDU/s", w.asdus_per_s);
         println!("iec104_events_per_s: {:.0} events/s", w.events_per_s);
         println!("iec104_events_dropped_total: {:.0} events", w.dropped_total);
@@ -765,7 +760,7 @@ impl Bench<'_> {
         let leader = c.wait_for_leader(&ALL);
         if let Err(e) = c.apply(
             leader,
-            &big_site(addrs, self.poll_ms, Some((WIDE_K, WIDE_W))),
+            &big_site(addrs, poll_ms, Some((WIDE_K, WIDE_W))),
             "240s",
         ) {
             eprintln!("fepha-bench: the k = {WIDE_K} configuration was not applied: {e}");
@@ -773,7 +768,7 @@ impl Bench<'_> {
             self.disconnect_all();
             eprintln!("fepha-bench: the same with k = {WIDE_K}, w = {WIDE_W} (diagnosis only):");
             let t = Instant::now();
-            let wide = self.window(t);
+            let wide = self.window(t, poll_ms);
             eprintln!(
                 "fepha-bench: with k = {WIDE_K}: {:.0} ASDU/s ({:.0} with k = 12)",
                 wide.asdus_per_s, w.asdus_per_s
@@ -784,8 +779,9 @@ impl Bench<'_> {
     }
 
     /// Connects a master to every node, waits until spontaneous data flows, warms up and
-    /// measures; `since` is when the data was set going (for the log).
-    fn window(&mut self, since: Instant) -> Window {
+    /// measures; `since` is when the data was set going and `poll_ms` the site's poll interval
+    /// (both for the log).
+    fn window(&mut self, since: Instant, poll_ms: u64) -> Window {
         let c = self.c;
         let leader = c.wait_for_leader(&ALL);
         self.started_on(leader);
@@ -884,7 +880,7 @@ impl Bench<'_> {
              window; CPU: leader {:.0}%, bench (master) {:.0}%",
             objects as f64 / window,
             (changes_after - changes_before) / window,
-            crate::load_offered(self.poll_ms),
+            crate::load_offered(poll_ms),
             c.name(leader),
             (sent_after - sent_before) / window,
             dropped_after - dropped_before,
