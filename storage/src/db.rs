@@ -73,7 +73,18 @@ impl Db {
     }
 
     pub(crate) fn persist_blocking(&self) -> io::Result<()> {
-        self.sled.flush()?;
+        let flushed = self.sled.flush();
+        release_garbage();
+        flushed?;
         self.files.sync()
     }
+}
+
+/// Hands what sled has replaced on this thread (a full 512 KiB IO buffer, a rewritten tree
+/// page) to crossbeam-epoch's collector at once. sled frees these through crossbeam-epoch,
+/// whose per-thread bag holds 64 deferred frees before it even offers them for collection:
+/// on the threads that write the log, that kept tens of MiB of dead buffers under a point
+/// load. Cheap: one pin, and a collection only of what no thread can still see.
+pub(crate) fn release_garbage() {
+    crossbeam_epoch::pin().flush();
 }

@@ -113,7 +113,9 @@ where
         for key in self.iter(range).keys() {
             batch.remove(key?);
         }
-        self.db.log.apply_batch(batch)
+        let removed = self.db.log.apply_batch(batch);
+        crate::db::release_garbage();
+        removed
     }
 
     fn iter(&self, range: impl RangeBounds<u64>) -> sled::Iter {
@@ -242,6 +244,7 @@ where
             appended.push((entry, stored));
         }
         let written = self.db.log.apply_batch(batch);
+        crate::db::release_garbage();
         {
             let mut tail = self.tail();
             if written.is_ok() {
