@@ -19,9 +19,9 @@ use super::Raft;
 use crate::shutdown::Shutdown;
 
 /// A snapshot once the entries since the last one take this much as stored.
-const SNAPSHOT_AFTER_BYTES: u64 = 8 << 20;
+const SNAPSHOT_AFTER_BYTES: u64 = 4 << 20;
 /// Entries the snapshot covers that are kept for followers a moment behind.
-const KEEP_BEHIND_BYTES: u64 = 2 << 20;
+const KEEP_BEHIND_BYTES: u64 = 1 << 20;
 const EVERY: Duration = Duration::from_millis(500);
 /// A snapshot asked for and not built (one was being built, say) is asked for again after
 /// this long.

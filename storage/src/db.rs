@@ -27,7 +27,7 @@ pub(crate) struct Db {
 }
 
 /// sled's page cache (see [`Db::open`]).
-const CACHE_BYTES: u64 = 16 << 20;
+const CACHE_BYTES: u64 = 8 << 20;
 
 impl Db {
     pub(crate) fn open(dir: &Path) -> Result<Self, OpenError> {

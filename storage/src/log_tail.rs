@@ -10,9 +10,9 @@ use std::collections::VecDeque;
 
 use openraft::{Entry, RaftTypeConfig};
 
-/// At most this many entries: a few seconds of a busy log, more than any follower that is
-/// keeping up is behind.
-const MAX_ENTRIES: usize = 64;
+/// At most this many entries: a follower that keeps up is an entry or two behind, and every
+/// decoded entry kept is memory (a tenth of a second of a busy log is plenty).
+const MAX_ENTRIES: usize = 16;
 /// At most this many bytes of entries as stored (compact encoding): the decoded entries take
 /// several times as much memory. A larger entry (a site configuration) is not kept.
 const MAX_STORED_BYTES: usize = 1 << 20;
