@@ -72,6 +72,13 @@ impl Db {
             .map_err(io::Error::other)?
     }
 
+    /// Writes `batch` to the log tree, then hands sled's garbage from it to the collector.
+    pub(crate) fn apply_log_batch(&self, batch: sled::Batch) -> sled::Result<()> {
+        let applied = self.log.apply_batch(batch);
+        release_garbage();
+        applied
+    }
+
     pub(crate) fn persist_blocking(&self) -> io::Result<()> {
         let flushed = self.sled.flush();
         release_garbage();
@@ -85,6 +92,6 @@ impl Db {
 /// whose per-thread bag holds 64 deferred frees before it even offers them for collection:
 /// on the threads that write the log, that kept tens of MiB of dead buffers under a point
 /// load. Cheap: one pin, and a collection only of what no thread can still see.
-pub(crate) fn release_garbage() {
+fn release_garbage() {
     crossbeam_epoch::pin().flush();
 }

@@ -113,9 +113,7 @@ where
         for key in self.iter(range).keys() {
             batch.remove(key?);
         }
-        let removed = self.db.log.apply_batch(batch);
-        crate::db::release_garbage();
-        removed
+        self.db.apply_log_batch(batch)
     }
 
     fn iter(&self, range: impl RangeBounds<u64>) -> sled::Iter {
@@ -243,8 +241,7 @@ where
             batch.insert(&log_key(entry.log_id.index)[..], value);
             appended.push((entry, stored));
         }
-        let written = self.db.log.apply_batch(batch);
-        crate::db::release_garbage();
+        let written = self.db.apply_log_batch(batch);
         {
             let mut tail = self.tail();
             if written.is_ok() {
